@@ -1,0 +1,52 @@
+# toolcatalog: every target creates and uses its own virtual environment in .venv
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+.PHONY: venv
+venv: $(STAMP) ## Create the virtual environment and install the package with test extras
+
+.PHONY: demo
+demo: $(STAMP) ## Run the demo: emulated API server + demo MCP server + operator, no cluster needed
+	$(BIN)/toolcatalog demo
+
+.PHONY: test
+test: $(STAMP) ## Run the whole test suite (unit + end-to-end)
+	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+.PHONY: test-unit
+test-unit: $(STAMP) ## Run only the unit tests
+	$(BIN)/pytest -q tests/unit $(PYTEST_ARGS)
+
+.PHONY: run
+run: $(STAMP) ## Run the operator against the cluster in KUBECONFIG (all namespaces)
+	$(BIN)/toolcatalog run --all-namespaces $(RUN_ARGS)
+
+.PHONY: install
+install: ## Install the CRDs into the cluster in KUBECONFIG (kubectl)
+	kubectl apply -f crds/
+
+.PHONY: deploy
+deploy: install ## Deploy the operator (namespace, RBAC, Deployment) with kustomize
+	kubectl apply -k deploy/
+
+.PHONY: bench
+bench: $(STAMP) ## Run the benchmarks and print figures
+	$(BIN)/python -m bench
+
+.PHONY: clean
+clean: ## Remove the virtual environment and caches
+	rm -rf $(VENV) .pytest_cache build dist operator/*.egg-info

@@ -1,0 +1,1 @@
+"""kopf registrations: thin handlers that parse, call the sync path, and patch."""
