@@ -1,1 +1,6 @@
-"""kopf registrations: thin handlers that parse, call the sync path, and patch."""
+"""kopf registrations: thin handlers that parse, call the sync path, and patch.
+
+Importing this package registers every handler with kopf's default registry.
+"""
+
+from . import lifecycle, resources, watches  # noqa: F401

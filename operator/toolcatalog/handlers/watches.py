@@ -1,0 +1,93 @@
+"""Changes that resync resources nobody touched: Secret rotation and referenced ToolServers.
+
+kopf indexes map each Secret and each ToolServer to the resources that use them; the Secret
+watch and ToolServer changes ask the engine for a sync, which the resource's own timer runs
+(its handler is the one allowed to write its status). Only hashes of Secret data are kept
+in memory, never values.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import kopf
+
+from .. import constants as c
+from ..resolve import SyncProblem, parse_spec, secret_names_of
+from ..sync import SyncEngine
+
+SECRETS_INDEX = "secret_users"
+REFERENCES_INDEX = "toolserver_users"
+
+
+def _secret_users(kind: str, namespace: str, name: str, spec: Any) -> dict[tuple[str, str], tuple[str, str]]:
+    try:
+        parsed = parse_spec(kind, spec or {})
+    except SyncProblem:
+        return {}
+    return {(namespace, secret): (kind, name) for secret in sorted(secret_names_of(parsed))}
+
+
+@kopf.index(c.GROUP, c.VERSION, c.PLURAL[c.KIND_TOOLSERVER], id="secret-users-toolservers")
+def secret_users_toolservers(namespace: str, name: str, spec: Any, **_: Any) -> dict:
+    return _secret_users(c.KIND_TOOLSERVER, namespace, name, spec)
+
+
+@kopf.index(c.GROUP, c.VERSION, c.PLURAL[c.KIND_CONNECTORCONFIG], id="secret-users-connectorconfigs")
+def secret_users_connectorconfigs(namespace: str, name: str, spec: Any, **_: Any) -> dict:
+    return _secret_users(c.KIND_CONNECTORCONFIG, namespace, name, spec)
+
+
+@kopf.index(c.GROUP, c.VERSION, c.PLURAL[c.KIND_CONNECTORCONFIG], id="toolserver-users")
+def toolserver_users(namespace: str, name: str, spec: Any, **_: Any) -> dict:
+    """ConnectorConfigs by the ToolServer they reference, with whether they bring their own auth."""
+    ref = ((spec or {}).get("toolServerRef") or {}).get("name")
+    if not ref:
+        return {}
+    return {(namespace, ref): (name, bool((spec or {}).get("auth")))}
+
+
+def _want_users_of_toolserver(engine: SyncEngine, index: kopf.Index, namespace: str, server: str,
+                              trigger: str, *, only_inheriting_auth: bool = False) -> None:
+    for cc_name, own_auth in index.get((namespace, server), []):
+        if only_inheriting_auth and own_auth:
+            continue
+        engine.want(c.KIND_CONNECTORCONFIG, namespace, cc_name, trigger)
+
+
+def _secret_digest(body: kopf.Body) -> str:
+    data = {**(body.get("data") or {}), **(body.get("stringData") or {})}
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+@kopf.on.event("", "v1", "secrets", id="resync-on-secret-change")
+def on_secret(event: kopf.RawEvent, body: kopf.Body, namespace: str, name: str, memo: Any,
+              secret_users_toolservers: kopf.Index, secret_users_connectorconfigs: kopf.Index,
+              toolserver_users: kopf.Index, **_: Any) -> None:
+    engine: SyncEngine | None = getattr(memo, "engine", None)
+    digests: dict[tuple[str, str], str | None] = memo.setdefault("secret_digests", {})
+    key = (namespace, name)
+    kind_of_event = event.get("type")
+    digest = None if kind_of_event == "DELETED" else _secret_digest(body)
+    before = digests.get(key)
+    digests[key] = digest
+    if engine is None or kind_of_event is None or before == digest:
+        return      # the initial listing, or nothing that matters changed
+    for kind, user in secret_users_toolservers.get(key, []) + secret_users_connectorconfigs.get(key, []):
+        engine.want(kind, namespace, user, c.TRIGGER_SECRET)
+        if kind == c.KIND_TOOLSERVER:
+            _want_users_of_toolserver(engine, toolserver_users, namespace, user, c.TRIGGER_SECRET,
+                                      only_inheriting_auth=True)
+
+
+@kopf.on.create(c.GROUP, c.VERSION, c.PLURAL[c.KIND_TOOLSERVER], id="resync-referrers-on-create")
+@kopf.on.update(c.GROUP, c.VERSION, c.PLURAL[c.KIND_TOOLSERVER], field="spec", id="resync-referrers-on-change")
+@kopf.on.delete(c.GROUP, c.VERSION, c.PLURAL[c.KIND_TOOLSERVER], optional=True, id="resync-referrers-on-delete")
+def on_toolserver_change(namespace: str, name: str, memo: Any, toolserver_users: kopf.Index,
+                         reason: Any, **_: Any) -> None:
+    """A ConnectorConfig inherits url, transport, headers, tls and maybe auth: resync it."""
+    engine: SyncEngine | None = getattr(memo, "engine", None)
+    if engine is not None:
+        _want_users_of_toolserver(engine, toolserver_users, namespace, name, c.TRIGGER_UPDATE)

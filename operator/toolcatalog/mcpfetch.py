@@ -1,0 +1,465 @@
+"""The only module that speaks MCP: one session to one server, its whole tool list, or a typed error.
+
+`fetch_catalog` opens a session with the mcp SDK client (streamable HTTP or
+SSE), reads every tools/list page and closes the session, all within one
+deadline. Every HTTP request goes through `HttpPool`, one connection pool
+shared by all syncs; a per-fetch `_WatchedTransport` sees each exchange on the
+wire, so a refused credential, a redirect or a non-MCP answer ends the fetch at
+once with a precise, secret-free `FetchError` instead of whatever generic error
+the SDK would derive from it later.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import ssl
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import anyio
+import httpcore2
+import httpx2
+import mcp_types
+from mcp.client.client import Client
+from mcp.client.sse import sse_client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
+from pydantic import ValidationError
+
+from . import constants as c
+from . import models
+from .egress import EgressPolicy
+
+logger = logging.getLogger(__name__)
+
+TOOL_FIELDS = ("name", "title", "description", "inputSchema", "outputSchema", "annotations")
+CLIENT_INFO = mcp_types.Implementation(name="toolcatalog", version="0.1.0")
+_MAX_DETAIL = 200
+
+
+@dataclass(frozen=True)
+class TLSMaterial:
+    """Resolved TLS settings: CA PEM text (already read from a Secret/ConfigMap) and the skip flag."""
+
+    ca_pem: str | None = None
+    insecure_skip_verify: bool = False
+
+    def pool_key(self) -> tuple[str, bool]:
+        """Connections can be shared exactly between endpoints whose TLS settings hash alike."""
+        if self.insecure_skip_verify:
+            return ("", True)
+        return (hashlib.sha256(self.ca_pem.encode()).hexdigest() if self.ca_pem else "", False)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A fully resolved endpoint. `headers` may hold secrets: repr shows their names only."""
+
+    url: str
+    transport: str = c.TRANSPORT_STREAMABLE_HTTP
+    headers: Mapping[str, str] = field(default_factory=dict)
+    tls: TLSMaterial | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"Endpoint(url={display_url(self.url)!r}, transport={self.transport!r}, "
+            f"headers=<{', '.join(sorted(self.headers)) or 'none'}>, tls={self.tls!r})"
+        )
+
+
+@dataclass(frozen=True)
+class FetchedCatalog:
+    server: models.ServerInfo
+    tools: list[dict[str, Any]]
+    pages: int
+
+
+class FetchError(Exception):
+    """A fetch that failed; `reason` is a Synced condition reason, `message` a one-line hint for humans."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+    def __repr__(self) -> str:
+        return f"FetchError({self.reason!r}, {self.message!r})"
+
+
+def display_url(url: str) -> str:
+    """The URL without userinfo, query or fragment: safe for messages and logs."""
+    try:
+        parts = urlsplit(url)
+        return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
+    except ValueError:
+        return "<invalid url>"
+
+
+# ------------------------------------------------------------------ the shared pool
+
+
+class _EgressCheckedBackend(httpcore2.AsyncNetworkBackend):
+    """Connects only to addresses the egress policy permits, and to exactly those it checked."""
+
+    def __init__(self, policy: EgressPolicy) -> None:
+        self._policy = policy
+        self._inner = httpcore2.AnyIOBackend()
+
+    async def connect_tcp(self, host: str, port: int, timeout: float | None = None,
+                          local_address: str | None = None, socket_options: Any = None) -> Any:
+        last_error: Exception | None = None
+        for address in await self._policy.permitted_addresses(host, port):
+            try:
+                return await self._inner.connect_tcp(address, port, timeout=timeout,
+                                                     local_address=local_address, socket_options=socket_options)
+            except httpcore2.ConnectError as exc:
+                last_error = exc
+        assert last_error is not None  # permitted_addresses never returns an empty list
+        raise last_error
+
+    async def connect_unix_socket(self, path: str, timeout: float | None = None, socket_options: Any = None) -> Any:
+        return await self._inner.connect_unix_socket(path, timeout=timeout, socket_options=socket_options)
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+class _PoolTransport(httpx2.AsyncHTTPTransport):
+    """httpx2's transport whose connection pool may dial through the egress-checked backend."""
+
+    def __init__(self, ssl_context: ssl.SSLContext, limits: httpx2.Limits, egress: EgressPolicy | None) -> None:
+        super().__init__(verify=ssl_context, limits=limits, trust_env=False)
+        if egress is not None:  # httpx2 has no network_backend knob: rebuild its (private) pool with one
+            self._pool = httpcore2.AsyncConnectionPool(
+                ssl_context=ssl_context, max_connections=limits.max_connections,
+                max_keepalive_connections=limits.max_keepalive_connections,
+                keepalive_expiry=limits.keepalive_expiry, network_backend=_EgressCheckedBackend(egress))
+
+    def connection_states(self) -> list[str]:
+        return ["idle" if conn.is_idle() else "closed" if conn.is_closed() else "active"
+                for conn in self._pool.connections]
+
+
+class HttpPool:
+    """One shared HTTP connection pool for all syncs (not one client per session).
+
+    One transport (its own TCP/TLS pool) per distinct TLS setting; every fetch
+    gets a light per-fetch client over it, whose closing leaves the pool open.
+    """
+
+    def __init__(self, *, egress: EgressPolicy | None = None, max_connections: int = 100) -> None:
+        self.egress = egress
+        self._limits = httpx2.Limits(max_connections=max_connections,
+                                     max_keepalive_connections=max(1, max_connections // 4), keepalive_expiry=15.0)
+        self._transports: dict[tuple[str, bool], _PoolTransport] = {}
+        self._closed = False
+
+    def transport_for(self, tls: TLSMaterial | None) -> _PoolTransport:
+        """The shared transport for these TLS settings, created on first use."""
+        if self._closed:
+            raise RuntimeError("HttpPool is closed")
+        tls = tls or TLSMaterial()
+        key = tls.pool_key()
+        transport = self._transports.get(key)
+        if transport is None:
+            transport = _PoolTransport(_ssl_context(tls), self._limits, self.egress)
+            self._transports[key] = transport
+        return transport
+
+    def connection_states(self) -> dict[str, int]:
+        """Counts of pooled connections by state (idle, active, closed), over all TLS settings."""
+        counts = {"idle": 0, "active": 0, "closed": 0}
+        for transport in self._transports.values():
+            for state in transport.connection_states():
+                counts[state] += 1
+        return counts
+
+    async def aclose(self) -> None:
+        self._closed = True
+        transports, self._transports = list(self._transports.values()), {}
+        for transport in transports:
+            await transport.aclose()
+
+
+def _ssl_context(tls: TLSMaterial) -> ssl.SSLContext:
+    if tls.insecure_skip_verify:
+        return httpx2.create_ssl_context(verify=False)
+    if not tls.ca_pem:
+        return httpx2.create_ssl_context()
+    try:
+        return ssl.create_default_context(cadata=tls.ca_pem)
+    except (ssl.SSLError, ValueError) as exc:
+        raise FetchError(c.REASON_INVALID_SPEC,
+                         f"spec.tls.caBundle does not hold a usable PEM CA certificate ({type(exc).__name__})") from None
+
+
+# ------------------------------------------------------------- one fetch's watcher
+
+
+class _FetchWatch:
+    """What one fetch saw on the wire. The first decisive failure cancels the fetch at once."""
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.url = display_url(endpoint.url)
+        self.sse = endpoint.transport == c.TRANSPORT_SSE
+        self.failure: FetchError | None = None
+        self.last_http_error: int | None = None
+        self.scope: anyio.CancelScope | None = None
+        self.secrets = [value for value in endpoint.headers.values() if value]
+
+    def fail(self, error: FetchError) -> None:
+        if self.failure is None:
+            self.failure = error
+            if self.scope is not None:
+                self.scope.cancel()
+
+    def decisive(self, request: httpx2.Request) -> bool:
+        """Session teardown (DELETE) and streamable HTTP's optional GET stream may fail harmlessly."""
+        return request.method != "DELETE" and (self.sse or request.method != "GET")
+
+    def observe(self, request: httpx2.Request, response: httpx2.Response) -> None:
+        status = response.status_code
+        if 300 <= status < 400:
+            location = response.headers.get("location", "")
+            target = display_url(str(request.url.join(location))) if location else "(no Location header)"
+            self.fail(FetchError(c.REASON_PROTOCOL_ERROR,
+                                 f"{self.url} redirected (HTTP {status}) to {target}; redirects are not followed: "
+                                 f"set spec.url to {target} if that is the MCP endpoint"))
+        elif status in (401, 403):
+            self.fail(FetchError(c.REASON_AUTH_FAILED,
+                                 f"server refused the credentials (HTTP {status}) at {self.url}; check the Secret "
+                                 "referenced by spec.auth (bearerToken/headers) and that it is valid for this server"))
+        elif status >= 400:
+            self.last_http_error = status
+            if self.sse:  # the SDK's SSE transport swallows failed POSTs; never wait for them
+                self.fail(http_status_error(status, self.url))
+        elif status == 200 and (self.sse == (request.method == "GET")):
+            self.last_http_error = None
+            content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
+            expected = ("text/event-stream",) if self.sse else ("application/json", "text/event-stream")
+            if content_type not in expected:
+                self.fail(FetchError(c.REASON_PROTOCOL_ERROR,
+                                     f"{self.url} answered with {content_type or 'no content type'} instead of MCP "
+                                     f"({' or '.join(expected)}); is spec.url the server's MCP endpoint and "
+                                     f"spec.transport ({'sse' if self.sse else 'streamable-http'}) right?"))
+
+
+def http_status_error(status: int, url: str) -> FetchError:
+    hint = "check the path in spec.url" if status == 404 else "the server is failing or overloaded" \
+        if status >= 500 else "the server rejected the MCP request"
+    return FetchError(c.REASON_SERVER_UNAVAILABLE, f"{url} answered HTTP {status}; {hint}")
+
+
+def transport_error(exc: Exception, url: str, secrets: list[str]) -> FetchError:
+    """A FetchError for an httpx2 transport failure (no response at all)."""
+    text = _short(str(exc), secrets)
+    if isinstance(exc, httpx2.TimeoutException):
+        return FetchError(c.REASON_TIMEOUT, f"no complete answer from {url} ({type(exc).__name__})")
+    if "CERTIFICATE_VERIFY_FAILED" in text or "SSL" in text or isinstance(exc.__context__, ssl.SSLError):
+        detail = text.split("] ", 1)[-1].split(" (_ssl", 1)[0] if text else type(exc).__name__
+        return FetchError(c.REASON_SERVER_UNAVAILABLE,
+                          f"TLS handshake with {url} failed ({detail[:_MAX_DETAIL]}); set spec.tls.caBundle to the "
+                          "CA that signed the server's certificate")
+    if isinstance(exc, httpx2.ConnectError):
+        if "refused" in text.lower():
+            return FetchError(c.REASON_SERVER_UNAVAILABLE,
+                              f"connection refused by {url}; is the server running and the port right?")
+        if "name or service" in text.lower() or "nodename" in text.lower() or "resolution" in text.lower():
+            return FetchError(c.REASON_SERVER_UNAVAILABLE, f"cannot resolve the host of {url}; check spec.url")
+        return FetchError(c.REASON_SERVER_UNAVAILABLE, f"cannot connect to {url} ({text[:_MAX_DETAIL] or 'no detail'})")
+    return FetchError(c.REASON_SERVER_UNAVAILABLE,
+                      f"connection to {url} failed before a complete answer ({type(exc).__name__})")
+
+
+class _WatchedTransport(httpx2.AsyncBaseTransport):
+    """One fetch's view of the shared pool: reports each exchange to the watch; closing it is a no-op."""
+
+    def __init__(self, shared: httpx2.AsyncBaseTransport, watch: _FetchWatch) -> None:
+        self._shared = shared
+        self._watch = watch
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        decisive = self._watch.decisive(request)
+        try:
+            response = await self._shared.handle_async_request(request)
+        except FetchError as exc:
+            self._watch.fail(exc)
+            raise
+        except httpx2.TransportError as exc:
+            if decisive:
+                self._watch.fail(transport_error(exc, self._watch.url, self._watch.secrets))
+            raise
+        if decisive:
+            self._watch.observe(request, response)
+        return response
+
+    async def aclose(self) -> None:
+        """The shared pool outlives every per-fetch client (the SDK's sse_client closes its client)."""
+
+
+# ----------------------------------------------------------------------- the fetch
+
+
+async def fetch_catalog(endpoint: Endpoint, *, pool: HttpPool, timeout: float,
+                        max_pages: int = c.MAX_PAGES) -> FetchedCatalog:
+    """Connect, initialize, read every tools/list page and disconnect, all within `timeout` seconds.
+
+    Raises FetchError; its message never holds a header value.
+    """
+    watch = _FetchWatch(endpoint)
+    catalog: FetchedCatalog | None = None
+    deadline = anyio.move_on_after(timeout)
+    try:
+        if endpoint.transport not in c.TRANSPORTS:
+            raise FetchError(c.REASON_PROTOCOL_ERROR, f"unknown transport {endpoint.transport!r}")
+        shared = pool.transport_for(endpoint.tls)
+        with deadline, anyio.CancelScope() as abort:
+            watch.scope = abort
+            catalog = await _fetch_in_session(endpoint, _WatchedTransport(shared, watch), timeout, max_pages)
+    except Exception as exc:  # the SDK's errors come wrapped in (nested) ExceptionGroups
+        error = watch.failure or (_timeout(watch, timeout) if deadline.cancel_called else None)
+        error = error or _error_from_exception(exc, watch)
+        logger.debug("fetch from %s failed: %s (%s)", watch.url, error.reason, type(exc).__name__)
+        raise _scrubbed(error, watch.secrets) from None
+    if catalog is None:  # the deadline passed, or the watch cancelled the session
+        raise _scrubbed(watch.failure or _timeout(watch, timeout), watch.secrets)
+    return catalog
+
+
+def _timeout(watch: _FetchWatch, timeout: float) -> FetchError:
+    return FetchError(c.REASON_TIMEOUT, f"no complete answer from {watch.url} within {timeout:g}s")
+
+
+async def _fetch_in_session(endpoint: Endpoint, transport: _WatchedTransport, timeout: float,
+                            max_pages: int) -> FetchedCatalog:
+    endpoint_headers = dict(endpoint.headers)
+
+    def make_client(headers: Mapping[str, str] | None = None, timeout: Any = None, auth: Any = None) -> Any:
+        """A light per-fetch client over the shared pool; the SDK's redirect following is off (max 0)."""
+        return httpx2.AsyncClient(transport=transport, headers={**endpoint_headers, **(headers or {})},
+                                  timeout=httpx2.Timeout(http_timeout), trust_env=False,
+                                  follow_redirects=False, max_redirects=0)
+
+    http_timeout = timeout
+    if endpoint.transport == c.TRANSPORT_SSE:
+        mcp_transport = sse_client(endpoint.url, timeout=timeout, sse_read_timeout=timeout,
+                                   httpx_client_factory=make_client)
+        return await _list_all(Client(mcp_transport, mode="auto", cache=None, client_info=CLIENT_INFO), max_pages)
+    async with make_client() as http_client:
+        mcp_transport = streamable_http_client(endpoint.url, http_client=http_client)
+        return await _list_all(Client(mcp_transport, mode="auto", cache=None, client_info=CLIENT_INFO), max_pages)
+
+
+async def _list_all(client: Client, max_pages: int) -> FetchedCatalog:
+    async with client:
+        server = _server_info(client)
+        tools: list[dict[str, Any]] = []
+        first_page: dict[str, int] = {}
+        cursors: set[str] = set()
+        cursor: str | None = None
+        pages = 0
+        while True:
+            if pages >= max_pages:
+                raise FetchError(c.REASON_PROTOCOL_ERROR,
+                                 f"server listed more than {max_pages} pages of tools; its tools/list does not end")
+            page = await client.list_tools(cursor=cursor, cache_mode="bypass")
+            pages += 1
+            for tool in page.tools:
+                entry = tool_json(tool)
+                if entry["name"] in first_page:
+                    raise FetchError(c.REASON_PROTOCOL_ERROR,
+                                     f"server listed tool {entry['name']!r} twice (pages {first_page[entry['name']]} "
+                                     f"and {pages})")
+                first_page[entry["name"]] = pages
+                tools.append(entry)
+            if not page.next_cursor:
+                return FetchedCatalog(server=server, tools=tools, pages=pages)
+            if page.next_cursor in cursors or page.next_cursor == cursor:
+                raise FetchError(c.REASON_PROTOCOL_ERROR,
+                                 f"server repeated the pagination cursor {_short(page.next_cursor)!r} on tools/list "
+                                 f"page {pages}; its pagination never ends")
+            cursors.add(page.next_cursor)
+            cursor = page.next_cursor
+
+
+def tool_json(tool: mcp_types.Tool) -> dict[str, Any]:
+    """The tool as the server sent it, restricted to the fields the catalog keeps."""
+    dumped = tool.model_dump(by_alias=True, exclude_unset=True, mode="json")
+    return {key: dumped[key] for key in TOOL_FIELDS if key in dumped}
+
+
+def _server_info(client: Client) -> models.ServerInfo:
+    info = client.server_info
+    tools_capability = client.server_capabilities.tools
+    return models.ServerInfo(
+        name=info.name if info else None,
+        version=(info.version or None) if info else None,
+        protocol_version=client.protocol_version,
+        list_changed=bool(tools_capability.list_changed) if tools_capability else None,
+    )
+
+
+# ----------------------------------------------------------------- error mapping
+
+
+def _leaves(exc: BaseException) -> Iterable[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            yield from _leaves(inner)
+    else:
+        yield exc
+
+
+def _error_from_exception(exc: BaseException, watch: _FetchWatch) -> FetchError:
+    """Pick the most telling leaf of what the SDK raised and describe it."""
+    leaves = [leaf for leaf in _leaves(exc) if not isinstance(leaf, anyio.get_cancelled_exc_class())] or [exc]
+    for kind in (FetchError, MCPError, ValidationError, httpx2.TransportError, httpx2.HTTPStatusError):
+        found = next((leaf for leaf in leaves if isinstance(leaf, kind)), None)
+        if found is not None:
+            return _describe(found, watch)
+    return _describe(leaves[0], watch)
+
+
+def _describe(exc: BaseException, watch: _FetchWatch) -> FetchError:
+    if isinstance(exc, FetchError):
+        return exc
+    if watch.last_http_error is not None:  # the SDK turned an HTTP error status into a generic JSON-RPC error
+        return http_status_error(watch.last_http_error, watch.url)
+    if isinstance(exc, MCPError):
+        return FetchError(c.REASON_PROTOCOL_ERROR,
+                          f"{watch.url} answered with JSON-RPC error {exc.code}: {_short(exc.message, watch.secrets)}")
+    if isinstance(exc, ValidationError):
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid"}
+        where = ".".join(str(part) for part in first.get("loc", ())) or "result"
+        return FetchError(c.REASON_PROTOCOL_ERROR,
+                          f"{watch.url} sent a malformed MCP answer ({where}: {_short(str(first.get('msg')), watch.secrets)})")
+    if isinstance(exc, httpx2.HTTPStatusError):
+        return http_status_error(exc.response.status_code, watch.url)
+    if isinstance(exc, httpx2.TransportError):
+        return transport_error(exc, watch.url, watch.secrets)
+    if isinstance(exc, TimeoutError):
+        return FetchError(c.REASON_TIMEOUT, f"no complete answer from {watch.url}")
+    return FetchError(c.REASON_PROTOCOL_ERROR,
+                      f"unexpected failure talking MCP to {watch.url} ({type(exc).__name__}: {_short(str(exc), watch.secrets)})")
+
+
+def _short(text: str, secrets: Iterable[str] = ()) -> str:
+    """One line, no header value (scrubbed before cutting, so no secret is left half-shown), bounded length."""
+    line = " ".join(_scrub(str(text), secrets).split())
+    return line if len(line) <= _MAX_DETAIL else line[: _MAX_DETAIL - 1] + "…"
+
+
+def _scrub(text: str, secrets: Iterable[str]) -> str:
+    for secret in sorted(secrets, key=len, reverse=True):
+        for variant in {secret, secret.strip(), secret.partition(" ")[2].strip()}:
+            if len(variant) >= 4:
+                text = text.replace(variant, "***")
+    return text
+
+
+def _scrubbed(error: FetchError, secrets: list[str]) -> FetchError:
+    """Defence in depth: no header value may survive into a message, whoever wrote the text."""
+    return FetchError(error.reason, " ".join(_scrub(error.message, secrets).split()))

@@ -1,0 +1,463 @@
+"""Real MCP servers for tests: the mcp SDK's low-level Server behind uvicorn on loopback.
+
+`McpTestServer` serves streamable HTTP or SSE from a background thread with its
+own event loop, so it keeps answering while a test's loop is blocked and when
+the operator runs as a subprocess. Its knobs (tools, paging, tokens, delay,
+fault mode) can be changed while it runs; its counters tell a test what the
+server actually saw.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from typing import Any, Literal
+
+import anyio
+import mcp_types as types
+import anyio.to_thread
+import uvicorn
+from mcp.server.lowlevel.server import NotificationOptions, Server
+from mcp.server.sse import SseServerTransport
+from mcp.server.transport_security import TransportSecuritySettings
+from mcp.shared.exceptions import MCPError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Mount, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+Mode = Literal["ok", "garbage", "http500", "redirect", "repeat-cursor", "bad-tools"]
+MODES: tuple[str, ...] = ("ok", "garbage", "http500", "redirect", "repeat-cursor", "bad-tools")
+STREAMABLE_PATH = "/mcp"
+SSE_PATH = "/sse"
+SSE_MESSAGES_PATH = "/messages/"
+REDIRECT_TARGET = "/moved"
+REPEATED_CURSOR = "same-cursor-again"
+START_TIMEOUT = 10.0
+STOP_TIMEOUT = 10.0
+_NO_SECURITY = TransportSecuritySettings(enable_dns_rebinding_protection=False)
+
+
+def make_tools(n: int, prefix: str = "tool") -> list[dict[str, Any]]:
+    """n distinct, valid MCP tool definitions, named `<prefix>_000` upwards (sorted order = list order)."""
+    return [
+        {
+            "name": f"{prefix}_{i:03d}",
+            "title": f"{prefix.capitalize()} number {i}",
+            "description": f"Does thing {i} for the {prefix} tests.",
+            "inputSchema": {
+                "type": "object",
+                "properties": {"value": {"type": "integer", "description": f"input {i}"}},
+                "required": ["value"],
+            },
+            "outputSchema": {"type": "object", "properties": {"result": {"type": "string"}}},
+            "annotations": {"readOnlyHint": i % 2 == 0, "destructiveHint": False},
+        }
+        for i in range(n)
+    ]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A loopback port that was free a moment ago (the OS picked it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def closed_port(host: str = "127.0.0.1") -> Iterator[int]:
+    """A port that refuses connections for as long as the block runs.
+
+    The socket stays bound without listening: connects get ECONNREFUSED and no
+    other process can take the port meanwhile.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.bind((host, 0))
+        yield int(sock.getsockname()[1])
+    finally:
+        sock.close()
+
+
+def _page(tools: list[dict[str, Any]], next_cursor: str | None) -> types.ListToolsResult:
+    """One tools/list page; ttlMs 0 so a client that honours server cache hints still refetches."""
+    return types.ListToolsResult(
+        tools=[types.Tool.model_validate(tool) for tool in tools], next_cursor=next_cursor, ttl_ms=0
+    )
+
+
+def _bearer_token(headers: Any) -> str | None:
+    value = headers.get("authorization") or ""
+    scheme, _, token = value.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+class McpTestServer:
+    """A real MCP server on 127.0.0.1 (or another loopback address) with knobs for faults.
+
+    Use as `with McpTestServer(...) as server:` or `async with ...`; `server.url`
+    is the endpoint. All knobs are plain attributes guarded by a lock, so tests
+    may change them at any time while the server runs.
+    """
+
+    def __init__(
+        self,
+        *,
+        transport: Literal["streamable-http", "sse"] = "streamable-http",
+        tools: list[dict[str, Any]] | None = None,
+        page_size: int | None = None,
+        tokens: dict[str, list[dict[str, Any]]] | None = None,
+        delay: float = 0.0,
+        mode: Mode = "ok",
+        server_name: str = "test-mcp",
+        server_version: str = "1.0.0",
+        list_changed: bool = True,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+    ) -> None:
+        if transport not in ("streamable-http", "sse"):
+            raise ValueError(f"unknown transport {transport!r}")
+        self.transport = transport
+        self.host = host
+        self._port = port
+        self._lock = threading.RLock()
+        self._tools = copy.deepcopy(tools if tools is not None else make_tools(3))
+        self._page_size = page_size
+        self._tokens = copy.deepcopy(tokens)
+        self._delay = delay
+        self._mode: str = mode
+        self.server_name = server_name
+        self.server_version = server_version
+        self.list_changed = list_changed
+        self._list_calls = 0
+        self._requests = 0
+        self._last_headers: dict[str, str] = {}
+        self._paths: list[str] = []
+        self._connections: set[tuple[str, int]] = set()
+        self._uvicorn: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._started = threading.Event()
+        self._startup_failed: str | None = None
+
+    # ------------------------------------------------------------------ knobs
+
+    def _get(self, name: str) -> Any:
+        with self._lock:
+            return getattr(self, name)
+
+    def _set(self, name: str, value: Any) -> None:
+        with self._lock:
+            setattr(self, name, value)
+
+    @property
+    def tools(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return copy.deepcopy(self._tools)
+
+    @tools.setter
+    def tools(self, value: list[dict[str, Any]]) -> None:
+        self._set("_tools", copy.deepcopy(value))
+
+    @property
+    def page_size(self) -> int | None:
+        return self._get("_page_size")  # type: ignore[no-any-return]
+
+    @page_size.setter
+    def page_size(self, value: int | None) -> None:
+        if value is not None and value < 1:
+            raise ValueError("page_size must be >= 1 or None")
+        self._set("_page_size", value)
+
+    @property
+    def tokens(self) -> dict[str, list[dict[str, Any]]] | None:
+        with self._lock:
+            return copy.deepcopy(self._tokens)
+
+    @tokens.setter
+    def tokens(self, value: dict[str, list[dict[str, Any]]] | None) -> None:
+        self._set("_tokens", copy.deepcopy(value))
+
+    @property
+    def delay(self) -> float:
+        return self._get("_delay")  # type: ignore[no-any-return]
+
+    @delay.setter
+    def delay(self, value: float) -> None:
+        self._set("_delay", float(value))
+
+    @property
+    def mode(self) -> str:
+        return self._get("_mode")  # type: ignore[no-any-return]
+
+    @mode.setter
+    def mode(self, value: str) -> None:
+        if value not in MODES:
+            raise ValueError(f"unknown mode {value!r}; one of {MODES}")
+        self._set("_mode", value)
+
+    # --------------------------------------------------------------- counters
+
+    @property
+    def list_calls(self) -> int:
+        """tools/list requests the MCP server answered (or started answering)."""
+        return self._get("_list_calls")  # type: ignore[no-any-return]
+
+    @property
+    def requests(self) -> int:
+        """HTTP requests that reached the server, of any method and path."""
+        return self._get("_requests")  # type: ignore[no-any-return]
+
+    @property
+    def last_headers(self) -> dict[str, str]:
+        """Headers of the last HTTP request, names lower-cased."""
+        with self._lock:
+            return dict(self._last_headers)
+
+    @property
+    def paths(self) -> list[str]:
+        """Paths of all HTTP requests, in arrival order."""
+        with self._lock:
+            return list(self._paths)
+
+    @property
+    def connections(self) -> int:
+        """Distinct TCP connections (client address, port) that carried requests."""
+        with self._lock:
+            return len(self._connections)
+
+    def reset_counters(self) -> None:
+        with self._lock:
+            self._list_calls = self._requests = 0
+            self._last_headers = {}
+            self._paths = []
+            self._connections = set()
+
+    # -------------------------------------------------------------- addresses
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise RuntimeError("server was never started: no port yet")
+        return self._port
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """The endpoint a client configures (spec.url)."""
+        return self.base_url + (STREAMABLE_PATH if self.transport == "streamable-http" else SSE_PATH)
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    # ------------------------------------------------------------- MCP server
+
+    def _visible_tools(self, request: Request | None) -> list[dict[str, Any]]:
+        with self._lock:
+            if self._tokens is None:
+                return copy.deepcopy(self._tools)
+            token = _bearer_token(request.headers) if request is not None else None
+            return copy.deepcopy(self._tokens.get(token or "", []))
+
+    def _build_mcp_server(self) -> Server[Any]:
+        async def list_tools(ctx: Any, params: Any) -> types.ListToolsResult:
+            with self._lock:
+                self._list_calls += 1
+                delay, page_size, mode = self._delay, self._page_size, self._mode
+            if delay > 0:
+                await anyio.sleep(delay)
+            tools = self._visible_tools(getattr(ctx, "request", None))
+            cursor = getattr(params, "cursor", None) if params is not None else None
+            if mode == "repeat-cursor":
+                return _page(tools[: page_size or 1], REPEATED_CURSOR)
+            start = 0
+            if cursor is not None:
+                if not cursor.isdigit():
+                    raise MCPError(code=-32602, message=f"invalid cursor {cursor!r}")
+                start = int(cursor)
+            if page_size is None:
+                return _page(tools[start:], None)
+            end = start + page_size
+            return _page(tools[start:end], str(end) if end < len(tools) else None)
+
+        return Server(self.server_name, version=self.server_version, on_list_tools=list_tools)
+
+    def _build_app(self) -> ASGIApp:
+        server = self._build_mcp_server()
+        options = NotificationOptions(tools_changed=self.list_changed)
+        if self.transport == "streamable-http":
+            inner: ASGIApp = server.streamable_http_app(
+                streamable_http_path=STREAMABLE_PATH, transport_security=_NO_SECURITY, host=self.host
+            )
+        else:
+            sse = SseServerTransport(SSE_MESSAGES_PATH, security_settings=_NO_SECURITY)
+
+            async def handle_sse(request: Request) -> Response:
+                async with sse.connect_sse(request.scope, request.receive, request._send) as (read, write):
+                    await server.run(read, write, server.create_initialization_options(options))
+                return Response()
+
+            inner = Starlette(
+                routes=[
+                    Route(SSE_PATH, endpoint=handle_sse, methods=["GET"]),
+                    Mount(SSE_MESSAGES_PATH, app=sse.handle_post_message),
+                ]
+            )
+        return self._wrap(inner)
+
+    # ------------------------------------------------------ HTTP fault layer
+
+    def _wrap(self, inner: ASGIApp) -> ASGIApp:
+        """Count requests, enforce tokens and inject faults in front of the MCP app."""
+
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] == "lifespan":
+                await inner(scope, receive, self._lifespan_send(send))
+                return
+            if scope["type"] != "http":
+                await inner(scope, receive, send)
+                return
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+            with self._lock:
+                self._requests += 1
+                self._last_headers = headers
+                self._paths.append(scope["path"])
+                client = scope.get("client")
+                if client:
+                    self._connections.add((client[0], client[1]))
+                mode, tokens = self._mode, self._tokens
+            if tokens is not None and _bearer_token(headers) not in tokens:
+                await _respond(send, 401, b"unauthorized", "text/plain", {"www-authenticate": "Bearer"})
+            elif mode == "http500":
+                await _respond(send, 500, b"internal server error", "text/plain")
+            elif mode == "garbage":
+                await _respond(send, 200, b"<html><body>Welcome to nginx!</body></html>", "text/html")
+            elif mode == "redirect" and scope["path"] != REDIRECT_TARGET:
+                await _respond(send, 307, b"", "text/plain", {"location": REDIRECT_TARGET})
+            elif mode == "bad-tools" and scope["method"] == "POST":
+                await self._answer_bad_tools(scope, receive, send, inner)
+            else:
+                await inner(scope, receive, send)
+
+        return app
+
+    async def _answer_bad_tools(self, scope: Scope, receive: Receive, send: Send, inner: ASGIApp) -> None:
+        """Answer tools/list with malformed tool entries; pass everything else through."""
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        try:
+            rpc = json.loads(body)
+        except ValueError:
+            rpc = None
+        if isinstance(rpc, dict) and rpc.get("method") == "tools/list":
+            with self._lock:
+                self._list_calls += 1
+            reply = {"jsonrpc": "2.0", "id": rpc.get("id"), "result": {"tools": [{"name": 42, "inputSchema": "x"}]}}
+            await _respond(send, 200, json.dumps(reply).encode(), "application/json")
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await inner(scope, replay, send)
+
+    def _lifespan_send(self, send: Send) -> Send:
+        async def wrapped(message: Message) -> None:
+            if message["type"] == "lifespan.startup.failed":
+                self._startup_failed = str(message.get("message"))
+                self._started.set()
+            elif message["type"] == "lifespan.startup.complete":
+                self._started.set()
+            await send(message)
+
+        return wrapped
+
+    # ------------------------------------------------------------- lifecycle
+
+    def start(self) -> McpTestServer:
+        """Start serving (again, on the same port if it ran before); returns when requests are answered."""
+        if self.running:
+            return self
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((self.host, self._port or 0))
+            sock.listen(128)
+        except OSError:
+            sock.close()
+            raise
+        self._port = int(sock.getsockname()[1])
+        config = uvicorn.Config(
+            self._build_app(),
+            log_level="warning",
+            access_log=False,
+            lifespan="on",
+            loop="asyncio",
+            http="h11",
+            ws="none",
+            timeout_graceful_shutdown=1,
+        )
+        self._uvicorn = uvicorn.Server(config)
+        self._started.clear()
+        self._startup_failed = None
+        uv = self._uvicorn
+        self._thread = threading.Thread(
+            target=lambda: asyncio.run(uv.serve(sockets=[sock])),
+            name=f"mcp-test-server-{self._port}",
+            daemon=True,
+        )
+        self._thread.start()
+        if not self._started.wait(START_TIMEOUT) or self._startup_failed is not None:
+            self.stop()
+            raise RuntimeError(f"MCP test server did not start: {self._startup_failed or 'timed out'}")
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and close every connection; the port is refused until start()."""
+        if self._uvicorn is not None:
+            self._uvicorn.should_exit = True
+        if self._thread is not None:
+            self._thread.join(STOP_TIMEOUT)
+            if self._thread.is_alive():
+                raise RuntimeError("MCP test server did not stop in time")
+        self._thread = None
+        self._uvicorn = None
+
+    def __enter__(self) -> McpTestServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> McpTestServer:
+        return await anyio.to_thread.run_sync(self.start)
+
+    async def __aexit__(self, *exc: object) -> None:
+        await anyio.to_thread.run_sync(self.stop)
+
+
+async def _respond(
+    send: Send, status: int, body: bytes, content_type: str, extra: dict[str, str] | None = None
+) -> None:
+    headers = [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode())]
+    headers += [(k.encode(), v.encode()) for k, v in (extra or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
