@@ -11,8 +11,10 @@ the SDK would derive from it later.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
+import socket
 import ssl
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -29,14 +31,14 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from pydantic import ValidationError
 
+from . import __version__, models
 from . import constants as c
-from . import models
 from .egress import EgressPolicy
 
 logger = logging.getLogger(__name__)
 
 TOOL_FIELDS = ("name", "title", "description", "inputSchema", "outputSchema", "annotations")
-CLIENT_INFO = mcp_types.Implementation(name="toolcatalog", version="0.1.0")
+CLIENT_INFO = mcp_types.Implementation(name="toolcatalog", version=__version__)
 _MAX_DETAIL = 200
 
 
@@ -209,6 +211,8 @@ class _FetchWatch:
         self.last_http_error: int | None = None
         self.scope: anyio.CancelScope | None = None
         self.secrets = [value for value in endpoint.headers.values() if value]
+        with contextlib.suppress(ValueError):
+            self.secrets += [secret for secret in (urlsplit(endpoint.url).password,) if secret]
 
     def fail(self, error: FetchError) -> None:
         if self.failure is None:
@@ -228,6 +232,10 @@ class _FetchWatch:
             self.fail(FetchError(c.REASON_PROTOCOL_ERROR,
                                  f"{self.url} redirected (HTTP {status}) to {target}; redirects are not followed: "
                                  f"set spec.url to {target} if that is the MCP endpoint"))
+        elif status in (401, 403) and "authorization" not in request.headers and not self.secrets:
+            self.fail(FetchError(c.REASON_AUTH_FAILED,
+                                 f"server requires credentials (HTTP {status}) at {self.url}; set spec.auth.bearerToken "
+                                 "or spec.auth.headers to a Secret key holding them"))
         elif status in (401, 403):
             self.fail(FetchError(c.REASON_AUTH_FAILED,
                                  f"server refused the credentials (HTTP {status}) at {self.url}; check the Secret "
@@ -248,28 +256,42 @@ class _FetchWatch:
 
 
 def http_status_error(status: int, url: str) -> FetchError:
-    hint = "check the path in spec.url" if status == 404 else "the server is failing or overloaded" \
-        if status >= 500 else "the server rejected the MCP request"
+    hints = {404: "check the path in spec.url", 429: "the server is rate-limiting requests"}
+    hint = hints.get(status) or ("the server is failing or overloaded" if status >= 500
+                                 else "the server rejected the MCP request")
     return FetchError(c.REASON_SERVER_UNAVAILABLE, f"{url} answered HTTP {status}; {hint}")
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """The exception and its causes (httpx2 -> httpcore2 -> anyio -> OSError/SSLError)."""
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
 
 
 def transport_error(exc: Exception, url: str, secrets: list[str]) -> FetchError:
     """A FetchError for an httpx2 transport failure (no response at all)."""
-    text = _short(str(exc), secrets)
+    causes = _chain(exc)
     if isinstance(exc, httpx2.TimeoutException):
         return FetchError(c.REASON_TIMEOUT, f"no complete answer from {url} ({type(exc).__name__})")
-    if "CERTIFICATE_VERIFY_FAILED" in text or "SSL" in text or isinstance(exc.__context__, ssl.SSLError):
-        detail = text.split("] ", 1)[-1].split(" (_ssl", 1)[0] if text else type(exc).__name__
+    tls = next((cause for cause in causes if isinstance(cause, ssl.SSLError)), None)
+    if tls is not None:
+        detail = getattr(tls, "verify_message", None) or getattr(tls, "reason", None) or type(tls).__name__
         return FetchError(c.REASON_SERVER_UNAVAILABLE,
-                          f"TLS handshake with {url} failed ({detail[:_MAX_DETAIL]}); set spec.tls.caBundle to the "
-                          "CA that signed the server's certificate")
+                          f"TLS handshake with {url} failed ({_short(str(detail), secrets)}); set spec.tls.caBundle "
+                          "to the CA that signed the server's certificate")
+    if any(isinstance(cause, ConnectionRefusedError) for cause in causes):
+        return FetchError(c.REASON_SERVER_UNAVAILABLE,
+                          f"connection refused by {url}; is the server running and the port right?")
+    if any(isinstance(cause, socket.gaierror) for cause in causes):
+        return FetchError(c.REASON_SERVER_UNAVAILABLE, f"cannot resolve the host of {url}; check spec.url")
+    if any(isinstance(cause, ConnectionResetError) for cause in causes):
+        return FetchError(c.REASON_SERVER_UNAVAILABLE, f"connection to {url} was reset by the server")
     if isinstance(exc, httpx2.ConnectError):
-        if "refused" in text.lower():
-            return FetchError(c.REASON_SERVER_UNAVAILABLE,
-                              f"connection refused by {url}; is the server running and the port right?")
-        if "name or service" in text.lower() or "nodename" in text.lower() or "resolution" in text.lower():
-            return FetchError(c.REASON_SERVER_UNAVAILABLE, f"cannot resolve the host of {url}; check spec.url")
-        return FetchError(c.REASON_SERVER_UNAVAILABLE, f"cannot connect to {url} ({text[:_MAX_DETAIL] or 'no detail'})")
+        return FetchError(c.REASON_SERVER_UNAVAILABLE, f"cannot connect to {url} ({_short(str(exc), secrets)})")
     return FetchError(c.REASON_SERVER_UNAVAILABLE,
                       f"connection to {url} failed before a complete answer ({type(exc).__name__})")
 
@@ -294,6 +316,9 @@ class _WatchedTransport(httpx2.AsyncBaseTransport):
             raise
         if decisive:
             self._watch.observe(request, response)
+            if self._watch.failure is not None:  # the SDK never gets to see (and log about) the bad answer
+                await response.aclose()
+                raise self._watch.failure
         return response
 
     async def aclose(self) -> None:

@@ -133,7 +133,7 @@ class SyncEngine:
         if status.phase == c.PHASE_SUSPENDED and _suspended(target):
             return False
         if status.last_sync is None:
-            return not self.lock(target.uid).locked()
+            return False    # never synced: the create or resume handler owns the first sync
         due = parse_time(status.next_sync_at)
         return due is not None and self.clock() >= due
 

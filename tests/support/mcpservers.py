@@ -12,15 +12,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import dataclasses
 import json
+import shutil
 import socket
+import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
 import anyio
-import mcp_types as types
 import anyio.to_thread
+import mcp_types as types
 import uvicorn
 from mcp.server.lowlevel.server import NotificationOptions, Server
 from mcp.server.sse import SseServerTransport
@@ -85,6 +88,32 @@ def closed_port(host: str = "127.0.0.1") -> Iterator[int]:
         sock.close()
 
 
+@dataclasses.dataclass(frozen=True)
+class SelfSignedCert:
+    certfile: str
+    keyfile: str
+    pem: str
+
+
+def make_self_signed_cert(directory: str, host: str = "127.0.0.1") -> SelfSignedCert:
+    """A throw-away certificate for `host` (IP SAN), self-signed so it is its own CA bundle.
+
+    Uses the openssl CLI (tests skip when it is missing).
+    """
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        raise RuntimeError("openssl CLI not found")
+    certfile, keyfile = f"{directory}/server.crt", f"{directory}/server.key"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-days", "2", "-subj", f"/CN={host}", "-addext", f"subjectAltName=IP:{host}",
+         "-keyout", keyfile, "-out", certfile],
+        check=True, capture_output=True, timeout=30,
+    )
+    with open(certfile, encoding="ascii") as fh:
+        return SelfSignedCert(certfile=certfile, keyfile=keyfile, pem=fh.read())
+
+
 def _page(tools: list[dict[str, Any]], next_cursor: str | None) -> types.ListToolsResult:
     """One tools/list page; ttlMs 0 so a client that honours server cache hints still refetches."""
     return types.ListToolsResult(
@@ -96,6 +125,23 @@ def _bearer_token(headers: Any) -> str | None:
     value = headers.get("authorization") or ""
     scheme, _, token = value.partition(" ")
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+class _ListChangedServer(Server[Any]):
+    """A low-level Server whose handshake-era capabilities say tools.listChanged as configured.
+
+    (The streamable HTTP session manager builds initialization options without
+    notification options, so the flag has to come from here.)
+    """
+
+    def __init__(self, *args: Any, tools_changed: bool, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._tools_changed = tools_changed
+
+    def create_initialization_options(self, notification_options: NotificationOptions | None = None,
+                                      *args: Any, **kwargs: Any) -> Any:
+        options = notification_options or NotificationOptions(tools_changed=self._tools_changed)
+        return super().create_initialization_options(options, *args, **kwargs)
 
 
 class McpTestServer:
@@ -120,21 +166,26 @@ class McpTestServer:
         list_changed: bool = True,
         host: str = "127.0.0.1",
         port: int | None = None,
+        cert: SelfSignedCert | None = None,
     ) -> None:
         if transport not in ("streamable-http", "sse"):
             raise ValueError(f"unknown transport {transport!r}")
         self.transport = transport
         self.host = host
         self._port = port
+        self.cert = cert
         self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)  # notified whenever a counter moves
         self._tools = copy.deepcopy(tools if tools is not None else make_tools(3))
         self._page_size = page_size
         self._tokens = copy.deepcopy(tokens)
         self._delay = delay
-        self._mode: str = mode
-        self.server_name = server_name
-        self.server_version = server_version
-        self.list_changed = list_changed
+        self._mode: str = "ok"
+        self.mode = mode
+        self._mcp_server: Server[Any] | None = None
+        self._server_name = server_name
+        self._server_version = server_version
+        self.list_changed = list_changed  # read at start()
         self._list_calls = 0
         self._requests = 0
         self._last_headers: dict[str, str] = {}
@@ -199,7 +250,35 @@ class McpTestServer:
     def mode(self, value: str) -> None:
         if value not in MODES:
             raise ValueError(f"unknown mode {value!r}; one of {MODES}")
+        if value == "bad-tools" and self.transport != "streamable-http":
+            raise ValueError("mode 'bad-tools' rewrites HTTP answers: streamable HTTP only")
         self._set("_mode", value)
+
+    @property
+    def server_name(self) -> str:
+        return self._get("_server_name")  # type: ignore[no-any-return]
+
+    @server_name.setter
+    def server_name(self, value: str) -> None:
+        self._set("_server_name", value)
+        self._apply_identity()
+
+    @property
+    def server_version(self) -> str:
+        return self._get("_server_version")  # type: ignore[no-any-return]
+
+    @server_version.setter
+    def server_version(self, value: str) -> None:
+        self._set("_server_version", value)
+        self._apply_identity()
+
+    def _apply_identity(self) -> None:
+        """Name and version go live at once: the SDK server caches its 2026-era identity stamp."""
+        with self._lock:
+            server = self._mcp_server
+            if server is not None:
+                server.name, server.version = self._server_name, self._server_version
+                server.__dict__.pop("_server_info_stamp_source", None)
 
     # --------------------------------------------------------------- counters
 
@@ -231,6 +310,18 @@ class McpTestServer:
         with self._lock:
             return len(self._connections)
 
+    def wait_until(self, predicate: Callable[[McpTestServer], bool], timeout: float = 10.0) -> None:
+        """Block until `predicate(server)` holds (re-checked on every request), or raise TimeoutError."""
+        with self._changed:
+            if not self._changed.wait_for(lambda: predicate(self), timeout):
+                raise TimeoutError(
+                    f"condition not met within {timeout}s (requests={self._requests}, list_calls={self._list_calls})"
+                )
+
+    async def wait_until_async(self, predicate: Callable[[McpTestServer], bool], timeout: float = 10.0) -> None:
+        """`wait_until` without blocking the event loop (the operator may run on it)."""
+        await anyio.to_thread.run_sync(self.wait_until, predicate, timeout)
+
     def reset_counters(self) -> None:
         with self._lock:
             self._list_calls = self._requests = 0
@@ -248,7 +339,7 @@ class McpTestServer:
 
     @property
     def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self.cert else 'http'}://{self.host}:{self.port}"
 
     @property
     def url(self) -> str:
@@ -272,13 +363,16 @@ class McpTestServer:
         async def list_tools(ctx: Any, params: Any) -> types.ListToolsResult:
             with self._lock:
                 self._list_calls += 1
+                self._changed.notify_all()
                 delay, page_size, mode = self._delay, self._page_size, self._mode
             if delay > 0:
                 await anyio.sleep(delay)
             tools = self._visible_tools(getattr(ctx, "request", None))
             cursor = getattr(params, "cursor", None) if params is not None else None
-            if mode == "repeat-cursor":
-                return _page(tools[: page_size or 1], REPEATED_CURSOR)
+            size = page_size or 1
+            if mode == "repeat-cursor":  # page 1, then page 2 for ever, always with the same cursor
+                offset = 0 if cursor is None else size
+                return _page(tools[offset : offset + size], REPEATED_CURSOR)
             start = 0
             if cursor is not None:
                 if not cursor.isdigit():
@@ -289,11 +383,15 @@ class McpTestServer:
             end = start + page_size
             return _page(tools[start:end], str(end) if end < len(tools) else None)
 
-        return Server(self.server_name, version=self.server_version, on_list_tools=list_tools)
+        server = _ListChangedServer(
+            self.server_name, version=self.server_version, on_list_tools=list_tools, tools_changed=self.list_changed
+        )
+        with self._lock:
+            self._mcp_server = server
+        return server
 
     def _build_app(self) -> ASGIApp:
         server = self._build_mcp_server()
-        options = NotificationOptions(tools_changed=self.list_changed)
         if self.transport == "streamable-http":
             inner: ASGIApp = server.streamable_http_app(
                 streamable_http_path=STREAMABLE_PATH, transport_security=_NO_SECURITY, host=self.host
@@ -303,7 +401,7 @@ class McpTestServer:
 
             async def handle_sse(request: Request) -> Response:
                 async with sse.connect_sse(request.scope, request.receive, request._send) as (read, write):
-                    await server.run(read, write, server.create_initialization_options(options))
+                    await server.run(read, write, server.create_initialization_options())
                 return Response()
 
             inner = Starlette(
@@ -334,6 +432,7 @@ class McpTestServer:
                 client = scope.get("client")
                 if client:
                     self._connections.add((client[0], client[1]))
+                self._changed.notify_all()
                 mode, tokens = self._mode, self._tokens
             if tokens is not None and _bearer_token(headers) not in tokens:
                 await _respond(send, 401, b"unauthorized", "text/plain", {"www-authenticate": "Bearer"})
@@ -365,7 +464,9 @@ class McpTestServer:
         if isinstance(rpc, dict) and rpc.get("method") == "tools/list":
             with self._lock:
                 self._list_calls += 1
-            reply = {"jsonrpc": "2.0", "id": rpc.get("id"), "result": {"tools": [{"name": 42, "inputSchema": "x"}]}}
+            result = {"tools": [{"name": 42, "inputSchema": "x"}], "ttlMs": 0, "cacheScope": "private",
+                      "resultType": "complete"}
+            reply = {"jsonrpc": "2.0", "id": rpc.get("id"), "result": result}
             await _respond(send, 200, json.dumps(reply).encode(), "application/json")
             return
         replayed = False
@@ -414,6 +515,8 @@ class McpTestServer:
             http="h11",
             ws="none",
             timeout_graceful_shutdown=1,
+            ssl_certfile=self.cert.certfile if self.cert else None,
+            ssl_keyfile=self.cert.keyfile if self.cert else None,
         )
         self._uvicorn = uvicorn.Server(config)
         self._started.clear()

@@ -364,3 +364,60 @@ def test_samples_fit_together() -> None:
     assert (secret["apiVersion"], secret["kind"]) == ("v1", "Secret")
     assert secret["metadata"] == {"name": ref.name, "namespace": "default"} and ref.name == "alice-demo"
     assert ref.key in secret.get("stringData", {})
+
+
+# ------------------------------------------------------------------------- deploy/
+
+
+def _deploy_docs() -> dict[str, dict[str, Any]]:
+    docs = [d for name in ("rbac.yaml", "deployment.yaml")
+            for d in yaml.safe_load_all((REPO / "deploy" / name).read_text())]
+    return {d["kind"]: d for d in docs}
+
+
+def test_kustomization_includes_every_crd() -> None:
+    """kustomize refuses ../crds/<file> (outside its root), so crds/ carries a Kustomization."""
+    deploy = yaml.safe_load((REPO / "deploy" / "kustomization.yaml").read_text())
+    assert deploy["namespace"] == "toolcatalog-system"
+    for resource in deploy["resources"]:
+        assert (REPO / "deploy" / resource).exists(), resource
+    assert "../crds" in deploy["resources"]
+    crds = yaml.safe_load((REPO / "crds" / "Kustomization").read_text())
+    assert sorted(crds["resources"]) == sorted(p.name for p in (REPO / "crds").glob("*.yaml"))
+
+
+def test_cluster_role_grants_what_the_operator_uses_and_no_more() -> None:
+    role = _deploy_docs()["ClusterRole"]
+    granted = {(group, resource, verb) for rule in role["rules"] for group in rule["apiGroups"]
+               for resource in rule["resources"] for verb in rule["verbs"]}
+    needed = {(c.GROUP, plural + sub, verb) for plural in c.PLURAL.values()
+              for sub, verbs in (("", ("get", "list", "watch", "patch")), ("/status", ("patch",)))
+              for verb in verbs}
+    needed |= {("", "configmaps", v) for v in ("get", "create", "patch")}
+    needed |= {("", "secrets", v) for v in ("get", "list", "watch")}
+    needed |= {("", "events", "create"), ("apiextensions.k8s.io", "customresourcedefinitions", "watch")}
+    assert needed <= granted
+    assert not any("*" in entry for entry in granted)
+    assert not {v for g, r, v in granted if r == "secrets"} - {"get", "list", "watch"}
+    assert not {(g, r, v) for g, r, v in granted if v in ("delete", "deletecollection", "update")}
+
+
+def test_deployment_runs_one_locked_down_operator() -> None:
+    docs = _deploy_docs()
+    deployment = docs["Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"]["type"] == "Recreate"
+    assert container["image"] == "ghcr.io/toolcatalog/toolcatalog:0.1.0"
+    assert container["args"] == ["run", "--all-namespaces", "--liveness=http://0.0.0.0:8080/healthz"]
+    probe = container["livenessProbe"]["httpGet"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert probe["path"] == "/healthz" and ports[probe["port"]] == 8080
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] > 0
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert {"requests", "limits"} <= set(container["resources"])
+    account = docs["ServiceAccount"]["metadata"]["name"]
+    assert pod["serviceAccountName"] == account
+    assert docs["ClusterRoleBinding"]["subjects"] == [
+        {"kind": "ServiceAccount", "name": account, "namespace": "toolcatalog-system"}]

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import dataclasses
+
 import kopf
 
 from .. import constants as c
@@ -55,6 +57,22 @@ async def run_sync(kind: str, body: kopf.Body, patch: kopf.Patch, memo: Any, tri
     apply_report(report, body, patch)
 
 
+def timer_without_finalizer(plural: str, *, interval: float, id: str) -> Any:
+    """kopf.timer, minus the finalizer kopf always adds for timers.
+
+    The timer only decides whether a sync is due; nothing must happen before deletion, and a
+    finalizer would leave resources stuck in deletion whenever the operator is not running.
+    kopf has no flag for this, so the registered handler is replaced with a copy.
+    """
+    def decorator(fn: Any) -> Any:
+        kopf.timer(c.GROUP, c.VERSION, plural, interval=interval, id=id)(fn)
+        registry = kopf.get_default_registry()._spawning
+        registry._handlers = [  # noqa: SLF001 (kopf has no public switch)
+            dataclasses.replace(h, requires_finalizer=False) if h.fn is fn else h for h in registry._handlers]
+        return fn
+    return decorator
+
+
 def register(kind: str) -> None:
     """Register one set of handlers per kind: same code, one sync path."""
     plural = c.PLURAL[kind]
@@ -78,7 +96,7 @@ def register(kind: str) -> None:
             return      # removing the annotation does nothing
         await run_sync(kind, body, patch, memo, c.TRIGGER_REFRESH, explicit_refresh=True)
 
-    @kopf.timer(c.GROUP, c.VERSION, plural, interval=CONFIG.timer_interval, id="sync-when-due")
+    @timer_without_finalizer(plural, interval=CONFIG.timer_interval, id="sync-when-due")
     async def on_timer(body: kopf.Body, patch: kopf.Patch, memo: Any, **_: Any) -> None:
         engine: SyncEngine = memo.engine
         target = target_of(kind, body)

@@ -30,17 +30,17 @@ def _secret_users(kind: str, namespace: str, name: str, spec: Any) -> dict[tuple
     return {(namespace, secret): (kind, name) for secret in sorted(secret_names_of(parsed))}
 
 
-@kopf.index(c.GROUP, c.VERSION, c.PLURAL[c.KIND_TOOLSERVER], id="secret-users-toolservers")
+@kopf.index(c.GROUP, c.VERSION, c.PLURAL[c.KIND_TOOLSERVER], id="secret_users_toolservers")
 def secret_users_toolservers(namespace: str, name: str, spec: Any, **_: Any) -> dict:
     return _secret_users(c.KIND_TOOLSERVER, namespace, name, spec)
 
 
-@kopf.index(c.GROUP, c.VERSION, c.PLURAL[c.KIND_CONNECTORCONFIG], id="secret-users-connectorconfigs")
+@kopf.index(c.GROUP, c.VERSION, c.PLURAL[c.KIND_CONNECTORCONFIG], id="secret_users_connectorconfigs")
 def secret_users_connectorconfigs(namespace: str, name: str, spec: Any, **_: Any) -> dict:
     return _secret_users(c.KIND_CONNECTORCONFIG, namespace, name, spec)
 
 
-@kopf.index(c.GROUP, c.VERSION, c.PLURAL[c.KIND_CONNECTORCONFIG], id="toolserver-users")
+@kopf.index(c.GROUP, c.VERSION, c.PLURAL[c.KIND_CONNECTORCONFIG], id="toolserver_users")
 def toolserver_users(namespace: str, name: str, spec: Any, **_: Any) -> dict:
     """ConnectorConfigs by the ToolServer they reference, with whether they bring their own auth."""
     ref = ((spec or {}).get("toolServerRef") or {}).get("name")

@@ -1,0 +1,288 @@
+"""The Kubernetes API emulator behaves the way the operator will use it, and like a real server
+where the operator depends on it: kopf runs against it, the kubernetes client reads and writes
+ConfigMaps and Secrets through a kubeconfig, the server fills and bumps metadata."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+import pytest
+
+from toolcatalog import constants as c
+from toolcatalog.emulator import ApiEmulator, ApiError
+
+pytestmark = pytest.mark.e2e
+
+TS = f"{c.API_VERSION}/{c.PLURAL[c.KIND_TOOLSERVER]}"
+CC = f"{c.API_VERSION}/{c.PLURAL[c.KIND_CONNECTORCONFIG]}"
+URL = "http://127.0.0.1:8765/mcp"
+
+
+def toolserver(name: str = "demo", **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": c.API_VERSION, "kind": c.KIND_TOOLSERVER,
+            "metadata": {"name": name, "namespace": "default"}, "spec": {"url": URL, **spec}}
+
+
+@pytest.fixture
+async def api() -> AsyncIterator[ApiEmulator]:
+    async with ApiEmulator() as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def core_v1(api: ApiEmulator, tmp_path: Path) -> Iterator[kubernetes.client.CoreV1Api]:
+    """The kubernetes client configured only by a kubeconfig pointing at the emulator."""
+    kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig")
+    client = kubernetes.config.new_client_from_config(config_file=str(kubeconfig))
+    with client:
+        yield kubernetes.client.CoreV1Api(client)
+
+
+# ------------------------------------------------------------------- server-side metadata
+
+
+async def test_create_fills_metadata_defaults_and_prunes(api: ApiEmulator) -> None:
+    created = await api.create(toolserver(notInTheSchema=True))
+    meta = created["metadata"]
+    assert meta["uid"] and meta["resourceVersion"] and meta["creationTimestamp"].endswith("Z")
+    assert meta["generation"] == 1
+    assert created["spec"]["transport"] == c.TRANSPORT_STREAMABLE_HTTP
+    assert created["spec"]["sync"] == {"ttlSeconds": 3600, "timeoutSeconds": 30,
+                                       "minIntervalSeconds": 10, "suspend": False}
+    assert "notInTheSchema" not in created["spec"]
+    assert api.get(TS, "default", "demo") == created
+
+
+async def test_generation_grows_only_with_the_spec(api: ApiEmulator) -> None:
+    created = await api.create(toolserver())
+    versions = [created["metadata"]["resourceVersion"]]
+
+    annotated = await api.annotate(TS, "default", "demo", {c.ANN_REFRESH: "1"})
+    versions.append(annotated["metadata"]["resourceVersion"])
+    assert annotated["metadata"]["generation"] == 1
+
+    status = await api.patch_status(TS, "default", "demo", {"phase": "Ready", "observedGeneration": 1})
+    versions.append(status["metadata"]["resourceVersion"])
+    assert status["metadata"]["generation"] == 1
+
+    changed = await api.patch_spec(TS, "default", "demo", {"sync": {"ttlSeconds": 60}})
+    versions.append(changed["metadata"]["resourceVersion"])
+    assert changed["metadata"]["generation"] == 2
+    assert changed["spec"]["sync"]["ttlSeconds"] == 60 and changed["spec"]["sync"]["timeoutSeconds"] == 30
+    assert len(set(versions)) == len(versions)
+    assert changed["metadata"]["uid"] == created["metadata"]["uid"]
+
+
+async def test_status_subresource_is_isolated(api: ApiEmulator) -> None:
+    created = await api.create({**toolserver(), "status": {"phase": "Ready"}})
+    assert created["status"]["phase"] == "Ready"  # written by create() through /status
+
+    # A write to the object ignores status; a write to /status ignores everything else.
+    await api.patch(TS, "default", "demo", {"status": {"phase": "Failed"}})
+    await api.patch(TS, "default", "demo", {"spec": {"url": "http://127.0.0.1:1/mcp"},
+                                            "status": {"phase": "Stale", "kopf": {"x": 1}}},
+                    subresource="status")
+    stored = api.get(TS, "default", "demo")
+    assert stored is not None
+    assert stored["status"]["phase"] == "Stale" and "kopf" not in stored["status"]
+    assert stored["spec"]["url"] == URL and stored["metadata"]["generation"] == 1
+
+
+async def test_stale_writes_are_refused(api: ApiEmulator) -> None:
+    created = await api.create(toolserver())
+    await api.annotate(TS, "default", "demo", {"a.example/b": "c"})
+    stale = created["metadata"]["resourceVersion"]
+    with pytest.raises(ApiError) as conflict:
+        await api.patch(TS, "default", "demo", {"metadata": {"resourceVersion": stale}, "spec": {"tools": []}})
+    assert conflict.value.status == 409
+    json_patch = [{"op": "test", "path": "/metadata/resourceVersion", "value": stale},
+                  {"op": "add", "path": "/metadata/finalizers", "value": ["x"]}]
+    with pytest.raises(ApiError) as unprocessable:
+        await api._request("PATCH", api.path(TS, "default", "demo"), json_patch, "application/json-patch+json")
+    assert unprocessable.value.status == 422
+
+
+async def test_connectorconfig_without_transport_gets_no_default(api: ApiEmulator) -> None:
+    created = await api.create({"apiVersion": c.API_VERSION, "kind": c.KIND_CONNECTORCONFIG,
+                                "metadata": {"name": "alice", "namespace": "default"},
+                                "spec": {"toolServerRef": {"name": "demo"}}})
+    assert "transport" not in created["spec"] and created["spec"]["sync"]["ttlSeconds"] == 3600
+
+
+async def test_deleting_the_owner_deletes_its_configmap(api: ApiEmulator) -> None:
+    owner = await api.create(toolserver())
+    ref = {"apiVersion": c.API_VERSION, "kind": c.KIND_TOOLSERVER, "name": "demo",
+           "uid": owner["metadata"]["uid"], "controller": True}
+    await api.create({"apiVersion": "v1", "kind": "ConfigMap", "data": {},
+                      "metadata": {"name": "toolserver-demo", "namespace": "default", "ownerReferences": [ref]}})
+    await api.create({"apiVersion": "v1", "kind": "ConfigMap", "data": {},
+                      "metadata": {"name": "unrelated", "namespace": "default"}})
+    await api.delete(TS, "default", "demo")
+    assert api.get("v1/configmaps", "default", "toolserver-demo") is None
+    assert api.get("v1/configmaps", "default", "unrelated") is not None
+
+
+# ------------------------------------------------------------------- the kubernetes client
+
+
+async def test_kubernetes_client_configmaps_and_secrets(api: ApiEmulator, core_v1: kubernetes.client.CoreV1Api) -> None:
+    """The client is blocking: it runs in a thread while the emulator serves on this loop."""
+    labels = {c.LABEL_MANAGED_BY: c.MANAGED_BY, c.LABEL_NAME: "demo"}
+    body = kubernetes.client.V1ConfigMap(
+        metadata=kubernetes.client.V1ObjectMeta(name="toolserver-demo", labels=labels),
+        data={c.CM_KEY_JSON: '{"tools": []}'})
+    created = await asyncio.to_thread(core_v1.create_namespaced_config_map, "default", body)
+    assert created.metadata.uid and created.metadata.resource_version
+
+    patched = await asyncio.to_thread(
+        core_v1.patch_namespaced_config_map, "toolserver-demo", "default",
+        {"data": {c.CM_KEY_JSON: '{"tools": [1]}'}, "metadata": {"annotations": {c.ANN_CACHED_AT: "now"}}})
+    assert patched.metadata.resource_version != created.metadata.resource_version
+    read = await asyncio.to_thread(core_v1.read_namespaced_config_map, "toolserver-demo", "default")
+    assert read.data == {c.CM_KEY_JSON: '{"tools": [1]}'} and read.metadata.annotations[c.ANN_CACHED_AT] == "now"
+
+    selected = await asyncio.to_thread(core_v1.list_namespaced_config_map, "default",
+                                       label_selector=f"{c.LABEL_MANAGED_BY}={c.MANAGED_BY},{c.LABEL_NAME}")
+    other = await asyncio.to_thread(core_v1.list_namespaced_config_map, "default",
+                                    label_selector=f"{c.LABEL_NAME} notin (demo)")
+    assert [cm.metadata.name for cm in selected.items] == ["toolserver-demo"] and other.items == []
+
+    await api.create({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                      "metadata": {"name": "alice-demo", "namespace": "default"},
+                      "stringData": {"token": "placeholder-token"}})
+    secret = await asyncio.to_thread(core_v1.read_namespaced_secret, "alice-demo", "default")
+    assert base64.b64decode(secret.data["token"]) == b"placeholder-token"
+    with pytest.raises(kubernetes.client.ApiException) as missing:
+        await asyncio.to_thread(core_v1.read_namespaced_secret, "nobody", "default")
+    assert missing.value.status == 404
+
+    namespaces = await asyncio.to_thread(core_v1.list_namespace)
+    assert "default" in [ns.metadata.name for ns in namespaces.items]
+
+
+async def test_custom_objects_take_merge_patches_only(api: ApiEmulator, tmp_path: Path) -> None:
+    """As on a real server: strategic merge is for built-in kinds; a refresh annotation goes through."""
+    await api.create(toolserver())
+    client = kubernetes.config.new_client_from_config(config_file=str(api.write_kubeconfig(tmp_path / "kc")))
+    with client:
+        custom = kubernetes.client.CustomObjectsApi(client)
+        args = (c.GROUP, c.VERSION, "default", c.PLURAL[c.KIND_TOOLSERVER], "demo",
+                {"metadata": {"annotations": {c.ANN_REFRESH: "now"}}})
+        with pytest.raises(kubernetes.client.ApiException) as refused:
+            await asyncio.to_thread(custom.patch_namespaced_custom_object, *args,
+                                    _content_type="application/strategic-merge-patch+json")
+        assert refused.value.status == 415
+        patched = await asyncio.to_thread(custom.patch_namespaced_custom_object, *args)
+    stored = api.get(TS, "default", "demo")
+    assert stored is not None and stored["metadata"]["annotations"][c.ANN_REFRESH] == "now"
+    assert patched["metadata"]["resourceVersion"] == stored["metadata"]["resourceVersion"]
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+async def test_kubectl_applies_the_samples_and_lists_the_category(api: ApiEmulator, tmp_path: Path) -> None:
+    samples = Path(__file__).resolve().parents[2] / "deploy" / "samples"
+
+    async def kubectl(*args: str) -> str:
+        process = await asyncio.create_subprocess_exec(
+            "kubectl", "--kubeconfig", str(api.write_kubeconfig(tmp_path / "kc")), *args,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        output, _ = await asyncio.wait_for(process.communicate(), timeout=60)
+        assert process.returncode == 0, output.decode()
+        return output.decode()
+
+    await kubectl("apply", "--validate=false", "-f", str(samples))
+    listed = await kubectl("get", "toolcatalog", "-o", "name")
+    assert set(listed.split()) == {"toolserver.toolcatalog.dev/demo", "connectorconfig.toolcatalog.dev/alice-demo"}
+    token = await kubectl("get", "secret", "alice-demo", "-o", "jsonpath={.data.token}")
+    assert base64.b64decode(token) == b"replace-me-with-a-real-token"
+    await kubectl("annotate", "mcpts", "demo", f"{c.ANN_REFRESH}=2026-11-21T12:00:00Z")
+    stored = api.get(TS, "default", "demo")
+    assert stored is not None and stored["metadata"]["annotations"][c.ANN_REFRESH] == "2026-11-21T12:00:00Z"
+    assert stored["metadata"]["generation"] == 1
+
+
+# ------------------------------------------------------------------- kopf
+
+
+HANDLERS = textwrap.dedent("""
+    import kopf
+
+    @kopf.on.startup()
+    def configure(settings, **_):
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="toolcatalog.dev")
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+            prefix="toolcatalog.dev", key="last-handled-configuration")
+
+    @kopf.on.create("toolcatalog.dev", "v1alpha1", "toolservers")
+    @kopf.on.update("toolcatalog.dev", "v1alpha1", "toolservers", field="spec")
+    def reconcile(body, meta, patch, **_):
+        patch.status["phase"] = "Ready"
+        patch.status["observedGeneration"] = meta["generation"]
+        patch.status["url"] = body["spec"]["url"]
+        kopf.info(body, reason="Synced", message=f"generation {meta['generation']}")
+""")
+
+
+@pytest.fixture
+async def kopf_operator(api: ApiEmulator, tmp_path: Path) -> AsyncIterator[Path]:
+    """`kopf run --standalone -A` in a subprocess, configured by KUBECONFIG alone."""
+    (tmp_path / "handlers.py").write_text(HANDLERS)
+    log_path = tmp_path / "kopf.log"
+    env = {**os.environ, "KUBECONFIG": str(api.write_kubeconfig(tmp_path / "kubeconfig"))}
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "kopf", "run", "--standalone", "--all-namespaces",
+             str(tmp_path / "handlers.py")], env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        await api.wait_for(lambda: any(r.params.get("watch") == "true" and r.resource == TS
+                                       for r in list(api.emulator)),
+                           timeout=30, what="kopf watching toolservers")
+        yield log_path
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            await asyncio.to_thread(process.wait, 15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            await asyncio.to_thread(process.wait, 5)
+
+
+async def test_kopf_status_patches_and_events_land_in_the_emulator(api: ApiEmulator, kopf_operator: Path) -> None:
+    await api.create(toolserver())
+
+    def status() -> dict[str, Any]:
+        obj = api.get(TS, "default", "demo") or {}
+        return obj.get("status") or {}
+
+    first = await api.wait_for(lambda: status().get("observedGeneration") == 1 and status(),
+                               timeout=30, what="status written by kopf on create")
+    assert first["phase"] == "Ready" and first["url"] == URL
+    assert not {"reconcile", "kopf"} & set(first), "handler results and kopf state must not reach status"
+
+    await api.patch_spec(TS, "default", "demo", {"url": "http://127.0.0.1:9/mcp"})
+    second = await api.wait_for(lambda: status().get("observedGeneration") == 2 and status(),
+                                timeout=30, what="status written by kopf on update")
+    assert second["url"] == "http://127.0.0.1:9/mcp"
+
+    events = await api.wait_for(
+        lambda: [e for e in api.events("default", "demo") if e["reason"] == "Synced"][1:] and
+        [e for e in api.events("default", "demo") if e["reason"] == "Synced"],
+        timeout=30, what="two events posted by kopf")
+    assert [e["message"] for e in events] == ["generation 1", "generation 2"]
+    assert all(e["type"] == "Normal" and e["involvedObject"]["kind"] == c.KIND_TOOLSERVER for e in events)
+    assert len({e["metadata"]["name"] for e in events}) == 2
+
+    annotations = (api.get(TS, "default", "demo") or {})["metadata"].get("annotations", {})
+    assert "toolcatalog.dev/last-handled-configuration" in annotations
+    assert not any(key.startswith("kopf.zalando.org") for key in annotations)

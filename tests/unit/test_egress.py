@@ -1,0 +1,98 @@
+"""The egress policy decides on IP literals alone: no DNS, no network."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+from toolcatalog import constants as c
+from toolcatalog.egress import ENV_ALLOW, ENV_DENY, EgressPolicy, parse_networks
+from toolcatalog.mcpfetch import FetchError
+
+
+def nets(*cidrs: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    return parse_networks(cidrs)
+
+
+@pytest.mark.parametrize("address", ["169.254.169.254", "169.254.0.1", "fe80::1", "::ffff:169.254.169.254"])
+def test_default_policy_denies_link_local_and_cloud_metadata(address: str) -> None:
+    assert EgressPolicy().verdict(address) is not None
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1", "10.0.0.7", "192.0.2.10", "2001:db8::1", "::1"])
+def test_default_policy_allows_everything_else(address: str) -> None:
+    assert EgressPolicy().verdict(address) is None
+
+
+def test_verdict_names_the_denying_network_and_setting() -> None:
+    reason = EgressPolicy().verdict("169.254.169.254")
+    assert reason is not None
+    assert "169.254.0.0/16" in reason and ENV_DENY in reason
+
+
+def test_more_specific_allow_overrides_a_broad_deny() -> None:
+    policy = EgressPolicy(deny=nets("10.0.0.0/8"), allow=None)
+    assert policy.verdict("10.1.2.3") is not None
+    policy = EgressPolicy(deny=nets("10.0.0.0/8"), allow=nets("10.1.2.0/24", "0.0.0.0/0", "::/0"))
+    assert policy.verdict("10.1.2.3") is None
+    assert policy.verdict("10.1.3.3") is not None
+
+
+def test_more_specific_deny_overrides_a_broad_allow() -> None:
+    policy = EgressPolicy(deny=nets("127.0.0.2/32"), allow=nets("127.0.0.0/8"))
+    assert policy.verdict("127.0.0.1") is None
+    assert policy.verdict("127.0.0.2") is not None
+
+
+def test_deny_wins_a_tie() -> None:
+    policy = EgressPolicy(deny=nets("192.0.2.0/24"), allow=nets("192.0.2.0/24"))
+    assert policy.verdict("192.0.2.1") is not None
+
+
+def test_allow_list_mode_denies_what_it_does_not_list() -> None:
+    policy = EgressPolicy(deny=[], allow=nets("10.0.0.0/8"))
+    assert policy.verdict("10.9.9.9") is None
+    reason = policy.verdict("192.0.2.1")
+    assert reason is not None and ENV_ALLOW in reason
+    assert policy.verdict("2001:db8::1") is not None  # an IPv4 allow list does not open IPv6
+
+
+def test_empty_policy_allows_link_local() -> None:
+    assert EgressPolicy(deny=[], allow=None).verdict("169.254.169.254") is None
+
+
+def test_from_env_defaults_to_link_local_deny() -> None:
+    policy = EgressPolicy.from_env({})
+    assert policy.deny == nets("169.254.0.0/16", "fe80::/10")
+    assert policy.allow is None
+
+
+def test_from_env_reads_comma_separated_cidrs() -> None:
+    policy = EgressPolicy.from_env({ENV_DENY: " 10.0.0.0/8, 192.0.2.7 ,fd00::/8", ENV_ALLOW: "10.1.0.0/16"})
+    assert policy.deny == nets("10.0.0.0/8", "192.0.2.7/32", "fd00::/8")
+    assert policy.allow == nets("10.1.0.0/16")
+
+
+def test_from_env_empty_deny_disables_the_default_and_empty_allow_is_no_allow_list() -> None:
+    policy = EgressPolicy.from_env({ENV_DENY: "", ENV_ALLOW: ""})
+    assert policy.deny == []
+    assert policy.allow is None
+
+
+def test_from_env_rejects_an_invalid_cidr_naming_it() -> None:
+    with pytest.raises(ValueError, match="10.0.0.0/33"):
+        EgressPolicy.from_env({ENV_DENY: "10.0.0.0/8,10.0.0.0/33"})
+
+
+async def test_permitted_addresses_of_a_literal_need_no_dns() -> None:
+    policy = EgressPolicy()
+    assert await policy.permitted_addresses("127.0.0.1") == ["127.0.0.1"]
+    assert await policy.permitted_addresses("[::1]") == ["::1"]
+
+
+async def test_check_raises_egress_denied_for_a_denied_literal() -> None:
+    with pytest.raises(FetchError) as caught:
+        await EgressPolicy().check("169.254.169.254")
+    assert caught.value.reason == c.REASON_EGRESS_DENIED
+    assert "169.254.169.254" in caught.value.message
