@@ -210,7 +210,11 @@ class _FetchWatch:
         self.failure: FetchError | None = None
         self.last_http_error: int | None = None
         self.scope: anyio.CancelScope | None = None
-        self.secrets = [value for value in endpoint.headers.values() if value]
+        self.phase = "the MCP handshake"  # what the server was asked last, for messages
+        self.sends_headers = bool(endpoint.headers)
+        # Header values to keep out of messages; one the user also wrote into the URL is no secret
+        # (static headers like X-Tenant: team-a often are), and sparing it keeps the URL readable.
+        self.secrets = [value for value in endpoint.headers.values() if value and value not in endpoint.url]
         with contextlib.suppress(ValueError):
             self.secrets += [secret for secret in (urlsplit(endpoint.url).password,) if secret]
 
@@ -227,12 +231,11 @@ class _FetchWatch:
     def observe(self, request: httpx2.Request, response: httpx2.Response) -> None:
         status = response.status_code
         if 300 <= status < 400:
-            location = response.headers.get("location", "")
-            target = display_url(str(request.url.join(location))) if location else "(no Location header)"
+            target = _redirect_target(request, response)
             self.fail(FetchError(c.REASON_PROTOCOL_ERROR,
                                  f"{self.url} redirected (HTTP {status}) to {target}; redirects are not followed: "
                                  f"set spec.url to {target} if that is the MCP endpoint"))
-        elif status in (401, 403) and "authorization" not in request.headers and not self.secrets:
+        elif status in (401, 403) and not self.sends_headers:
             self.fail(FetchError(c.REASON_AUTH_FAILED,
                                  f"server requires credentials (HTTP {status}) at {self.url}; set spec.auth.bearerToken "
                                  "or spec.auth.headers to a Secret key holding them"))
@@ -253,6 +256,14 @@ class _FetchWatch:
                                      f"{self.url} answered with {content_type or 'no content type'} instead of MCP "
                                      f"({' or '.join(expected)}); is spec.url the server's MCP endpoint and "
                                      f"spec.transport ({'sse' if self.sse else 'streamable-http'}) right?"))
+
+
+def _redirect_target(request: httpx2.Request, response: httpx2.Response) -> str:
+    location = response.headers.get("location", "")
+    try:
+        return display_url(str(request.url.join(location))) if location else "(no Location header)"
+    except httpx2.InvalidURL:
+        return "(an invalid Location header)"
 
 
 def http_status_error(status: int, url: str) -> FetchError:
@@ -334,23 +345,23 @@ async def fetch_catalog(endpoint: Endpoint, *, pool: HttpPool, timeout: float,
 
     Raises FetchError; its message never holds a header value.
     """
+    if endpoint.transport not in c.TRANSPORTS:
+        raise FetchError(c.REASON_INVALID_SPEC, f"unknown transport {endpoint.transport!r}")
     watch = _FetchWatch(endpoint)
+    transport = _WatchedTransport(pool.transport_for(endpoint.tls), watch)
     catalog: FetchedCatalog | None = None
     deadline = anyio.move_on_after(timeout)
     try:
-        if endpoint.transport not in c.TRANSPORTS:
-            raise FetchError(c.REASON_PROTOCOL_ERROR, f"unknown transport {endpoint.transport!r}")
-        shared = pool.transport_for(endpoint.tls)
         with deadline, anyio.CancelScope() as abort:
             watch.scope = abort
-            catalog = await _fetch_in_session(endpoint, _WatchedTransport(shared, watch), timeout, max_pages)
+            catalog = await _fetch_in_session(endpoint, transport, watch, timeout, max_pages)
     except Exception as exc:  # the SDK's errors come wrapped in (nested) ExceptionGroups
         error = watch.failure or (_timeout(watch, timeout) if deadline.cancel_called else None)
         error = error or _error_from_exception(exc, watch)
         logger.debug("fetch from %s failed: %s (%s)", watch.url, error.reason, type(exc).__name__)
-        raise _scrubbed(error, watch.secrets) from None
+        raise _scrubbed(error, watch) from None
     if catalog is None:  # the deadline passed, or the watch cancelled the session
-        raise _scrubbed(watch.failure or _timeout(watch, timeout), watch.secrets)
+        raise _scrubbed(watch.failure or _timeout(watch, timeout), watch)
     return catalog
 
 
@@ -358,27 +369,26 @@ def _timeout(watch: _FetchWatch, timeout: float) -> FetchError:
     return FetchError(c.REASON_TIMEOUT, f"no complete answer from {watch.url} within {timeout:g}s")
 
 
-async def _fetch_in_session(endpoint: Endpoint, transport: _WatchedTransport, timeout: float,
-                            max_pages: int) -> FetchedCatalog:
-    endpoint_headers = dict(endpoint.headers)
-
+async def _fetch_in_session(endpoint: Endpoint, transport: _WatchedTransport, watch: _FetchWatch,
+                            seconds: float, max_pages: int) -> FetchedCatalog:
     def make_client(headers: Mapping[str, str] | None = None, timeout: Any = None, auth: Any = None) -> Any:
         """A light per-fetch client over the shared pool; the SDK's redirect following is off (max 0)."""
-        return httpx2.AsyncClient(transport=transport, headers={**endpoint_headers, **(headers or {})},
-                                  timeout=httpx2.Timeout(http_timeout), trust_env=False,
+        return httpx2.AsyncClient(transport=transport, headers={**endpoint.headers, **(headers or {})},
+                                  timeout=httpx2.Timeout(seconds), trust_env=False,
                                   follow_redirects=False, max_redirects=0)
 
-    http_timeout = timeout
     if endpoint.transport == c.TRANSPORT_SSE:
-        mcp_transport = sse_client(endpoint.url, timeout=timeout, sse_read_timeout=timeout,
+        mcp_transport = sse_client(endpoint.url, timeout=seconds, sse_read_timeout=seconds,
                                    httpx_client_factory=make_client)
-        return await _list_all(Client(mcp_transport, mode="auto", cache=None, client_info=CLIENT_INFO), max_pages)
+        return await _list_all(Client(mcp_transport, mode="auto", cache=None, client_info=CLIENT_INFO), watch,
+                               max_pages)
     async with make_client() as http_client:
         mcp_transport = streamable_http_client(endpoint.url, http_client=http_client)
-        return await _list_all(Client(mcp_transport, mode="auto", cache=None, client_info=CLIENT_INFO), max_pages)
+        return await _list_all(Client(mcp_transport, mode="auto", cache=None, client_info=CLIENT_INFO), watch,
+                               max_pages)
 
 
-async def _list_all(client: Client, max_pages: int) -> FetchedCatalog:
+async def _list_all(client: Client, watch: _FetchWatch, max_pages: int) -> FetchedCatalog:
     async with client:
         server = _server_info(client)
         tools: list[dict[str, Any]] = []
@@ -390,6 +400,7 @@ async def _list_all(client: Client, max_pages: int) -> FetchedCatalog:
             if pages >= max_pages:
                 raise FetchError(c.REASON_PROTOCOL_ERROR,
                                  f"server listed more than {max_pages} pages of tools; its tools/list does not end")
+            watch.phase = f"tools/list (page {pages + 1})"
             page = await client.list_tools(cursor=cursor, cache_mode="bypass")
             pages += 1
             for tool in page.tools:
@@ -455,12 +466,14 @@ def _describe(exc: BaseException, watch: _FetchWatch) -> FetchError:
         return http_status_error(watch.last_http_error, watch.url)
     if isinstance(exc, MCPError):
         return FetchError(c.REASON_PROTOCOL_ERROR,
-                          f"{watch.url} answered with JSON-RPC error {exc.code}: {_short(exc.message, watch.secrets)}")
+                          f"{watch.url} answered {watch.phase} with JSON-RPC error {exc.code}: "
+                          f"{_short(exc.message, watch.secrets)}")
     if isinstance(exc, ValidationError):
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid"}
         where = ".".join(str(part) for part in first.get("loc", ())) or "result"
         return FetchError(c.REASON_PROTOCOL_ERROR,
-                          f"{watch.url} sent a malformed MCP answer ({where}: {_short(str(first.get('msg')), watch.secrets)})")
+                          f"{watch.url} sent a malformed answer to {watch.phase} "
+                          f"({where}: {_short(str(first.get('msg')), watch.secrets)})")
     if isinstance(exc, httpx2.HTTPStatusError):
         return http_status_error(exc.response.status_code, watch.url)
     if isinstance(exc, httpx2.TransportError):
@@ -468,7 +481,8 @@ def _describe(exc: BaseException, watch: _FetchWatch) -> FetchError:
     if isinstance(exc, TimeoutError):
         return FetchError(c.REASON_TIMEOUT, f"no complete answer from {watch.url}")
     return FetchError(c.REASON_PROTOCOL_ERROR,
-                      f"unexpected failure talking MCP to {watch.url} ({type(exc).__name__}: {_short(str(exc), watch.secrets)})")
+                      f"unexpected failure during {watch.phase} with {watch.url} "
+                      f"({type(exc).__name__}: {_short(str(exc), watch.secrets)})")
 
 
 def _short(text: str, secrets: Iterable[str] = ()) -> str:
@@ -485,6 +499,6 @@ def _scrub(text: str, secrets: Iterable[str]) -> str:
     return text
 
 
-def _scrubbed(error: FetchError, secrets: list[str]) -> FetchError:
+def _scrubbed(error: FetchError, watch: _FetchWatch) -> FetchError:
     """Defence in depth: no header value may survive into a message, whoever wrote the text."""
-    return FetchError(error.reason, " ".join(_scrub(error.message, secrets).split()))
+    return FetchError(error.reason, " ".join(_scrub(error.message, watch.secrets).split()))

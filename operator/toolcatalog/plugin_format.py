@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import secrets
 import textwrap
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -170,6 +171,15 @@ LIST_WIDTH = 100  # wrap width of the new/removed/changed name lists
 LABEL_WIDTH = 18  # "Tools discovered:" plus padding, as kubectl describe aligns values
 
 
+def printable(text: str) -> str:
+    """`text` with control and format characters shown as `?`.
+
+    Tool names, descriptions and error messages come from MCP servers: an escape sequence
+    in one must not reach the user's terminal.
+    """
+    return "".join("?" if unicodedata.category(ch)[0] == "C" else ch for ch in text)
+
+
 # ---------------------------------------------------------------------------- refresh answer
 
 
@@ -230,7 +240,7 @@ def format_refresh_answer(answer: LastRefresh, condition: Condition | None, *,
     if answer.result == "RateLimited":
         lines.append("The refresh came within sync.minIntervalSeconds of the previous sync;"
                      " try again later, or pass --force to bypass the rate limit.")
-    return "\n".join(lines)
+    return "\n".join(printable(line) for line in lines)
 
 
 # ---------------------------------------------------------------------------- tools table
@@ -245,7 +255,7 @@ def one_line(text: str | None, width: int) -> str:
     lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
     if not lines:
         return NONE
-    first = " ".join(lines[0].split())
+    first = printable(" ".join(lines[0].split()))
     more = len(lines) > 1
     if len(first) > width or (more and len(first) + len(ELLIPSIS) > width):
         return first[: max(width - len(ELLIPSIS), 1)].rstrip() + ELLIPSIS
@@ -260,10 +270,10 @@ def tool_rows(tools: Sequence[CachedTool], *, show_selected: bool) -> list[list[
     """Table cells without the description (its width depends on the others)."""
     rows = []
     for tool in tools:
-        row = [tool.name, _bool(tool.available), _bool(tool.enabled)]
+        row = [printable(tool.name), _bool(tool.available), _bool(tool.enabled)]
         if show_selected:
             row.append(_bool(tool.selected))
-        row.append(tool.first_seen or NONE)
+        row.append(printable(tool.first_seen) or NONE)
         rows.append(row)
     return rows
 

@@ -133,6 +133,18 @@ async def test_deleting_the_owner_deletes_its_configmap(api: ApiEmulator) -> Non
     assert api.get("v1/configmaps", "default", "unrelated") is not None
 
 
+async def test_crds_are_read_from_toolcatalog_crds_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    repo_crds = Path(__file__).resolve().parents[2] / "crds"
+    (tmp_path / "toolservers.yaml").write_text((repo_crds / "toolservers.yaml").read_text())
+    monkeypatch.setenv("TOOLCATALOG_CRDS_DIR", str(tmp_path))
+    async with ApiEmulator() as api:
+        crds = api.list("apiextensions.k8s.io/v1/customresourcedefinitions")
+        assert [crd["metadata"]["name"] for crd in crds] == ["toolservers.toolcatalog.dev"]
+        with pytest.raises(ApiError) as undeclared:
+            await api._request("GET", f"/apis/{CC}")
+        assert undeclared.value.status == 404
+
+
 # ------------------------------------------------------------------- the kubernetes client
 
 
@@ -147,7 +159,8 @@ async def test_kubernetes_client_configmaps_and_secrets(api: ApiEmulator, core_v
 
     patched = await asyncio.to_thread(
         core_v1.patch_namespaced_config_map, "toolserver-demo", "default",
-        {"data": {c.CM_KEY_JSON: '{"tools": [1]}'}, "metadata": {"annotations": {c.ANN_CACHED_AT: "now"}}})
+        {"data": {c.CM_KEY_JSON: '{"tools": [1]}'}, "metadata": {"annotations": {c.ANN_CACHED_AT: "now"}}},
+        _content_type="application/merge-patch+json")
     assert patched.metadata.resource_version != created.metadata.resource_version
     read = await asyncio.to_thread(core_v1.read_namespaced_config_map, "toolserver-demo", "default")
     assert read.data == {c.CM_KEY_JSON: '{"tools": [1]}'} and read.metadata.annotations[c.ANN_CACHED_AT] == "now"

@@ -22,6 +22,7 @@ from tests.support.mcpservers import (  # noqa: E402
     closed_port,
     make_self_signed_cert,
     make_tools,
+    silent_port,
 )
 from toolcatalog import constants as c  # noqa: E402
 from toolcatalog.egress import EgressPolicy  # noqa: E402
@@ -147,10 +148,10 @@ async def test_concurrent_fetches_share_one_pool(server: McpTestServer, pool: Ht
 
 async def test_the_pool_reuses_connections_across_fetches(pool: HttpPool) -> None:
     with McpTestServer() as server:
-        for _ in range(20):
+        for _ in range(12):
             await fetch_catalog(endpoint(server), pool=pool, timeout=TIMEOUT)
-        assert server.list_calls == 20
-        # 20 sessions, 40+ requests, yet the server saw a handful of TCP connections at most.
+        assert server.list_calls == 12
+        # 12 sessions, 24+ requests, yet the server saw a handful of TCP connections at most.
         assert server.connections <= 2
         assert pool.connection_states()["active"] == 0
 
@@ -170,6 +171,14 @@ async def test_refused_token_is_authentication_failed_and_never_shows_the_token(
         assert SECRET_TOKEN not in text
         assert SECRET_API_KEY not in text
     assert server.last_headers["authorization"] == f"Bearer {SECRET_TOKEN}"  # it was sent, just not shown
+
+
+async def test_a_server_quoting_the_token_back_does_not_leak_it(server: McpTestServer, pool: HttpPool) -> None:
+    server.mode = "leaky-error"
+    error = await fetch_error(endpoint(server, Authorization=f"Bearer {SECRET_TOKEN}"), pool)
+    assert error.reason == c.REASON_PROTOCOL_ERROR
+    assert "JSON-RPC error" in error.message and "may not list tools" in error.message
+    assert SECRET_TOKEN not in error.message
 
 
 async def test_missing_token_is_authentication_failed(server: McpTestServer, pool: HttpPool) -> None:
@@ -211,6 +220,14 @@ async def test_slow_server_times_out_within_the_deadline_and_leaves_nothing_behi
     assert "within 0.5s" in error.message and server.url in error.message
     assert asyncio.all_tasks() == tasks_before
     assert pool.connection_states()["active"] == 0
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_server_that_never_answers_times_out(transport: str, pool: HttpPool) -> None:
+    with silent_port() as port:
+        error = await fetch_error(Endpoint(url=f"http://127.0.0.1:{port}/mcp", transport=transport), pool, timeout=0.5)
+    assert error.reason == c.REASON_TIMEOUT
 
 
 async def test_non_mcp_answer_is_protocol_error(server: McpTestServer, pool: HttpPool) -> None:

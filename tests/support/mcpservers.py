@@ -35,8 +35,8 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-Mode = Literal["ok", "garbage", "http500", "redirect", "repeat-cursor", "bad-tools"]
-MODES: tuple[str, ...] = ("ok", "garbage", "http500", "redirect", "repeat-cursor", "bad-tools")
+Mode = Literal["ok", "garbage", "http500", "redirect", "repeat-cursor", "bad-tools", "leaky-error"]
+MODES: tuple[str, ...] = ("ok", "garbage", "http500", "redirect", "repeat-cursor", "bad-tools", "leaky-error")
 STREAMABLE_PATH = "/mcp"
 SSE_PATH = "/sse"
 SSE_MESSAGES_PATH = "/messages/"
@@ -121,6 +121,18 @@ def _page(tools: list[dict[str, Any]], next_cursor: str | None) -> types.ListToo
     )
 
 
+@contextlib.contextmanager
+def silent_port(host: str = "127.0.0.1") -> Iterator[int]:
+    """A port that accepts TCP connections (the kernel's backlog) but never answers: a hung server."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.bind((host, 0))
+        sock.listen(16)
+        yield int(sock.getsockname()[1])
+    finally:
+        sock.close()
+
+
 def _bearer_token(headers: Any) -> str | None:
     value = headers.get("authorization") or ""
     scheme, _, token = value.partition(" ")
@@ -148,8 +160,15 @@ class McpTestServer:
     """A real MCP server on 127.0.0.1 (or another loopback address) with knobs for faults.
 
     Use as `with McpTestServer(...) as server:` or `async with ...`; `server.url`
-    is the endpoint. All knobs are plain attributes guarded by a lock, so tests
-    may change them at any time while the server runs.
+    is the endpoint. Knobs, changeable at any time while it runs (lock-guarded):
+    `tools` (list of tool dicts, see make_tools), `page_size` (None: one page),
+    `tokens` (token -> its own tool list; requests without a known
+    `Authorization: Bearer` get 401), `delay` (seconds before answering
+    tools/list), `mode` (see MODES: "ok", "garbage", "http500", "redirect",
+    "repeat-cursor", "bad-tools" [streamable only], "leaky-error"),
+    `server_name`/`server_version`. Counters: `list_calls`, `requests`,
+    `last_headers`, `paths`, `connections`; `wait_until[_async]` waits on them.
+    `stop()` then `start()` brings it back on the same port.
     """
 
     def __init__(
@@ -367,7 +386,11 @@ class McpTestServer:
                 delay, page_size, mode = self._delay, self._page_size, self._mode
             if delay > 0:
                 await anyio.sleep(delay)
-            tools = self._visible_tools(getattr(ctx, "request", None))
+            request = getattr(ctx, "request", None)
+            if mode == "leaky-error":  # a careless server that quotes the caller's credentials back
+                auth = request.headers.get("authorization", "") if request is not None else ""
+                raise MCPError(code=-32603, message=f"credentials {auth!r} may not list tools")
+            tools = self._visible_tools(request)
             cursor = getattr(params, "cursor", None) if params is not None else None
             size = page_size or 1
             if mode == "repeat-cursor":  # page 1, then page 2 for ever, always with the same cursor

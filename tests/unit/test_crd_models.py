@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 from pydantic import BaseModel, ValidationError
-from pydantic.json_schema import GenerateJsonSchema, NoDefault
+from pydantic.json_schema import GenerateJsonSchema
 
 from toolcatalog import constants as c
 from toolcatalog.models import ConnectorConfigSpec, Status, ToolServerSpec

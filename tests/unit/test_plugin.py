@@ -13,7 +13,7 @@ from toolcatalog.plugin import main
 from toolcatalog.plugin_format import (
     EXIT_FAILED, EXIT_RATE_LIMITED, EXIT_SUCCEEDED, EXIT_TIMEOUT, EXIT_USAGE, PluginError,
     RefreshOutcome, ResourceRef, answer_in, format_refresh_answer, format_tools_table,
-    new_refresh_token, one_line, parse_resource_ref, refresh_patch, timeout_message,
+    new_refresh_token, one_line, parse_resource_ref, printable, refresh_patch, timeout_message,
 )
 from toolcatalog.status import RefreshRequest, with_refresh
 
@@ -267,3 +267,12 @@ def test_help_lists_the_exit_codes(capsys):
     assert main(["refresh", "--help"]) == 0
     text = capsys.readouterr().out
     assert "2 RateLimited" in text and "3 timed out" in text and "--force" in text
+
+
+def test_terminal_escapes_from_a_server_never_reach_the_terminal():
+    sneaky = "Looks fine\x1b[2K\x1b]0;pwned\x07 really\u202e"
+    assert printable(sneaky) == "Looks fine?[2K?]0;pwned? really?"
+    table = format_tools_table([tool("bad\x1bname", sneaky)])
+    assert "\x1b" not in table and "\x07" not in table and "\u202e" not in table
+    text = report(answered("t", "Failed", error=ErrorInfo(reason="ProtocolError", message=sneaky)))
+    assert "\x1b" not in text and "Looks fine?[2K" in text
