@@ -14,6 +14,9 @@ SHORT_NAMES = {KIND_TOOLSERVER: ["mcpts"], KIND_CONNECTORCONFIG: ["mcpcc"]}
 # Default cache ConfigMap name prefix per kind: toolserver-<name>, connectorconfig-<name>.
 CONFIGMAP_PREFIX = {KIND_TOOLSERVER: "toolserver", KIND_CONNECTORCONFIG: "connectorconfig"}
 
+# kopf's bookkeeping annotations (progress, last-handled-configuration) live under this prefix.
+KOPF_PREFIX = f"kopf.{GROUP}"
+
 # Annotations users set on ToolServer / ConnectorConfig.
 ANN_REFRESH = f"{GROUP}/refresh"
 ANN_REFRESH_REASON = f"{GROUP}/refresh-reason"

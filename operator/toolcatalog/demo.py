@@ -112,6 +112,14 @@ def operator_command() -> list[str]:
     return [*base, "run", "-A", "--standalone"]
 
 
+def _shown(path: Path) -> str:
+    """`path` relative to the working directory when it is below it (shorter to read)."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
 def _indent(text: str, prefix: str = "    ") -> str:
     return "\n".join(prefix + line if line else line for line in text.splitlines())
 
@@ -163,6 +171,7 @@ class Demo:
         self.out, self.workdir = out, workdir
         self.operator: OperatorProcess | None = None
         self.started = time.monotonic()
+        self.keep_workdir = False  # something worth a look happened: keep the operator's log
 
     def step(self, text: str) -> None:
         print(f"==> {text}", file=self.out, flush=True)
@@ -196,9 +205,10 @@ class Demo:
         from .demoserver import DemoServer
         from .emulator import ApiEmulator
 
+        stopping = 0.0
         async with contextlib.AsyncExitStack() as stack:
             api = ApiEmulator()
-            self.step(f"starting a Kubernetes API emulator (kmock) with the CRDs from {api.crds_dir}")
+            self.step(f"starting a Kubernetes API emulator (kmock) with the CRDs from {_shown(api.crds_dir)}/")
             await stack.enter_async_context(api)
             kubeconfig = api.write_kubeconfig(self.workdir / "kubeconfig")
             self.note(f"listening on {api.url}; kubeconfig: {kubeconfig}")
@@ -232,11 +242,13 @@ class Demo:
                 self.keep_running_help(kubeconfig, obj)
                 await interrupted.wait()
             self.step("stopping the operator, the MCP server and the API emulator")
+            stopping = time.monotonic()
+        self.note(f"stopped in {time.monotonic() - stopping:.1f} s")
 
     async def apply_and_sync(self, api: Any, sample: dict[str, Any]) -> dict[str, Any]:
         meta = sample["metadata"]
         ns, name = meta.get("namespace", "default"), meta["name"]
-        self.step(f"applying {SAMPLE.relative_to(REPO)}: ToolServer {ns}/{name} -> {sample['spec']['url']}")
+        self.step(f"applying {_shown(SAMPLE)}: ToolServer {ns}/{name} -> {sample['spec']['url']}")
         created = time.monotonic()
         await api.create(sample)
         self.step(f"waiting for Synced=True (at most {SYNC_TIMEOUT:g} s)")
@@ -312,6 +324,7 @@ class Demo:
             obj = await self.wait_for(answered, timeout=REFRESH_TIMEOUT,
                                       what="status.lastRefresh.token to answer the refresh")
         except TimeoutError:
+            self.keep_workdir = True
             self.note(f"note: the operator did not answer the refresh within {REFRESH_TIMEOUT:g} s"
                       f" (status.lastRefresh.token is not {token}); the rest of the demo worked."
                       f" Operator log: {self.operator.log_path if self.operator else '-'}")
@@ -340,7 +353,7 @@ class Demo:
             f"kubectl toolcatalog refresh toolserver/{name} --force --wait",
             "kubectl get configmap toolserver-demo -o jsonpath='{.data.tools\\.json}'",
         ]))
-        self.note("(kubectl is optional: the kubectl-toolcatalog plugin is installed next to toolcatalog)")
+        self.note(f"(no kubectl? the plugin runs alone too: kubectl-toolcatalog tools toolserver/{name} --all)")
         self.step("press Ctrl-C to stop")
 
     def _stop_operator(self) -> None:
@@ -400,5 +413,8 @@ def run_demo(keep_running: bool = False, *, out: TextIO | None = None) -> int:
         return 1
     if code == 0:
         print(f"==> demo finished in {time.monotonic() - demo.started:.1f} s", file=out, flush=True)
-    shutil.rmtree(workdir, ignore_errors=True)
+    if demo.keep_workdir:
+        print(f"(kept {workdir} for a look)", file=out, flush=True)
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
     return code

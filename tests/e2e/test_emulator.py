@@ -109,7 +109,7 @@ async def test_stale_writes_are_refused(api: ApiEmulator) -> None:
     json_patch = [{"op": "test", "path": "/metadata/resourceVersion", "value": stale},
                   {"op": "add", "path": "/metadata/finalizers", "value": ["x"]}]
     with pytest.raises(ApiError) as unprocessable:
-        await api._request("PATCH", api.path(TS, "default", "demo"), json_patch, "application/json-patch+json")
+        await api.request("PATCH", api.path(TS, "default", "demo"), json_patch, "application/json-patch+json")
     assert unprocessable.value.status == 422
 
 
@@ -141,8 +141,28 @@ async def test_crds_are_read_from_toolcatalog_crds_dir(tmp_path: Path, monkeypat
         crds = api.list("apiextensions.k8s.io/v1/customresourcedefinitions")
         assert [crd["metadata"]["name"] for crd in crds] == ["toolservers.toolcatalog.dev"]
         with pytest.raises(ApiError) as undeclared:
-            await api._request("GET", f"/apis/{CC}")
+            await api.request("GET", f"/apis/{CC}")
         assert undeclared.value.status == 404
+
+
+async def test_kmock_reactions_still_intercept_requests(api: ApiEmulator) -> None:
+    """Fault injection with kmock reactions keeps working on the fast dispatch path and, with a
+    sliced reaction (answer only the first request), on kmock's own one."""
+    async def status(path: str) -> int:
+        try:
+            await api.request("GET", path)
+        except ApiError as error:
+            return error.status
+        return 200
+
+    await api.create(toolserver())
+    configmap, demo = api.path("v1/configmaps", "default", "cm"), api.path(TS, "default", "demo")
+    api.emulator["get", configmap] << 418
+    assert [await status(configmap), await status(configmap), await status(demo)] == [418, 418, 200]
+    await api.create(toolserver("other"))
+    other = api.path(TS, "default", "other")
+    api.emulator["get", other][:1] << 503  # the first GET of it ever: none so far
+    assert [await status(other), await status(other), await status(configmap)] == [503, 200, 418]
 
 
 # ------------------------------------------------------------------- the kubernetes client
@@ -258,9 +278,12 @@ async def kopf_operator(api: ApiEmulator, tmp_path: Path) -> AsyncIterator[Path]
             [sys.executable, "-m", "kopf", "run", "--standalone", "--all-namespaces",
              str(tmp_path / "handlers.py")], env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        await api.wait_for(lambda: any(r.params.get("watch") == "true" and r.resource == TS
-                                       for r in list(api.emulator)),
-                           timeout=30, what="kopf watching toolservers")
+        def watching_or_exited() -> bool:
+            return process.poll() is not None or any(
+                r.params.get("watch") == "true" and r.resource == TS for r in list(api.emulator))
+
+        await api.wait_for(watching_or_exited, timeout=30, what="kopf watching toolservers")
+        assert process.poll() is None, f"kopf exited:\n{log_path.read_text()}"
         yield log_path
     finally:
         process.send_signal(signal.SIGINT)
@@ -288,10 +311,11 @@ async def test_kopf_status_patches_and_events_land_in_the_emulator(api: ApiEmula
                                 timeout=30, what="status written by kopf on update")
     assert second["url"] == "http://127.0.0.1:9/mcp"
 
-    events = await api.wait_for(
-        lambda: [e for e in api.events("default", "demo") if e["reason"] == "Synced"][1:] and
-        [e for e in api.events("default", "demo") if e["reason"] == "Synced"],
-        timeout=30, what="two events posted by kopf")
+    def synced_events() -> list[dict[str, Any]]:
+        events = [e for e in api.events("default", "demo") if e["reason"] == "Synced"]
+        return events if len(events) >= 2 else []
+
+    events = await api.wait_for(synced_events, timeout=30, what="two events posted by kopf")
     assert [e["message"] for e in events] == ["generation 1", "generation 2"]
     assert all(e["type"] == "Normal" and e["involvedObject"]["kind"] == c.KIND_TOOLSERVER for e in events)
     assert len({e["metadata"]["name"] for e in events}) == 2

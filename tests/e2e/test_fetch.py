@@ -5,18 +5,12 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import shutil
-import sys
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import anyio
 import pytest
 
-# The repo root makes `tests.support` importable; redundant once pytest's `pythonpath` holds ".".
-if str(Path(__file__).resolve().parents[2]) not in sys.path:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from tests.support.mcpservers import (  # noqa: E402
+from tests.support.mcpservers import (
     REDIRECT_TARGET,
     McpTestServer,
     closed_port,
@@ -24,9 +18,9 @@ from tests.support.mcpservers import (  # noqa: E402
     make_tools,
     silent_port,
 )
-from toolcatalog import constants as c  # noqa: E402
-from toolcatalog.egress import EgressPolicy  # noqa: E402
-from toolcatalog.mcpfetch import Endpoint, FetchError, HttpPool, TLSMaterial, fetch_catalog  # noqa: E402
+from toolcatalog import constants as c
+from toolcatalog.egress import EgressPolicy
+from toolcatalog.mcpfetch import Endpoint, FetchError, HttpPool, TLSMaterial, fetch_catalog
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(30)]
 

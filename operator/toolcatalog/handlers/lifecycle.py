@@ -20,11 +20,13 @@ logger = logging.getLogger(__name__)
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     config = OperatorConfig.from_env()
-    # kopf's own bookkeeping: annotations under our prefix, never status.
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=c.GROUP)
+    # kopf's own bookkeeping: annotations under our domain, never status. Not `toolcatalog.dev/`
+    # itself: kopf leaves every annotation under its storage prefix out of the diff, and the
+    # user-facing `toolcatalog.dev/refresh` must stay visible to it.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=c.KOPF_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=c.GROUP, key="last-handled-configuration")
-    settings.persistence.finalizer = f"{c.GROUP}/finalizer"
+        prefix=c.KOPF_PREFIX, key="last-handled-configuration")
+    settings.persistence.finalizer = f"{c.KOPF_PREFIX}/finalizer"
     settings.posting.level = logging.INFO
     settings.posting.loggers = False          # only the Events we post on purpose
     settings.execution.max_workers = max(4, config.max_concurrent_syncs)
