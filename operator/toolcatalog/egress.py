@@ -4,7 +4,7 @@ A ToolServer URL is user input, so without a policy anyone who can create one
 can make the operator connect to the node's link-local cloud metadata service
 (169.254.169.254) or similar. The decision is pure (`EgressPolicy.verdict` on
 an IP address); `permitted_addresses` adds the one DNS lookup, and the HTTP
-pool (mcpfetch) connects only to the addresses it returns, so a name cannot
+pool (httppool) connects only to the addresses it returns, so a name cannot
 resolve to something else between the check and the connect.
 
 Rule: the most specific matching network (longest prefix) decides; a deny wins
@@ -21,6 +21,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from . import constants as c
+from .fetcherrors import FetchError
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -90,8 +91,6 @@ class EgressPolicy:
         resolves to both a public and a metadata address is not trusted), and
         FetchError ServerUnavailable if the name does not resolve.
         """
-        from .mcpfetch import FetchError  # mcpfetch imports this module
-
         addresses = await _resolve(host, port)
         if not addresses:
             raise FetchError(c.REASON_SERVER_UNAVAILABLE, f"cannot resolve host {host!r}; check spec.url")
@@ -122,8 +121,6 @@ async def _resolve(host: str, port: int | None) -> list[str]:
         return [str(ipaddress.ip_address(literal))]
     except ValueError:
         pass
-    from .mcpfetch import FetchError
-
     loop = asyncio.get_running_loop()
     try:
         infos = await loop.getaddrinfo(literal, port, type=socket.SOCK_STREAM)

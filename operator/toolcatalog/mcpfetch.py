@@ -2,17 +2,19 @@
 
 `fetch_catalog` opens a session with the mcp SDK client (streamable HTTP or
 SSE), reads every tools/list page and closes the session, all within one
-deadline. Every HTTP request goes through `HttpPool`, one connection pool
-shared by all syncs; a per-fetch `_WatchedTransport` sees each exchange on the
-wire, so a refused credential, a redirect or a non-MCP answer ends the fetch at
-once with a precise, secret-free `FetchError` instead of whatever generic error
-the SDK would derive from it later.
+deadline. Every HTTP request goes through `HttpPool` (httppool.py), one
+connection pool shared by all syncs; a per-fetch `_WatchedTransport` sees each
+exchange on the wire, so a refused credential, a redirect or a non-MCP answer
+ends the fetch at once with a precise, secret-free `FetchError` (fetcherrors.py)
+instead of whatever generic error the SDK would derive from it later.
+
+`HttpPool`, `TLSMaterial` and `FetchError` are re-exported here: a fetch's
+callers need nothing else from the modules they live in.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import socket
 import ssl
@@ -22,7 +24,6 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import anyio
-import httpcore2
 import httpx2
 import mcp_types
 from mcp.client.client import Client
@@ -33,27 +34,17 @@ from pydantic import ValidationError
 
 from . import __version__, models
 from . import constants as c
-from .egress import EgressPolicy
+from .fetcherrors import FetchError
+from .httppool import HttpPool, TLSMaterial
+
+__all__ = ["Endpoint", "FetchError", "FetchedCatalog", "HttpPool", "TLSMaterial", "display_url", "fetch_catalog",
+           "http_status_error", "tool_json", "transport_error"]
 
 logger = logging.getLogger(__name__)
 
 TOOL_FIELDS = ("name", "title", "description", "inputSchema", "outputSchema", "annotations")
 CLIENT_INFO = mcp_types.Implementation(name="toolcatalog", version=__version__)
 _MAX_DETAIL = 200
-
-
-@dataclass(frozen=True)
-class TLSMaterial:
-    """Resolved TLS settings: CA PEM text (already read from a Secret/ConfigMap) and the skip flag."""
-
-    ca_pem: str | None = None
-    insecure_skip_verify: bool = False
-
-    def pool_key(self) -> tuple[str, bool]:
-        """Connections can be shared exactly between endpoints whose TLS settings hash alike."""
-        if self.insecure_skip_verify:
-            return ("", True)
-        return (hashlib.sha256(self.ca_pem.encode()).hexdigest() if self.ca_pem else "", False)
 
 
 @dataclass(frozen=True)
@@ -79,18 +70,6 @@ class FetchedCatalog:
     pages: int
 
 
-class FetchError(Exception):
-    """A fetch that failed; `reason` is a Synced condition reason, `message` a one-line hint for humans."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
-
-    def __repr__(self) -> str:
-        return f"FetchError({self.reason!r}, {self.message!r})"
-
-
 def display_url(url: str) -> str:
     """The URL without userinfo, query or fragment: safe for messages and logs."""
     try:
@@ -98,104 +77,6 @@ def display_url(url: str) -> str:
         return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
     except ValueError:
         return "<invalid url>"
-
-
-# ------------------------------------------------------------------ the shared pool
-
-
-class _EgressCheckedBackend(httpcore2.AsyncNetworkBackend):
-    """Connects only to addresses the egress policy permits, and to exactly those it checked."""
-
-    def __init__(self, policy: EgressPolicy) -> None:
-        self._policy = policy
-        self._inner = httpcore2.AnyIOBackend()
-
-    async def connect_tcp(self, host: str, port: int, timeout: float | None = None,
-                          local_address: str | None = None, socket_options: Any = None) -> Any:
-        last_error: Exception | None = None
-        for address in await self._policy.permitted_addresses(host, port):
-            try:
-                return await self._inner.connect_tcp(address, port, timeout=timeout,
-                                                     local_address=local_address, socket_options=socket_options)
-            except httpcore2.ConnectError as exc:
-                last_error = exc
-        assert last_error is not None  # permitted_addresses never returns an empty list
-        raise last_error
-
-    async def connect_unix_socket(self, path: str, timeout: float | None = None, socket_options: Any = None) -> Any:
-        return await self._inner.connect_unix_socket(path, timeout=timeout, socket_options=socket_options)
-
-    async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
-
-
-class _PoolTransport(httpx2.AsyncHTTPTransport):
-    """httpx2's transport whose connection pool may dial through the egress-checked backend."""
-
-    def __init__(self, ssl_context: ssl.SSLContext, limits: httpx2.Limits, egress: EgressPolicy | None) -> None:
-        super().__init__(verify=ssl_context, limits=limits, trust_env=False)
-        if egress is not None:  # httpx2 has no network_backend knob: rebuild its (private) pool with one
-            self._pool = httpcore2.AsyncConnectionPool(
-                ssl_context=ssl_context, max_connections=limits.max_connections,
-                max_keepalive_connections=limits.max_keepalive_connections,
-                keepalive_expiry=limits.keepalive_expiry, network_backend=_EgressCheckedBackend(egress))
-
-    def connection_states(self) -> list[str]:
-        return ["idle" if conn.is_idle() else "closed" if conn.is_closed() else "active"
-                for conn in self._pool.connections]
-
-
-class HttpPool:
-    """One shared HTTP connection pool for all syncs (not one client per session).
-
-    One transport (its own TCP/TLS pool) per distinct TLS setting; every fetch
-    gets a light per-fetch client over it, whose closing leaves the pool open.
-    """
-
-    def __init__(self, *, egress: EgressPolicy | None = None, max_connections: int = 100) -> None:
-        self.egress = egress
-        self._limits = httpx2.Limits(max_connections=max_connections,
-                                     max_keepalive_connections=max(1, max_connections // 4), keepalive_expiry=15.0)
-        self._transports: dict[tuple[str, bool], _PoolTransport] = {}
-        self._closed = False
-
-    def transport_for(self, tls: TLSMaterial | None) -> _PoolTransport:
-        """The shared transport for these TLS settings, created on first use."""
-        if self._closed:
-            raise RuntimeError("HttpPool is closed")
-        tls = tls or TLSMaterial()
-        key = tls.pool_key()
-        transport = self._transports.get(key)
-        if transport is None:
-            transport = _PoolTransport(_ssl_context(tls), self._limits, self.egress)
-            self._transports[key] = transport
-        return transport
-
-    def connection_states(self) -> dict[str, int]:
-        """Counts of pooled connections by state (idle, active, closed), over all TLS settings."""
-        counts = {"idle": 0, "active": 0, "closed": 0}
-        for transport in self._transports.values():
-            for state in transport.connection_states():
-                counts[state] += 1
-        return counts
-
-    async def aclose(self) -> None:
-        self._closed = True
-        transports, self._transports = list(self._transports.values()), {}
-        for transport in transports:
-            await transport.aclose()
-
-
-def _ssl_context(tls: TLSMaterial) -> ssl.SSLContext:
-    if tls.insecure_skip_verify:
-        return httpx2.create_ssl_context(verify=False)
-    if not tls.ca_pem:
-        return httpx2.create_ssl_context()
-    try:
-        return ssl.create_default_context(cadata=tls.ca_pem)
-    except (ssl.SSLError, ValueError) as exc:
-        raise FetchError(c.REASON_INVALID_SPEC,
-                         f"spec.tls.caBundle does not hold a usable PEM CA certificate ({type(exc).__name__})") from None
 
 
 # ------------------------------------------------------------- one fetch's watcher

@@ -20,8 +20,10 @@ from .cachemap import (CacheParseError, CacheTooLargeError, build_configmap, con
                        is_owned_by, parse_cache, render_cache)
 from .catalog import CatalogDiff, InvalidToolError, merge_catalog, status_tools
 from .conditions import parse_time, rfc3339
+from .fetcherrors import FetchError
+from .httppool import HttpPool
 from .kube import Conflict, KubeApi, KubeError
-from .mcpfetch import FetchError, HttpPool, fetch_catalog
+from .mcpfetch import fetch_catalog
 from .models import CachedTool, CacheDocument, CacheSource, CacheStatus, ErrorInfo, ServerInfo, Status
 from .resolve import SyncProblem, parse_spec, resolve_source, settings_of
 from .status import (RefreshRequest, SyncFailure, SyncSuccess, after_failure, after_success, after_suspend,

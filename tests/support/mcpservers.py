@@ -4,7 +4,8 @@
 own event loop, so it keeps answering while a test's loop is blocked and when
 the operator runs as a subprocess. Its knobs (tools, paging, tokens, delay,
 fault mode) can be changed while it runs; its counters tell a test what the
-server actually saw.
+server actually saw. The HTTP layer that counts requests and injects faults in
+front of the MCP app lives in mcpfaults.py.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import asyncio
 import contextlib
 import copy
 import dataclasses
-import json
 import shutil
 import socket
 import subprocess
@@ -35,13 +35,14 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-Mode = Literal["ok", "garbage", "http500", "redirect", "repeat-cursor", "bad-tools", "leaky-error"]
-MODES: tuple[str, ...] = ("ok", "garbage", "http500", "redirect", "repeat-cursor", "bad-tools", "leaky-error")
+from tests.support.mcpfaults import MODES, REDIRECT_TARGET, REPEATED_CURSOR, FaultLayer, Mode, TrafficLog, bearer_token
+
+__all__ = ["MODES", "REDIRECT_TARGET", "REPEATED_CURSOR", "SSE_PATH", "STREAMABLE_PATH", "McpTestServer", "Mode",
+           "SelfSignedCert", "closed_port", "free_port", "make_self_signed_cert", "make_tools", "silent_port"]
+
 STREAMABLE_PATH = "/mcp"
 SSE_PATH = "/sse"
 SSE_MESSAGES_PATH = "/messages/"
-REDIRECT_TARGET = "/moved"
-REPEATED_CURSOR = "same-cursor-again"
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 10.0
 _NO_SECURITY = TransportSecuritySettings(enable_dns_rebinding_protection=False)
@@ -133,12 +134,6 @@ def silent_port(host: str = "127.0.0.1") -> Iterator[int]:
         sock.close()
 
 
-def _bearer_token(headers: Any) -> str | None:
-    value = headers.get("authorization") or ""
-    scheme, _, token = value.partition(" ")
-    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
-
-
 class _ListChangedServer(Server[Any]):
     """A low-level Server whose handshake-era capabilities say tools.listChanged as configured.
 
@@ -194,7 +189,7 @@ class McpTestServer:
         self._port = port
         self.cert = cert
         self._lock = threading.RLock()
-        self._changed = threading.Condition(self._lock)  # notified whenever a counter moves
+        self._traffic = TrafficLog(self._lock)  # the counters; shares the knobs' lock
         self._tools = copy.deepcopy(tools if tools is not None else make_tools(3))
         self._page_size = page_size
         self._tokens = copy.deepcopy(tokens)
@@ -205,11 +200,6 @@ class McpTestServer:
         self._server_name = server_name
         self._server_version = server_version
         self.list_changed = list_changed  # read at start()
-        self._list_calls = 0
-        self._requests = 0
-        self._last_headers: dict[str, str] = {}
-        self._paths: list[str] = []
-        self._connections: set[tuple[str, int]] = set()
         self._uvicorn: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._started = threading.Event()
@@ -304,49 +294,38 @@ class McpTestServer:
     @property
     def list_calls(self) -> int:
         """tools/list requests the MCP server answered (or started answering)."""
-        return self._get("_list_calls")  # type: ignore[no-any-return]
+        return self._traffic.list_calls
 
     @property
     def requests(self) -> int:
         """HTTP requests that reached the server, of any method and path."""
-        return self._get("_requests")  # type: ignore[no-any-return]
+        return self._traffic.requests
 
     @property
     def last_headers(self) -> dict[str, str]:
         """Headers of the last HTTP request, names lower-cased."""
-        with self._lock:
-            return dict(self._last_headers)
+        return self._traffic.last_headers
 
     @property
     def paths(self) -> list[str]:
         """Paths of all HTTP requests, in arrival order."""
-        with self._lock:
-            return list(self._paths)
+        return self._traffic.paths
 
     @property
     def connections(self) -> int:
         """Distinct TCP connections (client address, port) that carried requests."""
-        with self._lock:
-            return len(self._connections)
+        return self._traffic.connections
 
     def wait_until(self, predicate: Callable[[McpTestServer], bool], timeout: float = 10.0) -> None:
         """Block until `predicate(server)` holds (re-checked on every request), or raise TimeoutError."""
-        with self._changed:
-            if not self._changed.wait_for(lambda: predicate(self), timeout):
-                raise TimeoutError(
-                    f"condition not met within {timeout}s (requests={self._requests}, list_calls={self._list_calls})"
-                )
+        self._traffic.wait_until(lambda: predicate(self), timeout)
 
     async def wait_until_async(self, predicate: Callable[[McpTestServer], bool], timeout: float = 10.0) -> None:
         """`wait_until` without blocking the event loop (the operator may run on it)."""
         await anyio.to_thread.run_sync(self.wait_until, predicate, timeout)
 
     def reset_counters(self) -> None:
-        with self._lock:
-            self._list_calls = self._requests = 0
-            self._last_headers = {}
-            self._paths = []
-            self._connections = set()
+        self._traffic.reset()
 
     # -------------------------------------------------------------- addresses
 
@@ -375,14 +354,13 @@ class McpTestServer:
         with self._lock:
             if self._tokens is None:
                 return copy.deepcopy(self._tools)
-            token = _bearer_token(request.headers) if request is not None else None
+            token = bearer_token(request.headers) if request is not None else None
             return copy.deepcopy(self._tokens.get(token or "", []))
 
     def _build_mcp_server(self) -> Server[Any]:
         async def list_tools(ctx: Any, params: Any) -> types.ListToolsResult:
             with self._lock:
-                self._list_calls += 1
-                self._changed.notify_all()
+                self._traffic.count_list_call()
                 delay, page_size, mode = self._delay, self._page_size, self._mode
             if delay > 0:
                 await anyio.sleep(delay)
@@ -433,75 +411,21 @@ class McpTestServer:
                     Mount(SSE_MESSAGES_PATH, app=sse.handle_post_message),
                 ]
             )
-        return self._wrap(inner)
+        return self._watch_startup(FaultLayer(inner, self._traffic, self._fault_settings))
 
-    # ------------------------------------------------------ HTTP fault layer
+    def _fault_settings(self) -> tuple[str, dict[str, list[dict[str, Any]]] | None]:
+        with self._lock:
+            return self._mode, self._tokens
 
-    def _wrap(self, inner: ASGIApp) -> ASGIApp:
-        """Count requests, enforce tokens and inject faults in front of the MCP app."""
+    # ------------------------------------------------------------- start-up
 
-        async def app(scope: Scope, receive: Receive, send: Send) -> None:
-            if scope["type"] == "lifespan":
-                await inner(scope, receive, self._lifespan_send(send))
-                return
-            if scope["type"] != "http":
-                await inner(scope, receive, send)
-                return
-            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-            with self._lock:
-                self._requests += 1
-                self._last_headers = headers
-                self._paths.append(scope["path"])
-                client = scope.get("client")
-                if client:
-                    self._connections.add((client[0], client[1]))
-                self._changed.notify_all()
-                mode, tokens = self._mode, self._tokens
-            if tokens is not None and _bearer_token(headers) not in tokens:
-                await _respond(send, 401, b"unauthorized", "text/plain", {"www-authenticate": "Bearer"})
-            elif mode == "http500":
-                await _respond(send, 500, b"internal server error", "text/plain")
-            elif mode == "garbage":
-                await _respond(send, 200, b"<html><body>Welcome to nginx!</body></html>", "text/html")
-            elif mode == "redirect" and scope["path"] != REDIRECT_TARGET:
-                await _respond(send, 307, b"", "text/plain", {"location": REDIRECT_TARGET})
-            elif mode == "bad-tools" and scope["method"] == "POST":
-                await self._answer_bad_tools(scope, receive, send, inner)
-            else:
-                await inner(scope, receive, send)
+    def _watch_startup(self, app: ASGIApp) -> ASGIApp:
+        """Let start() know when the app's lifespan start-up completed or failed."""
 
-        return app
+        async def watched(scope: Scope, receive: Receive, send: Send) -> None:
+            await app(scope, receive, self._lifespan_send(send) if scope["type"] == "lifespan" else send)
 
-    async def _answer_bad_tools(self, scope: Scope, receive: Receive, send: Send, inner: ASGIApp) -> None:
-        """Answer tools/list with malformed tool entries; pass everything else through."""
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        try:
-            rpc = json.loads(body)
-        except ValueError:
-            rpc = None
-        if isinstance(rpc, dict) and rpc.get("method") == "tools/list":
-            with self._lock:
-                self._list_calls += 1
-            result = {"tools": [{"name": 42, "inputSchema": "x"}], "ttlMs": 0, "cacheScope": "private",
-                      "resultType": "complete"}
-            reply = {"jsonrpc": "2.0", "id": rpc.get("id"), "result": result}
-            await _respond(send, 200, json.dumps(reply).encode(), "application/json")
-            return
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if replayed:
-                return await receive()
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        await inner(scope, replay, send)
+        return watched
 
     def _lifespan_send(self, send: Send) -> Send:
         async def wrapped(message: Message) -> None:
@@ -578,12 +502,3 @@ class McpTestServer:
 
     async def __aexit__(self, *exc: object) -> None:
         await anyio.to_thread.run_sync(self.stop)
-
-
-async def _respond(
-    send: Send, status: int, body: bytes, content_type: str, extra: dict[str, str] | None = None
-) -> None:
-    headers = [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode())]
-    headers += [(k.encode(), v.encode()) for k, v in (extra or {}).items()]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})

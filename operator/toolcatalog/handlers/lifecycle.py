@@ -10,8 +10,8 @@ import kopf
 from .. import constants as c
 from ..config import OperatorConfig
 from ..egress import EgressPolicy
+from ..httppool import HttpPool
 from ..kube import KubeApi, load_config
-from ..mcpfetch import HttpPool
 from ..sync import SyncEngine
 
 logger = logging.getLogger(__name__)

@@ -42,17 +42,23 @@ def secret_users_connectorconfigs(namespace: str, name: str, spec: Any, **_: Any
 
 @kopf.index(c.GROUP, c.VERSION, c.PLURAL[c.KIND_CONNECTORCONFIG], id="toolserver_users")
 def toolserver_users(namespace: str, name: str, spec: Any, **_: Any) -> dict:
-    """ConnectorConfigs by the ToolServer they reference, with whether they bring their own auth."""
+    """ConnectorConfigs by the ToolServer they reference, with whether they inherit no Secret from it.
+
+    A ConnectorConfig inherits the ToolServer's auth unless it has its own, and its tls (whose CA
+    bundle may come from a Secret) unless it has its own: only with both of its own does a
+    rotation of the ToolServer's Secrets not concern it.
+    """
     ref = ((spec or {}).get("toolServerRef") or {}).get("name")
     if not ref:
         return {}
-    return {(namespace, ref): (name, bool((spec or {}).get("auth")))}
+    own_secrets = bool((spec or {}).get("auth")) and bool((spec or {}).get("tls"))
+    return {(namespace, ref): (name, own_secrets)}
 
 
 def _want_users_of_toolserver(engine: SyncEngine, index: kopf.Index, namespace: str, server: str,
-                              trigger: str, *, only_inheriting_auth: bool = False) -> None:
-    for cc_name, own_auth in index.get((namespace, server), []):
-        if only_inheriting_auth and own_auth:
+                              trigger: str, *, only_inheriting_secrets: bool = False) -> None:
+    for cc_name, own_secrets in index.get((namespace, server), []):
+        if only_inheriting_secrets and own_secrets:
             continue
         engine.want(c.KIND_CONNECTORCONFIG, namespace, cc_name, trigger)
 
@@ -63,9 +69,11 @@ def _secret_digest(body: kopf.Body) -> str:
 
 
 @kopf.on.event("", "v1", "secrets", id="resync-on-secret-change")
-def on_secret(event: kopf.RawEvent, body: kopf.Body, namespace: str, name: str, memo: Any,
+async def on_secret(event: kopf.RawEvent, body: kopf.Body, namespace: str, name: str, memo: Any,
               secret_users_toolservers: kopf.Index, secret_users_connectorconfigs: kopf.Index,
               toolserver_users: kopf.Index, **_: Any) -> None:
+    """Resync every user of a Secret whose data changed (async: kopf would run a plain function in
+    a thread, and the engine is only touched from the event loop)."""
     engine: SyncEngine | None = getattr(memo, "engine", None)
     digests: dict[tuple[str, str], str | None] = memo.setdefault("secret_digests", {})
     key = (namespace, name)
@@ -75,17 +83,19 @@ def on_secret(event: kopf.RawEvent, body: kopf.Body, namespace: str, name: str, 
     digests[key] = digest
     if engine is None or kind_of_event is None or before == digest:
         return      # the initial listing, or nothing that matters changed
-    for kind, user in secret_users_toolservers.get(key, []) + secret_users_connectorconfigs.get(key, []):
+    # An index lookup gives a kopf Store (iterable, not a list): no `+` between two of them.
+    users = [*secret_users_toolservers.get(key, ()), *secret_users_connectorconfigs.get(key, ())]
+    for kind, user in users:
         engine.want(kind, namespace, user, c.TRIGGER_SECRET)
         if kind == c.KIND_TOOLSERVER:
             _want_users_of_toolserver(engine, toolserver_users, namespace, user, c.TRIGGER_SECRET,
-                                      only_inheriting_auth=True)
+                                      only_inheriting_secrets=True)
 
 
 @kopf.on.create(c.GROUP, c.VERSION, c.PLURAL[c.KIND_TOOLSERVER], id="resync-referrers-on-create")
 @kopf.on.update(c.GROUP, c.VERSION, c.PLURAL[c.KIND_TOOLSERVER], field="spec", id="resync-referrers-on-change")
 @kopf.on.delete(c.GROUP, c.VERSION, c.PLURAL[c.KIND_TOOLSERVER], optional=True, id="resync-referrers-on-delete")
-def on_toolserver_change(namespace: str, name: str, memo: Any, toolserver_users: kopf.Index,
+async def on_toolserver_change(namespace: str, name: str, memo: Any, toolserver_users: kopf.Index,
                          reason: Any, **_: Any) -> None:
     """A ConnectorConfig inherits url, transport, headers, tls and maybe auth: resync it."""
     engine: SyncEngine | None = getattr(memo, "engine", None)

@@ -1,0 +1,1 @@
+"""Benchmarks: `make bench` prints figures (no pass/fail thresholds)."""

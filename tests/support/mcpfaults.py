@@ -1,0 +1,175 @@
+"""The HTTP layer in front of a test MCP server: what reached it, and the faults it injects.
+
+`TrafficLog` counts what the server saw on the wire (requests, their paths and TCP
+connections, the last request's headers, tools/list calls) and wakes waiters whenever a
+count moves. `FaultLayer` is the ASGI app in front of the MCP app: it records every
+request, refuses unknown bearer tokens and, in the HTTP fault modes, answers in the MCP
+app's place. "repeat-cursor" and "leaky-error" are MCP-level faults: the server's
+tools/list handler plays those (mcpservers.py).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Collection
+from typing import Any, Literal
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+Mode = Literal["ok", "garbage", "http500", "redirect", "repeat-cursor", "bad-tools", "leaky-error"]
+MODES: tuple[str, ...] = ("ok", "garbage", "http500", "redirect", "repeat-cursor", "bad-tools", "leaky-error")
+REDIRECT_TARGET = "/moved"
+REPEATED_CURSOR = "same-cursor-again"
+
+
+def bearer_token(headers: Any) -> str | None:
+    """The token of an `Authorization: Bearer` header, or None."""
+    value = headers.get("authorization") or ""
+    scheme, _, token = value.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+class TrafficLog:
+    """What a server saw, guarded by the server's own lock so it can read knobs in the same breath."""
+
+    def __init__(self, lock: threading.RLock) -> None:
+        self.lock = lock
+        self._changed = threading.Condition(lock)  # notified whenever a counter moves
+        self._list_calls = 0
+        self._requests = 0
+        self._last_headers: dict[str, str] = {}
+        self._paths: list[str] = []
+        self._connections: set[tuple[str, int]] = set()
+
+    def count_request(self, scope: Scope, headers: dict[str, str]) -> None:
+        with self.lock:
+            self._requests += 1
+            self._last_headers = headers
+            self._paths.append(scope["path"])
+            client = scope.get("client")
+            if client:
+                self._connections.add((client[0], client[1]))
+            self._changed.notify_all()
+
+    def count_list_call(self) -> None:
+        with self.lock:
+            self._list_calls += 1
+            self._changed.notify_all()
+
+    @property
+    def list_calls(self) -> int:
+        with self.lock:
+            return self._list_calls
+
+    @property
+    def requests(self) -> int:
+        with self.lock:
+            return self._requests
+
+    @property
+    def last_headers(self) -> dict[str, str]:
+        with self.lock:
+            return dict(self._last_headers)
+
+    @property
+    def paths(self) -> list[str]:
+        with self.lock:
+            return list(self._paths)
+
+    @property
+    def connections(self) -> int:
+        with self.lock:
+            return len(self._connections)
+
+    def wait_until(self, predicate: Callable[[], bool], timeout: float) -> None:
+        """Block until `predicate()` holds (re-checked whenever a count moves), or raise TimeoutError."""
+        with self._changed:
+            if not self._changed.wait_for(predicate, timeout):
+                raise TimeoutError(
+                    f"condition not met within {timeout}s (requests={self._requests}, list_calls={self._list_calls})"
+                )
+
+    def reset(self) -> None:
+        with self.lock:
+            self._list_calls = self._requests = 0
+            self._last_headers = {}
+            self._paths = []
+            self._connections = set()
+
+
+class FaultLayer:
+    """ASGI app: count each request, enforce tokens and inject faults in front of the MCP app.
+
+    `settings()` returns the server's current (mode, tokens); it is called under the
+    traffic lock together with the counting, so a request sees the knobs of the moment
+    it was counted.
+    """
+
+    def __init__(self, inner: ASGIApp, traffic: TrafficLog,
+                 settings: Callable[[], tuple[str, Collection[str] | None]]) -> None:
+        self._inner = inner
+        self._traffic = traffic
+        self._settings = settings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        inner = self._inner
+        if scope["type"] != "http":
+            await inner(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        with self._traffic.lock:
+            self._traffic.count_request(scope, headers)
+            mode, tokens = self._settings()
+        if tokens is not None and bearer_token(headers) not in tokens:
+            await respond(send, 401, b"unauthorized", "text/plain", {"www-authenticate": "Bearer"})
+        elif mode == "http500":
+            await respond(send, 500, b"internal server error", "text/plain")
+        elif mode == "garbage":
+            await respond(send, 200, b"<html><body>Welcome to nginx!</body></html>", "text/html")
+        elif mode == "redirect" and scope["path"] != REDIRECT_TARGET:
+            await respond(send, 307, b"", "text/plain", {"location": REDIRECT_TARGET})
+        elif mode == "bad-tools" and scope["method"] == "POST":
+            await self._answer_bad_tools(scope, receive, send)
+        else:
+            await inner(scope, receive, send)
+
+    async def _answer_bad_tools(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answer tools/list with malformed tool entries; pass everything else through."""
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        try:
+            rpc = json.loads(body)
+        except ValueError:
+            rpc = None
+        if isinstance(rpc, dict) and rpc.get("method") == "tools/list":
+            self._traffic.count_list_call()
+            result = {"tools": [{"name": 42, "inputSchema": "x"}], "ttlMs": 0, "cacheScope": "private",
+                      "resultType": "complete"}
+            reply = {"jsonrpc": "2.0", "id": rpc.get("id"), "result": result}
+            await respond(send, 200, json.dumps(reply).encode(), "application/json")
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self._inner(scope, replay, send)
+
+
+async def respond(
+    send: Send, status: int, body: bytes, content_type: str, extra: dict[str, str] | None = None
+) -> None:
+    """A complete plain HTTP answer, sent in the MCP app's place."""
+    headers = [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode())]
+    headers += [(k.encode(), v.encode()) for k, v in (extra or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
