@@ -29,7 +29,7 @@ from toolcatalog.models import CacheDocument, CacheSource, ServerInfo, ToolSelec
 def figures(label: str, samples_ms: list[float]) -> None:
     samples = sorted(samples_ms)
     p95 = samples[min(len(samples) - 1, int(round(0.95 * (len(samples) - 1))))]
-    print(f"  {label:<46} n={len(samples):<3} p50={statistics.median(samples):7.1f} ms   "
+    print(f"  {label:<52} n={len(samples):<3} p50={statistics.median(samples):7.1f} ms   "
           f"p95={p95:7.1f} ms   max={samples[-1]:7.1f} ms")
 
 
@@ -81,8 +81,11 @@ async def operator_latencies(rounds: int = 10) -> None:
 async def fetch_figures(rounds: int = 50) -> None:
     print("fetch_catalog (one MCP session: connect, negotiate, every tools/list page)")
     pool = HttpPool()
-    for transport, tools, page in (("streamable-http", 50, None), ("streamable-http", 500, 100), ("sse", 50, None)):
-        with McpTestServer(transport=transport, tools=make_tools(tools), page_size=page) as server:
+    cases = [("streamable-http", 50, None, True), ("streamable-http", 500, 100, True), ("sse", 50, None, True),
+             ("streamable-http", 50, None, False)]
+    for transport, tools, page, nodelay in cases:
+        with McpTestServer(transport=transport, tools=make_tools(tools), page_size=page,
+                           tcp_nodelay=nodelay) as server:
             endpoint = Endpoint(url=server.url, transport=transport)
             await fetch_catalog(endpoint, pool=pool, timeout=30)
             samples = []
@@ -91,8 +94,9 @@ async def fetch_figures(rounds: int = 50) -> None:
                 await fetch_catalog(endpoint, pool=pool, timeout=30)
                 samples.append((time.perf_counter() - started) * 1000)
             pages = "" if page is None else f", pages of {page}"
-            figures(f"{transport}, {tools} tools{pages}", samples)
-            if transport == "streamable-http" and tools == 50:
+            nagle = "" if nodelay else ", server w/o TCP_NODELAY"
+            figures(f"{transport}, {tools} tools{pages}{nagle}", samples)
+            if transport == "streamable-http" and tools == 50 and nodelay:
                 print(f"  TCP connections the server saw for {rounds + 1} fetches: {server.connections}")
     tracemalloc.start()
     with McpTestServer(tools=make_tools(50)) as server:

@@ -137,11 +137,19 @@ async def _tls_material(kube: KubeApi, namespace: str, tls: TLS | None) -> tuple
     return TLSMaterial(ca_pem=ca_pem, insecure_skip_verify=tls.insecure_skip_verify), secrets
 
 
-def secret_names_of(spec: ToolServerSpec | ConnectorConfigSpec) -> set[str]:
-    names = spec.auth.secret_names() if spec.auth else set()
+def secret_uses_of(spec: ToolServerSpec | ConnectorConfigSpec) -> dict[str, tuple[str, ...]]:
+    """The Secrets a spec names, each with what uses it ("auth", "tls"): a ConnectorConfig that
+    brings its own auth does not care when only the ToolServer's auth Secret changes."""
+    uses: dict[str, list[str]] = {}
+    for name in sorted(spec.auth.secret_names() if spec.auth else ()):
+        uses.setdefault(name, []).append("auth")
     if spec.tls and spec.tls.ca_bundle and spec.tls.ca_bundle.secret_key_ref:
-        names.add(spec.tls.ca_bundle.secret_key_ref.name)
-    return names
+        uses.setdefault(spec.tls.ca_bundle.secret_key_ref.name, []).append("tls")
+    return {name: tuple(parts) for name, parts in uses.items()}
+
+
+def secret_names_of(spec: ToolServerSpec | ConnectorConfigSpec) -> set[str]:
+    return set(secret_uses_of(spec))
 
 
 async def resolve_source(kube: KubeApi, kind: str, namespace: str,

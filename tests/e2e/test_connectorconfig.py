@@ -10,6 +10,7 @@ import base64
 import gzip
 import json
 import re
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ import pytest
 import yaml
 
 from tests.support.k8s import CC, CM, SECRETS, TS, condition, connectorconfig, secret, toolserver, wait_until
-from tests.support.mcpservers import McpTestServer, make_tools
+from tests.support.mcpservers import McpTestServer, make_self_signed_cert, make_tools
 
 pytestmark = pytest.mark.e2e
 
@@ -51,6 +52,10 @@ def tool_names(obj: dict[str, Any]) -> list[str]:
     return [entry["name"] for entry in obj["status"]["tools"]]
 
 
+def usable_tools(obj: dict[str, Any]) -> list[str]:
+    return [e["name"] for e in obj["status"]["tools"] if e["available"] and e["enabled"] and e["selected"]]
+
+
 def tools_json(cm: dict[str, Any]) -> dict[str, Any]:
     if cm.get("binaryData"):
         return json.loads(gzip.decompress(base64.b64decode(cm["binaryData"]["tools.json.gz"])))
@@ -59,6 +64,10 @@ def tools_json(cm: dict[str, Any]) -> dict[str, Any]:
 
 def bearer(secret_name: str, key: str = "token") -> dict[str, Any]:
     return {"bearerToken": {"secretKeyRef": {"name": secret_name, "key": key}}}
+
+
+def parse_time(stamp: str) -> datetime:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
 
 
 def b64(text: str) -> str:
@@ -155,6 +164,8 @@ async def test_each_connectorconfig_sees_its_own_tools_in_its_own_cache(api, ope
         assert status["lastSync"]["trigger"] == "create" and status["phase"] == "Ready"
         assert status["cache"]["configMap"] == f"connectorconfig-{cc['metadata']['name']}"
         assert condition(cc, "Ready")["reason"] == "CacheFresh"
+        cache = status["cache"]                                     # sync.ttlSeconds defaults to 3600
+        assert parse_time(cache["expiresAt"]) - parse_time(cache["cachedAt"]) == timedelta(seconds=3600)
 
     # Each ConnectorConfig has its own ConfigMap, owned by it, never by the ToolServer.
     for cc, expected in ((alice, ALICE_TOOLS), (bob, BOB_TOOLS)):
@@ -401,3 +412,56 @@ async def test_printer_columns_resolve_on_a_synced_connectorconfig(api, operator
     assert shown["Ready"] == "True" and shown["Synced"] == "True"
     assert shown["Last Sync"] == obj["status"]["lastSync"]["completedAt"]
     assert all(value is not None for value in shown.values()), shown
+
+
+async def test_a_connectorconfig_cannot_take_over_the_toolservers_cache(api, operator, waiter):
+    with token_server() as server:
+        await settled_toolserver(api, waiter, operator, server.url)
+        before = api.get(CM, "default", "toolserver-shared")
+        await make_secret(api, "alice-token", ALICE_TOKEN)
+        await api.create(connectorconfig("thief", toolServerRef={"name": "shared"}, auth=bearer("alice-token"),
+                                         cache={"configMapName": "toolserver-shared"}))
+        obj = await waiter.status(CC, "thief", synced_reason("CacheConflict"), "CacheConflict", operator=operator)
+    assert "toolserver-shared" in condition(obj, "Synced")["message"]
+    after = api.get(CM, "default", "toolserver-shared")
+    assert after["data"] == before["data"] and after["metadata"]["ownerReferences"] == \
+        before["metadata"]["ownerReferences"]
+
+
+async def test_rotating_the_toolservers_secrets_resyncs_the_connectorconfigs_inheriting_them(
+        api, operator, waiter, tmp_path):
+    try:
+        cert = make_self_signed_cert(str(tmp_path))
+    except RuntimeError:
+        pytest.skip("openssl CLI not available to make a test certificate")
+    tokens = {SERVER_TOKEN: SHARED_TOOLS, ALICE_TOKEN: ALICE_TOOLS}
+    with McpTestServer(cert=cert, tokens=tokens) as server:
+        await make_secret(api, "shared-token", SERVER_TOKEN)
+        await api.create(secret("shared-ca", {"ca.crt": cert.pem}))
+        tls = {"caBundle": {"secretKeyRef": {"name": "shared-ca", "key": "ca.crt"}}}
+        await api.create(toolserver("shared", server.url, auth=bearer("shared-token"), tls=tls))
+        await make_secret(api, "alice-token", ALICE_TOKEN)
+        # "team" inherits everything; alice brings her own token and inherits the CA bundle.
+        await api.create(connectorconfig("team", toolServerRef={"name": "shared"}))
+        await api.create(connectorconfig("alice", toolServerRef={"name": "shared"}, auth=bearer("alice-token")))
+        await waiter.status(TS, "shared", creation_handled, "ToolServer synced over https", operator=operator)
+        team = await waiter.status(CC, "team", synced, "team synced", operator=operator)
+        alice = await waiter.status(CC, "alice", synced, "alice synced", operator=operator)
+        assert tool_names(team) == ["shared_000", "shared_001"] and tool_names(alice)[0] == "alice_000"
+
+        # The ToolServer's token rotates: the ToolServer and "team" resync; alice's token did not change.
+        server.tokens = {ROTATED_TOKEN: BOB_TOOLS, ALICE_TOKEN: ALICE_TOOLS}
+        await api.patch(SECRETS, "default", "shared-token", {"data": {"token": b64(ROTATED_TOKEN)}})
+        team = await waiter.status(CC, "team", lambda o: usable_tools(o) == ["bob_000"] and synced(o),
+                                   "team resynced with the rotated token", operator=operator)
+        assert team["status"]["lastSync"]["trigger"] == "secret"
+        await waiter.status(TS, "shared", lambda o: o["status"]["lastSync"]["trigger"] == "secret" and synced(o),
+                            "ToolServer resynced", operator=operator)
+        await wait_for_ticks(operator, 12)
+        assert api.get(CC, "default", "alice")["status"]["lastSync"] == alice["status"]["lastSync"]
+
+        # The CA bundle Secret rotates (same CA, re-issued text): alice inherits it, so she resyncs.
+        await api.patch(SECRETS, "default", "shared-ca", {"data": {"ca.crt": b64(cert.pem + "\n")}})
+        alice = await waiter.status(CC, "alice", lambda o: o["status"]["lastSync"]["trigger"] == "secret",
+                                    "alice resynced after the CA rotation", operator=operator)
+    assert synced(alice) and alice["metadata"]["generation"] == 1

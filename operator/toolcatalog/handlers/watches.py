@@ -15,19 +15,21 @@ from typing import Any
 import kopf
 
 from .. import constants as c
-from ..resolve import SyncProblem, parse_spec, secret_names_of
+from ..resolve import SyncProblem, parse_spec, secret_uses_of
 from ..sync import SyncEngine
 
 SECRETS_INDEX = "secret_users"
 REFERENCES_INDEX = "toolserver_users"
 
 
-def _secret_users(kind: str, namespace: str, name: str, spec: Any) -> dict[tuple[str, str], tuple[str, str]]:
+def _secret_users(kind: str, namespace: str, name: str,
+                  spec: Any) -> dict[tuple[str, str], tuple[str, str, tuple[str, ...]]]:
+    """(namespace, Secret) -> (kind, name, what uses it: "auth" and/or "tls")."""
     try:
         parsed = parse_spec(kind, spec or {})
     except SyncProblem:
         return {}
-    return {(namespace, secret): (kind, name) for secret in sorted(secret_names_of(parsed))}
+    return {(namespace, secret): (kind, name, uses) for secret, uses in secret_uses_of(parsed).items()}
 
 
 @kopf.index(c.GROUP, c.VERSION, c.PLURAL[c.KIND_TOOLSERVER], id="secret_users_toolservers")
@@ -42,23 +44,24 @@ def secret_users_connectorconfigs(namespace: str, name: str, spec: Any, **_: Any
 
 @kopf.index(c.GROUP, c.VERSION, c.PLURAL[c.KIND_CONNECTORCONFIG], id="toolserver_users")
 def toolserver_users(namespace: str, name: str, spec: Any, **_: Any) -> dict:
-    """ConnectorConfigs by the ToolServer they reference, with whether they inherit no Secret from it.
+    """ConnectorConfigs by the ToolServer they reference, with what they bring of their own.
 
     A ConnectorConfig inherits the ToolServer's auth unless it has its own, and its tls (whose CA
-    bundle may come from a Secret) unless it has its own: only with both of its own does a
-    rotation of the ToolServer's Secrets not concern it.
+    bundle may come from a Secret) unless it has its own.
     """
     ref = ((spec or {}).get("toolServerRef") or {}).get("name")
     if not ref:
         return {}
-    own_secrets = bool((spec or {}).get("auth")) and bool((spec or {}).get("tls"))
-    return {(namespace, ref): (name, own_secrets)}
+    own = tuple(part for part in ("auth", "tls") if (spec or {}).get(part))
+    return {(namespace, ref): (name, own)}
 
 
 def _want_users_of_toolserver(engine: SyncEngine, index: kopf.Index, namespace: str, server: str,
-                              trigger: str, *, only_inheriting_secrets: bool = False) -> None:
-    for cc_name, own_secrets in index.get((namespace, server), []):
-        if only_inheriting_secrets and own_secrets:
+                              trigger: str, *, secret_uses: tuple[str, ...] | None = None) -> None:
+    """Resync the ConnectorConfigs of a ToolServer; with `secret_uses`, only those inheriting one
+    of those parts (a rotated Secret the ToolServer uses for its auth and/or tls)."""
+    for cc_name, own in index.get((namespace, server), []):
+        if secret_uses is not None and all(part in own for part in secret_uses):
             continue
         engine.want(c.KIND_CONNECTORCONFIG, namespace, cc_name, trigger)
 
@@ -70,8 +73,8 @@ def _secret_digest(body: kopf.Body) -> str:
 
 @kopf.on.event("", "v1", "secrets", id="resync-on-secret-change")
 async def on_secret(event: kopf.RawEvent, body: kopf.Body, namespace: str, name: str, memo: Any,
-              secret_users_toolservers: kopf.Index, secret_users_connectorconfigs: kopf.Index,
-              toolserver_users: kopf.Index, **_: Any) -> None:
+                    secret_users_toolservers: kopf.Index, secret_users_connectorconfigs: kopf.Index,
+                    toolserver_users: kopf.Index, **_: Any) -> None:
     """Resync every user of a Secret whose data changed (async: kopf would run a plain function in
     a thread, and the engine is only touched from the event loop)."""
     engine: SyncEngine | None = getattr(memo, "engine", None)
@@ -85,18 +88,18 @@ async def on_secret(event: kopf.RawEvent, body: kopf.Body, namespace: str, name:
         return      # the initial listing, or nothing that matters changed
     # An index lookup gives a kopf Store (iterable, not a list): no `+` between two of them.
     users = [*secret_users_toolservers.get(key, ()), *secret_users_connectorconfigs.get(key, ())]
-    for kind, user in users:
+    for kind, user, uses in users:
         engine.want(kind, namespace, user, c.TRIGGER_SECRET)
         if kind == c.KIND_TOOLSERVER:
             _want_users_of_toolserver(engine, toolserver_users, namespace, user, c.TRIGGER_SECRET,
-                                      only_inheriting_secrets=True)
+                                      secret_uses=uses)
 
 
 @kopf.on.create(c.GROUP, c.VERSION, c.PLURAL[c.KIND_TOOLSERVER], id="resync-referrers-on-create")
 @kopf.on.update(c.GROUP, c.VERSION, c.PLURAL[c.KIND_TOOLSERVER], field="spec", id="resync-referrers-on-change")
 @kopf.on.delete(c.GROUP, c.VERSION, c.PLURAL[c.KIND_TOOLSERVER], optional=True, id="resync-referrers-on-delete")
 async def on_toolserver_change(namespace: str, name: str, memo: Any, toolserver_users: kopf.Index,
-                         reason: Any, **_: Any) -> None:
+                               reason: Any, **_: Any) -> None:
     """A ConnectorConfig inherits url, transport, headers, tls and maybe auth: resync it."""
     engine: SyncEngine | None = getattr(memo, "engine", None)
     if engine is not None:
