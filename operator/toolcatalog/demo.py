@@ -22,7 +22,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TextIO, TypeVar
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 import yaml
 
@@ -30,19 +30,17 @@ from . import constants as c
 from .cachemap import CacheParseError, parse_cache
 from .plugin_format import format_tools_table, new_refresh_token, one_line, printable, refresh_patch
 
+if TYPE_CHECKING:
+    from .demoserver import DemoServer
+    from .emulator import ApiEmulator
+
 _T = TypeVar("_T")
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "deploy" / "samples" / "toolserver.yaml"
 TS = f"{c.API_VERSION}/{c.PLURAL[c.KIND_TOOLSERVER]}"
-CM = "v1/configmaps"
-SYNC_TIMEOUT = 60.0
-REFRESH_TIMEOUT = 20.0
-OPERATOR_START_TIMEOUT = 60.0
+SYNC_TIMEOUT, REFRESH_TIMEOUT, OPERATOR_START_TIMEOUT, OPERATOR_STOP_TIMEOUT = 60.0, 20.0, 60.0, 10.0
 EVENTS_GRACE = 3.0  # kopf posts Events asynchronously, shortly after the status patch
-OPERATOR_STOP_TIMEOUT = 10.0
-PROGRESS_EVERY = 5.0
-POLL = 0.02
-LOG_TAIL_LINES = 40
+PROGRESS_EVERY, POLL, LOG_TAIL_LINES = 5.0, 0.02, 40
 # The demo's operator may only connect to loopback: all the demo runs there.
 OPERATOR_ENV = {"TOOLCATALOG_TIMER_INTERVAL": "2", "TOOLCATALOG_EGRESS_ALLOW": "127.0.0.0/8,::1/128",
                 "PYTHONUNBUFFERED": "1"}
@@ -80,7 +78,7 @@ def condition_of(obj: dict[str, Any] | None, type_: str) -> dict[str, Any]:
 
 def describe_condition(cond: dict[str, Any]) -> str:
     if not cond:
-        return "not reported yet"
+        return "(not reported)"
     text = f"{cond.get('type')}={cond.get('status')} ({cond.get('reason')})"
     return f"{text}: {printable(cond['message'])}" if cond.get("message") else text
 
@@ -114,10 +112,7 @@ def operator_command() -> list[str]:
 
 def _shown(path: Path) -> str:
     """`path` relative to the working directory when it is below it (shorter to read)."""
-    try:
-        return str(path.relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
+    return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
 
 
 def _indent(text: str, prefix: str = "    ") -> str:
@@ -142,13 +137,10 @@ class OperatorProcess:
                                             stderr=subprocess.STDOUT, start_new_session=True)
         return self
 
-    def exit_code(self) -> int | None:
-        return None if self.process is None else self.process.poll()
-
     def stop(self) -> int | None:
         """SIGTERM, a bounded wait, then SIGKILL; returns the exit code."""
         if self.process is None or self.process.poll() is not None:
-            return self.exit_code()
+            return None if self.process is None else self.process.returncode
         self.process.send_signal(signal.SIGTERM)
         try:
             return self.process.wait(timeout=OPERATOR_STOP_TIMEOUT)
@@ -157,10 +149,8 @@ class OperatorProcess:
             return self.process.wait(timeout=5)
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except FileNotFoundError:
-            return "(no log)"
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
 
 
 # ---------------------------------------------------------------------------- the demo
@@ -188,7 +178,7 @@ class Demo:
         start = loop.time()
         next_note = start + PROGRESS_EVERY
         while not (value := check()):
-            if self.operator is not None and (code := self.operator.exit_code()) is not None:
+            if self.operator and self.operator.process and (code := self.operator.process.poll()) is not None:
                 raise DemoFailed(f"the operator exited with code {code} while waiting for {what}")
             now = loop.time()
             if now - start > timeout:
@@ -223,14 +213,12 @@ class Demo:
                 sample = with_url(sample, server.url)
             self.note(f"serving {len(server.tool_names())} tools at {server.url}: {', '.join(server.tool_names())}")
 
-            self.step(f"starting the operator: {' '.join(['toolcatalog', *operator_command()[-3:]])}")
+            self.step("starting the operator: toolcatalog run -A --standalone")
             self.operator = OperatorProcess(kubeconfig, self.workdir / "operator.log").start()
-            stack.callback(self._stop_operator)
+            stack.push_async_callback(self._stop_operator)
             self.note(f"KUBECONFIG={kubeconfig}; log: {self.operator.log_path}")
-            ts_resource = kmock.resource(TS)
-            began = time.monotonic()
-            await self.wait_for(lambda: any(r.action == kmock.action.WATCH and r.resource == ts_resource
-                                            for r in api.emulator),
+            began, watch = time.monotonic(), (kmock.action.WATCH, kmock.resource(TS))
+            await self.wait_for(lambda: any((r.action, r.resource) == watch for r in api.emulator),
                                 timeout=OPERATOR_START_TIMEOUT, what="the operator to watch ToolServers")
             self.note(f"the operator is watching ToolServers ({time.monotonic() - began:.1f} s after start)")
 
@@ -245,7 +233,7 @@ class Demo:
             stopping = time.monotonic()
         self.note(f"stopped in {time.monotonic() - stopping:.1f} s")
 
-    async def apply_and_sync(self, api: Any, sample: dict[str, Any]) -> dict[str, Any]:
+    async def apply_and_sync(self, api: ApiEmulator, sample: dict[str, Any]) -> dict[str, Any]:
         meta = sample["metadata"]
         ns, name = meta.get("namespace", "default"), meta["name"]
         self.step(f"applying {_shown(SAMPLE)}: ToolServer {ns}/{name} -> {sample['spec']['url']}")
@@ -260,7 +248,7 @@ class Demo:
             text = describe_condition(cond)
             if cond and text not in last_seen:
                 last_seen.append(text)
-                self.note(f"{text}")
+                self.note(text)
             if cond.get("status") == "False" and cond.get("reason") == c.REASON_INVALID_SPEC:
                 raise DemoFailed(f"the sample was rejected: {text}")
             return obj if cond.get("status") == "True" else None
@@ -275,7 +263,7 @@ class Demo:
         self.note(f"synced {elapsed * 1000:.0f} ms after create (the sync itself: {duration} ms)")
         return obj
 
-    async def show_catalog(self, api: Any, obj: dict[str, Any]) -> None:
+    async def show_catalog(self, api: ApiEmulator, obj: dict[str, Any]) -> None:
         meta, status = obj["metadata"], obj.get("status") or {}
         ns, name = meta["namespace"], meta["name"]
         cm_name = (status.get("cache") or {}).get("configMap")
@@ -289,8 +277,8 @@ class Demo:
         self.step(f"Events for toolserver/{name}")
         self.block(format_events(api.events(ns, name)))
 
-    def tools_table(self, api: Any, ns: str, cm_name: str | None) -> str:
-        configmap = api.get(CM, ns, cm_name) if cm_name else None
+    def tools_table(self, api: ApiEmulator, ns: str, cm_name: str | None) -> str:
+        configmap = api.get("v1/configmaps", ns, cm_name) if cm_name else None
         if configmap is None:
             raise DemoFailed(f"no cache ConfigMap {ns}/{cm_name} after Synced=True")
         try:
@@ -300,21 +288,22 @@ class Demo:
         width = shutil.get_terminal_size((0, 0)).columns if self.out.isatty() else None
         return format_tools_table(doc.tools, show_selected=True, terminal_width=(width - 6) if width else None)
 
-    async def wait_for_events(self, api: Any, ns: str, name: str, count: int) -> None:
+    async def wait_for_events(self, api: ApiEmulator, ns: str, name: str, count: int) -> None:
         with contextlib.suppress(TimeoutError):
             await self.wait_for(lambda: len(api.events(ns, name)) >= count, timeout=EVENTS_GRACE,
                                 what="the operator's Events")
 
-    async def show_refresh(self, api: Any, server: Any, obj: dict[str, Any]) -> None:
+    async def show_refresh(self, api: ApiEmulator, server: DemoServer, obj: dict[str, Any]) -> None:
         ns, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
         events_before = len(api.events(ns, name))
         self.step("the MCP server ships a new version: adds assign_task, rewords list_tasks")
         await asyncio.to_thread(server.publish_update)
-        token = new_refresh_token()
-        self.step(f"kubectl annotate toolserver {name} {c.ANN_REFRESH}={token} {c.ANN_REFRESH_FORCE}=true"
-                  f" (force: within minIntervalSeconds of the last sync)")
+        token, reason = new_refresh_token(), "tasks-demo released a new version"
+        self.step(f"kubectl toolcatalog refresh toolserver/{name} --force --reason {reason!r}  (annotations:"
+                  f" {c.ANN_REFRESH}={token}, {c.ANN_REFRESH_FORCE}=true: bypass the rate limit)")
         requested = time.monotonic()
-        await api.patch(TS, ns, name, refresh_patch(token, reason="tasks-demo released a new version", force=True))
+        await api.patch(TS, ns, name, refresh_patch(token, reason=reason, force=True))
+
         def answered() -> dict[str, Any] | None:
             current = api.get(TS, ns, name) or {}
             last_refresh = (current.get("status") or {}).get("lastRefresh") or {}
@@ -343,7 +332,7 @@ class Demo:
             self.block(format_events(new_events))
 
     def keep_running_help(self, kubeconfig: Path, obj: dict[str, Any]) -> None:
-        name = obj["metadata"]["name"]
+        name, cm_name = obj["metadata"]["name"], ((obj.get("status") or {}).get("cache") or {}).get("configMap")
         self.step("everything keeps running; in another terminal:")
         self.block("\n".join([
             f"export KUBECONFIG={kubeconfig}",
@@ -351,14 +340,15 @@ class Demo:
             f"kubectl get toolserver {name} -o yaml",
             f"kubectl toolcatalog tools toolserver/{name} --all",
             f"kubectl toolcatalog refresh toolserver/{name} --force --wait",
-            "kubectl get configmap toolserver-demo -o jsonpath='{.data.tools\\.json}'",
+            f"kubectl get configmap {cm_name} -o jsonpath='{{.data.tools\\.json}}'",
         ]))
         self.note(f"(no kubectl? the plugin runs alone too: kubectl-toolcatalog tools toolserver/{name} --all)")
         self.step("press Ctrl-C to stop")
 
-    def _stop_operator(self) -> None:
+    async def _stop_operator(self) -> None:
+        """In a thread: the emulator on this loop must keep answering kopf while it stops."""
         if self.operator is not None:
-            code = self.operator.stop()
+            code = await asyncio.to_thread(self.operator.stop)
             if code not in (0, None, -signal.SIGTERM):
                 self.note(f"the operator exited with code {code}; log: {self.operator.log_path}")
 
@@ -375,17 +365,18 @@ async def _run(demo: Demo, keep_running: bool) -> int:
         else:
             task.cancel()
 
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for signum in signals:
         loop.add_signal_handler(signum, on_signal)
     try:
         await task
+        return 0
     except asyncio.CancelledError:
         print("\ninterrupted: stopped everything", file=demo.out, flush=True)
         return 130
     finally:
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in signals:
             loop.remove_signal_handler(signum)
-    return 0
 
 
 def run_demo(keep_running: bool = False, *, out: TextIO | None = None) -> int:
@@ -394,11 +385,9 @@ def run_demo(keep_running: bool = False, *, out: TextIO | None = None) -> int:
     # Before MCPServer's constructor configures the root logger at INFO.
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        import kmock  # noqa: F401
-        import uvicorn  # noqa: F401
+        import kmock, uvicorn  # noqa: E401, F401  (the test extras: `make demo` installs them)
     except ImportError as error:
-        print(f"error: the demo needs {error.name}, from the test extras: pip install 'toolcatalog[test]'"
-              " (make demo does that)", file=sys.stderr)
+        print(f"error: the demo needs {error.name}: pip install 'toolcatalog[demo]'", file=sys.stderr)
         return 1
     workdir = Path(tempfile.mkdtemp(prefix="toolcatalog-demo-"))
     demo = Demo(out, workdir)
@@ -412,7 +401,8 @@ def run_demo(keep_running: bool = False, *, out: TextIO | None = None) -> int:
         print(f"(kept {workdir} for a look)", file=out, flush=True)
         return 1
     if code == 0:
-        print(f"==> demo finished in {time.monotonic() - demo.started:.1f} s", file=out, flush=True)
+        print(f"==> {'stopped after' if keep_running else 'demo finished in'}"
+              f" {time.monotonic() - demo.started:.1f} s", file=out, flush=True)
     if demo.keep_workdir:
         print(f"(kept {workdir} for a look)", file=out, flush=True)
     else:

@@ -25,6 +25,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 import uvicorn
 from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp_types import Tool as MCPTool
 from mcp_types import ToolAnnotations
@@ -108,7 +109,7 @@ class TaskStore:
         try:
             return self._tasks[task_id]
         except KeyError:
-            raise ValueError(f"no task {task_id}") from None
+            raise ToolError(f"no task {task_id}") from None  # the caller's mistake: an error result
 
     def create(self, **fields: Any) -> Task:
         with self._lock:
@@ -153,7 +154,7 @@ def _hints(*, read_only: bool = False, destructive: bool = False, idempotent: bo
 
 LIST_TASKS_DESCRIPTION = "List tasks, newest first, filtered by status, assignee or tag."
 LIST_TASKS_DESCRIPTION_V2 = ("List tasks, newest first, filtered by status, assignee, tag or priority;"
-                             " at most 100 per call.")
+                             " at most 100 per call (see total for how many matched).")
 
 
 def _register_tools(server: MCPServer, store: TaskStore) -> None:
@@ -209,10 +210,11 @@ def _register_tools(server: MCPServer, store: TaskStore) -> None:
 
 def _add_list_tasks(server: MCPServer, store: TaskStore, description: str) -> None:
     def list_tasks(status: TaskState | None = None, assignee: str | None = None, tag: str | None = None,
-                   limit: Annotated[int, Field(ge=1, le=100)] = 20) -> TaskPage:
+                   priority: Priority | None = None, limit: Annotated[int, Field(ge=1, le=100)] = 20) -> TaskPage:
         return store.query(lambda t: (status is None or t.status == status)
                            and (assignee is None or t.assignee == assignee)
-                           and (tag is None or tag in t.tags), limit)
+                           and (tag is None or tag in t.tags)
+                           and (priority is None or t.priority == priority), limit)
 
     server.add_tool(list_tasks, title="List tasks", description=description, annotations=_hints(read_only=True))
 

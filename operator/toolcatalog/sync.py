@@ -251,7 +251,7 @@ class SyncEngine:
         if request is not None:
             status = with_refresh(status, request, completed_at=self.clock(), result="Succeeded",
                                   generation=target.generation, diff=merge.diff,
-                                  previous_tool_count=prev.tool_count if has_cache(prev) else 0,
+                                  previous_tool_count=sum(1 for tool in previous_tools if tool.available),
                                   tools_discovered=len(fetched.tools))
             events.append(Event("Normal", c.EVENT_REFRESHED,
                                 f"refresh {request.token!r}: {merge.diff.summary(len(fetched.tools))}"))
@@ -271,7 +271,7 @@ class SyncEngine:
         if request is not None:
             status = with_refresh(status, request, completed_at=completed, result="Failed",
                                   generation=target.generation, error=failure.error,
-                                  previous_tool_count=prev.tool_count if has_cache(prev) else 0)
+                                  previous_tool_count=sum(1 for tool in prev.tools if tool.available))
         return Report(status=status, events=events)
 
     @staticmethod

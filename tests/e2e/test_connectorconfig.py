@@ -270,8 +270,16 @@ async def test_missing_toolserver_is_reported_then_resolved_when_it_is_created(a
 
         await shared_toolserver(api, server.url, name="later")
         obj = await waiter.status(CC, "early", synced, "resolved once the ToolServer exists", operator=operator)
-    assert obj["status"]["url"] == server.url and tool_names(obj) == ["alice_000", "alice_001", "alice_002"]
-    assert obj["metadata"]["generation"] == 1
+        assert obj["status"]["url"] == server.url and tool_names(obj) == ["alice_000", "alice_001", "alice_002"]
+        assert obj["metadata"]["generation"] == 1
+
+        # The ToolServer goes away again: the ConnectorConfig says so, and keeps serving its cache.
+        await api.delete(TS, "default", "later")
+        obj = await waiter.status(CC, "early", synced_reason("ToolServerNotFound"), "ToolServerNotFound again",
+                                  operator=operator)
+    assert obj["status"]["phase"] == "Stale" and condition(obj, "Ready")["reason"] == "CacheStale"
+    assert tool_names(obj) == ["alice_000", "alice_001", "alice_002"]
+    assert api.get(CM, "default", "connectorconfig-early") is not None
 
 
 async def test_toolserver_url_change_propagates_to_its_connectorconfigs(api, operator, waiter):
@@ -440,11 +448,11 @@ async def test_rotating_the_toolservers_secrets_resyncs_the_connectorconfigs_inh
         await api.create(secret("shared-ca", {"ca.crt": cert.pem}))
         tls = {"caBundle": {"secretKeyRef": {"name": "shared-ca", "key": "ca.crt"}}}
         await api.create(toolserver("shared", server.url, auth=bearer("shared-token"), tls=tls))
+        await waiter.status(TS, "shared", creation_handled, "ToolServer synced over https", operator=operator)
         await make_secret(api, "alice-token", ALICE_TOKEN)
         # "team" inherits everything; alice brings her own token and inherits the CA bundle.
         await api.create(connectorconfig("team", toolServerRef={"name": "shared"}))
         await api.create(connectorconfig("alice", toolServerRef={"name": "shared"}, auth=bearer("alice-token")))
-        await waiter.status(TS, "shared", creation_handled, "ToolServer synced over https", operator=operator)
         team = await waiter.status(CC, "team", synced, "team synced", operator=operator)
         alice = await waiter.status(CC, "alice", synced, "alice synced", operator=operator)
         assert tool_names(team) == ["shared_000", "shared_001"] and tool_names(alice)[0] == "alice_000"

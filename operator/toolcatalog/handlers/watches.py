@@ -97,10 +97,21 @@ async def on_secret(event: kopf.RawEvent, body: kopf.Body, namespace: str, name:
 
 @kopf.on.create(c.GROUP, c.VERSION, c.PLURAL[c.KIND_TOOLSERVER], id="resync-referrers-on-create")
 @kopf.on.update(c.GROUP, c.VERSION, c.PLURAL[c.KIND_TOOLSERVER], field="spec", id="resync-referrers-on-change")
-@kopf.on.delete(c.GROUP, c.VERSION, c.PLURAL[c.KIND_TOOLSERVER], optional=True, id="resync-referrers-on-delete")
 async def on_toolserver_change(namespace: str, name: str, memo: Any, toolserver_users: kopf.Index,
                                reason: Any, **_: Any) -> None:
     """A ConnectorConfig inherits url, transport, headers, tls and maybe auth: resync it."""
     engine: SyncEngine | None = getattr(memo, "engine", None)
     if engine is not None:
+        _want_users_of_toolserver(engine, toolserver_users, namespace, name, c.TRIGGER_UPDATE)
+
+
+@kopf.on.event(c.GROUP, c.VERSION, c.PLURAL[c.KIND_TOOLSERVER], id="resync-referrers-on-delete")
+async def on_toolserver_deleted(event: kopf.RawEvent, namespace: str, name: str, memo: Any,
+                                toolserver_users: kopf.Index, **_: Any) -> None:
+    """A deleted ToolServer: its ConnectorConfigs report ToolServerNotFound at once, not at their TTL.
+
+    Not kopf.on.delete: without a finalizer (ToolServers have none) kopf never calls it.
+    """
+    engine: SyncEngine | None = getattr(memo, "engine", None)
+    if engine is not None and event.get("type") == "DELETED":
         _want_users_of_toolserver(engine, toolserver_users, namespace, name, c.TRIGGER_UPDATE)
