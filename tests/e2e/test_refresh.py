@@ -226,3 +226,21 @@ async def test_plugin_refresh_wait_and_tools_against_the_operator(api, operator,
     assert header.split()[:4] == ["NAME", "AVAILABLE", "ENABLED", "FIRST"]
     assert [row.split()[0] for row in rows] == ["tool_000", "tool_001", "tool_002"]
     assert api.get(TS, "default", "plug")["status"]["lastRefresh"]["reason"] == "plugin test"
+
+
+async def test_refreshes_of_different_resources_run_concurrently_up_to_the_limit(api, start_operator, waiter):
+    operator = start_operator(args=["--max-concurrent-syncs", "2"])
+    with McpTestServer(tools=make_tools(2)) as server:
+        names = [f"many-{index}" for index in range(4)]
+        for name in names:
+            await api.create(toolserver(name, server.url, sync=FAST))
+        for name in names:
+            await waiter.status(TS, name, lambda o: condition(o, "Synced").get("status") == "True", "first sync",
+                                operator=operator)
+        server.delay = 1.0
+        server.max_active_lists = 0
+        for name in names:
+            await refresh(api, name, "together")
+        for name in names:
+            await waiter.status(TS, name, answered("together"), "refresh answered", operator=operator)
+    assert server.max_active_lists == 2

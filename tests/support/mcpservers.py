@@ -190,6 +190,8 @@ class McpTestServer:
         self._port = port
         self.cert = cert
         self.tcp_nodelay = tcp_nodelay
+        self._active_lists = 0
+        self.max_active_lists = 0  # the most tools/list calls served at once (concurrency of clients)
         self._lock = threading.RLock()
         self._traffic = TrafficLog(self._lock)  # the counters; shares the knobs' lock
         self._tools = copy.deepcopy(tools if tools is not None else make_tools(3))
@@ -364,8 +366,14 @@ class McpTestServer:
             with self._lock:
                 self._traffic.count_list_call()
                 delay, page_size, mode = self._delay, self._page_size, self._mode
-            if delay > 0:
-                await anyio.sleep(delay)
+                self._active_lists += 1
+                self.max_active_lists = max(self.max_active_lists, self._active_lists)
+            try:
+                if delay > 0:
+                    await anyio.sleep(delay)
+            finally:
+                with self._lock:
+                    self._active_lists -= 1
             request = getattr(ctx, "request", None)
             if mode == "leaky-error":  # a careless server that quotes the caller's credentials back
                 auth = request.headers.get("authorization", "") if request is not None else ""
