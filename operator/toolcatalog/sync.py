@@ -117,10 +117,12 @@ class SyncEngine:
         last = self.current_status(target).last_sync
         return parse_time(last.completed_at) if last else None
 
-    def forget(self, uid: str) -> None:
-        self._locks.pop(uid, None)
-        self._statuses.pop(uid, None)
-        self._completed.pop(uid, None)
+    def forget(self, target: Target) -> None:
+        """A deleted resource: drop its lock, remembered status and pending sync requests."""
+        self._locks.pop(target.uid, None)
+        self._statuses.pop(target.uid, None)
+        self._completed.pop(target.uid, None)
+        self._wanted.pop((target.kind, target.namespace, target.name), None)
 
     def want(self, kind: str, namespace: str, name: str, trigger: str) -> None:
         """Ask for a sync of another resource (a watched Secret or ToolServer changed); its timer runs it."""

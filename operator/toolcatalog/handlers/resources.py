@@ -106,9 +106,12 @@ def register(kind: str) -> None:
         if trigger is not None:
             await run_sync(kind, body, patch, memo, trigger)
 
-    @kopf.on.delete(c.GROUP, c.VERSION, plural, optional=True, id="forget-on-delete")
-    async def on_delete(body: kopf.Body, memo: Any, **_: Any) -> None:
-        memo.engine.forget(body.get("metadata", {}).get("uid", ""))
+    @kopf.on.event(c.GROUP, c.VERSION, plural, id="forget-on-delete")
+    async def on_deleted(event: kopf.RawEvent, body: kopf.Body, memo: Any, **_: Any) -> None:
+        """Drop what the engine remembers of a deleted resource (an event: no finalizer needed)."""
+        engine: SyncEngine | None = getattr(memo, "engine", None)
+        if engine is not None and event.get("type") == "DELETED":
+            engine.forget(target_of(kind, body))
 
 
 for _kind in (c.KIND_TOOLSERVER, c.KIND_CONNECTORCONFIG):
