@@ -55,6 +55,8 @@ class Endpoint:
     transport: str = c.TRANSPORT_STREAMABLE_HTTP
     headers: Mapping[str, str] = field(default_factory=dict)
     tls: TLSMaterial | None = None
+    # Where the credentials come from, for messages: "spec.auth", or the referenced ToolServer's.
+    auth_source: str = "spec.auth"
 
     def __repr__(self) -> str:
         return (
@@ -93,6 +95,7 @@ class _FetchWatch:
         self.scope: anyio.CancelScope | None = None
         self.phase = "the MCP handshake"  # what the server was asked last, for messages
         self.sends_headers = bool(endpoint.headers)
+        self.auth_source = endpoint.auth_source
         # Header values to keep out of messages; one the user also wrote into the URL is no secret
         # (static headers like X-Tenant: team-a often are), and sparing it keeps the URL readable.
         self.secrets = [value for value in endpoint.headers.values() if value and value not in endpoint.url]
@@ -118,12 +121,13 @@ class _FetchWatch:
                                  f"set spec.url to {target} if that is the MCP endpoint"))
         elif status in (401, 403) and not self.sends_headers:
             self.fail(FetchError(c.REASON_AUTH_FAILED,
-                                 f"server requires credentials (HTTP {status}) at {self.url}; set spec.auth.bearerToken "
-                                 "or spec.auth.headers to a Secret key holding them"))
+                                 f"server requires credentials (HTTP {status}) at {self.url}; set {self.auth_source}.bearerToken "
+                                 f"or {self.auth_source}.headers to a Secret key holding them"))
         elif status in (401, 403):
             self.fail(FetchError(c.REASON_AUTH_FAILED,
                                  f"server refused the credentials (HTTP {status}) at {self.url}; check the Secret "
-                                 "referenced by spec.auth (bearerToken/headers) and that it is valid for this server"))
+                                 f"referenced by {self.auth_source} (bearerToken/headers) and that it is valid for "
+                                 "this server"))
         elif status >= 400:
             self.last_http_error = status
             if self.sse:  # the SDK's SSE transport swallows failed POSTs; never wait for them

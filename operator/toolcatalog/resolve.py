@@ -184,5 +184,5 @@ async def resolve_source(kube: KubeApi, kind: str, namespace: str,
     headers = {**static, **await _auth_headers(kube, namespace, auth, auth_prefix)}
     tls_material, tls_secrets = await _tls_material(kube, namespace, tls)
     secrets = (auth.secret_names() if auth else set()) | tls_secrets
-    endpoint = Endpoint(url=url, transport=transport, headers=headers, tls=tls_material)
+    endpoint = Endpoint(url=url, transport=transport, headers=headers, tls=tls_material, auth_source=auth_prefix)
     return Source(endpoint=endpoint, secret_names=frozenset(secrets))
