@@ -34,17 +34,6 @@ URL = "http://127.0.0.1:9/mcp"  # never contacted: no operator runs here
 WAIT = 20.0  # the plugin's --timeout when the test answers; far above what an answer takes
 
 
-@pytest.fixture
-async def api() -> AsyncIterator[ApiEmulator]:
-    async with ApiEmulator() as emulator:
-        yield emulator
-
-
-@pytest.fixture
-def kubeconfig(api: ApiEmulator, tmp_path: Path) -> str:
-    return str(api.write_kubeconfig(tmp_path / "kubeconfig"))
-
-
 async def create_toolserver(api: ApiEmulator, name: str = "clickup", namespace: str = "default",
                             **spec: Any) -> dict[str, Any]:
     return await api.create({"apiVersion": c.API_VERSION, "kind": c.KIND_TOOLSERVER,
@@ -55,7 +44,7 @@ async def create_toolserver(api: ApiEmulator, name: str = "clickup", namespace: 
 async def plugin(*argv: str) -> tuple[int, str, str]:
     """Run `kubectl toolcatalog ARGV` in a thread; exit status, stdout, stderr."""
     out, err = io.StringIO(), io.StringIO()
-    code = await asyncio.to_thread(main, list(argv), stdout=out, stderr=err)
+    code = await asyncio.to_thread(main, [str(arg) for arg in argv], stdout=out, stderr=err)
     return code, out.getvalue(), err.getvalue()
 
 
@@ -194,7 +183,7 @@ async def test_wait_times_out_with_exit_3_and_says_where_to_look(api, kubeconfig
 
 async def test_run_refresh_returns_the_outcome_for_callers(api, kubeconfig):
     await create_toolserver(api)
-    cluster = connect(kubeconfig=kubeconfig)
+    cluster = connect(kubeconfig=str(kubeconfig))
     try:
         run = asyncio.create_task(asyncio.to_thread(
             run_refresh, cluster, "toolserver/clickup", reason="r", timeout=WAIT))

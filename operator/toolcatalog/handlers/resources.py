@@ -100,11 +100,16 @@ def register(kind: str) -> None:
     async def on_timer(body: kopf.Body, patch: kopf.Patch, memo: Any, **_: Any) -> None:
         engine: SyncEngine = memo.engine
         target = target_of(kind, body)
-        trigger = engine.take_wanted(target)
-        if trigger is None and engine.is_due(target):
-            trigger = c.TRIGGER_SCHEDULE
-        if trigger is not None:
+        wanted = engine.take_wanted(target)
+        trigger = wanted or (c.TRIGGER_SCHEDULE if engine.is_due(target) else None)
+        if trigger is None:
+            return
+        try:
             await run_sync(kind, body, patch, memo, trigger)
+        except kopf.TemporaryError:
+            if wanted is not None:     # keep the request for the next tick
+                engine.want(kind, target.namespace, target.name, wanted)
+            raise
 
     @kopf.on.event(c.GROUP, c.VERSION, plural, id="forget-on-delete")
     async def on_deleted(event: kopf.RawEvent, body: kopf.Body, memo: Any, **_: Any) -> None:
