@@ -28,6 +28,10 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--context", default=None, help="kubeconfig context to use")
     run.add_argument("--max-concurrent-syncs", type=int, default=None, metavar="N",
                      help="syncs of different resources running at once (default 10)")
+    run.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
+                     help="serve Prometheus metrics on this port (/metrics); off by default")
+    run.add_argument("--metrics-address", default=None, metavar="ADDR",
+                     help="address the metrics server listens on (default 0.0.0.0)")
     run.add_argument("--timer-interval", type=float, default=None, metavar="SECONDS",
                      help="how often each resource checks whether a scheduled sync is due (default 10)")
 
@@ -55,6 +59,10 @@ def run_operator(args: argparse.Namespace) -> int:
         os.environ["TOOLCATALOG_CONTEXT"] = args.context
     if args.max_concurrent_syncs is not None:
         os.environ["TOOLCATALOG_MAX_CONCURRENT_SYNCS"] = str(args.max_concurrent_syncs)
+    if args.metrics_port is not None:
+        os.environ["TOOLCATALOG_METRICS_PORT"] = str(args.metrics_port)
+    if args.metrics_address is not None:
+        os.environ["TOOLCATALOG_METRICS_ADDRESS"] = args.metrics_address
     if args.timer_interval is not None:
         os.environ["TOOLCATALOG_TIMER_INTERVAL"] = str(args.timer_interval)
     configure_logging(verbose=args.verbose or args.debug, quiet=args.quiet)

@@ -23,6 +23,8 @@ class OperatorConfig:
     # Secret or ToolServer change). Bounds the delay of those syncs.
     timer_interval: float = 10.0
     context: str | None = None
+    metrics_port: int | None = None     # serve Prometheus metrics when set
+    metrics_address: str = "0.0.0.0"
 
     @classmethod
     def from_env(cls) -> OperatorConfig:
@@ -30,4 +32,6 @@ class OperatorConfig:
             max_concurrent_syncs=_int("TOOLCATALOG_MAX_CONCURRENT_SYNCS", cls.max_concurrent_syncs),
             timer_interval=_float("TOOLCATALOG_TIMER_INTERVAL", cls.timer_interval),
             context=os.environ.get("TOOLCATALOG_CONTEXT") or None,
+            metrics_port=_int("TOOLCATALOG_METRICS_PORT", 0) or None,
+            metrics_address=os.environ.get("TOOLCATALOG_METRICS_ADDRESS") or cls.metrics_address,
         )

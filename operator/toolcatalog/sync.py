@@ -67,8 +67,9 @@ class Report:
 
     status: Status | None = None
     events: list[Event] = field(default_factory=list)
-    secret_names: frozenset[str] = frozenset()
     diff: CatalogDiff | None = None
+    synced: bool = False        # a sync ran (succeeded or failed), not just a refresh answered
+    refreshed: bool = False     # a refresh token was answered
 
 
 def refresh_request(target: Target, requested_at: datetime) -> RefreshRequest | None:
@@ -190,7 +191,7 @@ class SyncEngine:
                    f"{c.ANN_REFRESH_FORCE}=\"true\" to bypass")
         status = with_refresh(prev, request, completed_at=self.clock(), result="RateLimited",
                               generation=prev.observed_generation, rate_limit_message=message)
-        return Report(status=status, events=[Event("Normal", c.EVENT_RATE_LIMITED, message)])
+        return Report(status=status, events=[Event("Normal", c.EVENT_RATE_LIMITED, message)], refreshed=True)
 
     async def _sync_locked(self, target: Target, prev: Status, trigger: str,
                            request: RefreshRequest | None) -> Report:
@@ -206,7 +207,7 @@ class SyncEngine:
                     error = ErrorInfo(reason=c.PHASE_SUSPENDED, message="sync.suspend is true: nothing was fetched")
                     status = with_refresh(status, request, completed_at=self.clock(), result="Failed",
                                           generation=target.generation, error=error)
-                return Report(status=status)
+                return Report(status=status, refreshed=request is not None)
             source = await resolve_source(self.kube, target.kind, target.namespace, spec)
             url = source.endpoint.url
             cm_name = configmap_name(target.kind, target.name, settings.config_map_name)
@@ -257,7 +258,7 @@ class SyncEngine:
                                   tools_discovered=len(fetched.tools))
             events.append(Event("Normal", c.EVENT_REFRESHED,
                                 f"refresh {request.token!r}: {merge.diff.summary(len(fetched.tools))}"))
-        return Report(status=status, events=events, secret_names=source.secret_names, diff=merge.diff)
+        return Report(status=status, events=events, diff=merge.diff, synced=True, refreshed=request is not None)
 
     def _failed(self, target: Target, prev: Status, trigger: str, request: RefreshRequest | None,
                 started: datetime, reason: str, message: str, *, url: str | None, owner: str | None) -> Report:
@@ -274,7 +275,7 @@ class SyncEngine:
             status = with_refresh(status, request, completed_at=completed, result="Failed",
                                   generation=target.generation, error=failure.error,
                                   previous_tool_count=sum(1 for tool in prev.tools if tool.available))
-        return Report(status=status, events=events)
+        return Report(status=status, events=events, synced=True, refreshed=request is not None)
 
     @staticmethod
     def _success_events(prev: Status, status: Status, diff: CatalogDiff, trigger: str, tool_count: int,

@@ -8,6 +8,7 @@ from typing import Any
 import kopf
 
 from .. import constants as c
+from .. import metrics
 from ..config import OperatorConfig
 from ..egress import EgressPolicy
 from ..httppool import HttpPool
@@ -35,6 +36,8 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
         pool=HttpPool(egress=EgressPolicy.from_env()),
         max_concurrent=config.max_concurrent_syncs,
     )
+    if config.metrics_port:
+        metrics.serve(config.metrics_port, config.metrics_address)
     logger.info("toolcatalog ready: at most %d concurrent syncs, timers every %.1fs",
                 config.max_concurrent_syncs, config.timer_interval)
 

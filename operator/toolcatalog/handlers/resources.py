@@ -13,6 +13,7 @@ import dataclasses
 import kopf
 
 from .. import constants as c
+from .. import metrics
 from ..config import OperatorConfig
 from ..sync import Report, SyncEngine, Target, TransientKubeError, utcnow
 from ..status import merge_patch
@@ -49,12 +50,13 @@ async def run_sync(kind: str, body: kopf.Body, patch: kopf.Patch, memo: Any, tri
                    explicit_refresh: bool = False) -> None:
     engine: SyncEngine = memo.engine
     requested_at = utcnow()
+    target = target_of(kind, body)
     try:
-        report = await engine.sync(target_of(kind, body), trigger, requested_at=requested_at,
-                                   explicit_refresh=explicit_refresh)
+        report = await engine.sync(target, trigger, requested_at=requested_at, explicit_refresh=explicit_refresh)
     except TransientKubeError as exc:
         raise kopf.TemporaryError(f"cannot read or write the cache ConfigMap: {exc}", delay=10) from None
     apply_report(report, body, patch)
+    metrics.observe(target, report)
 
 
 def timer_without_finalizer(plural: str, *, interval: float, id: str) -> Any:
@@ -117,6 +119,7 @@ def register(kind: str) -> None:
         engine: SyncEngine | None = getattr(memo, "engine", None)
         if engine is not None and event.get("type") == "DELETED":
             engine.forget(target_of(kind, body))
+            metrics.forget(target_of(kind, body))
 
 
 for _kind in (c.KIND_TOOLSERVER, c.KIND_CONNECTORCONFIG):

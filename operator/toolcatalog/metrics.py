@@ -1,0 +1,64 @@
+"""Prometheus metrics: what syncs and refreshes did, served on --metrics-port.
+
+Recorded from the Reports the sync engine returns (handlers/resources.py), so the engine
+itself stays free of this concern. Label values are kinds, triggers, results and reasons
+(bounded sets), plus namespace/name on the per-resource gauges.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+from .sync import Report, Target
+
+logger = logging.getLogger(__name__)
+
+SYNCS = Counter("toolcatalog_syncs_total", "Syncs by kind, trigger, result and failure reason",
+                ["kind", "trigger", "result", "reason"])
+SYNC_SECONDS = Histogram("toolcatalog_sync_duration_seconds", "Duration of one sync (resolve, fetch, merge, write)",
+                         ["kind"], buckets=(0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
+REFRESHES = Counter("toolcatalog_refreshes_total", "Annotation-triggered refreshes by kind and result",
+                    ["kind", "result"])
+TOOL_CHANGES = Counter("toolcatalog_tool_changes_total", "Tools that appeared, disappeared or changed in syncs",
+                       ["kind", "change"])
+TOOLS = Gauge("toolcatalog_tools", "Usable tools (available, enabled, selected) per resource",
+              ["kind", "namespace", "name"])
+READY = Gauge("toolcatalog_ready", "1 when the resource has a usable cache (Ready=True), else 0",
+              ["kind", "namespace", "name"])
+
+
+def serve(port: int, address: str) -> None:
+    start_http_server(port, addr=address)
+    logger.info("serving Prometheus metrics on http://%s:%d/metrics", address, port)
+
+
+def observe(target: Target, report: Report) -> None:
+    """Count what one handler run did; a run that only answered a rate-limited refresh is no sync."""
+    status = report.status
+    if status is None:
+        return
+    if report.synced and status.last_sync is not None:
+        last = status.last_sync
+        reason = last.error.reason if last.error else ""
+        SYNCS.labels(target.kind, last.trigger, last.result, reason).inc()
+        SYNC_SECONDS.labels(target.kind).observe(last.duration_ms / 1000)
+    if report.refreshed and status.last_refresh is not None:
+        REFRESHES.labels(target.kind, status.last_refresh.result).inc()
+    if report.diff is not None:
+        for change, names in (("new", report.diff.new), ("removed", report.diff.removed),
+                              ("changed", report.diff.changed)):
+            if names:
+                TOOL_CHANGES.labels(target.kind, change).inc(len(names))
+    TOOLS.labels(target.kind, target.namespace, target.name).set(status.tool_count)
+    ready = next((cond for cond in status.conditions if cond.type == "Ready"), None)
+    READY.labels(target.kind, target.namespace, target.name).set(1 if ready and ready.status == "True" else 0)
+
+
+def forget(target: Target) -> None:
+    for gauge in (TOOLS, READY):
+        try:
+            gauge.remove(target.kind, target.namespace, target.name)
+        except KeyError:
+            pass
