@@ -409,9 +409,11 @@ def test_deployment_runs_one_locked_down_operator() -> None:
     (container,) = pod["containers"]
     assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"]["type"] == "Recreate"
     assert container["image"] == "ghcr.io/toolcatalog/toolcatalog:0.1.0"
-    assert container["args"] == ["run", "--all-namespaces", "--liveness=http://0.0.0.0:8080/healthz"]
+    assert container["args"] == ["run", "--all-namespaces", "--liveness=http://0.0.0.0:8080/healthz",
+                                 "--metrics-port=9090"]
     probe = container["livenessProbe"]["httpGet"]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports["metrics"] == 9090
     assert probe["path"] == "/healthz" and ports[probe["port"]] == 8080
     assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] > 0
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
