@@ -17,6 +17,6 @@ RUN groupadd --gid 10001 toolcatalog \
 USER 10001:10001
 WORKDIR /
 
-EXPOSE 8080
+EXPOSE 8080 9090
 ENTRYPOINT ["toolcatalog"]
-CMD ["run", "--all-namespaces", "--liveness=http://0.0.0.0:8080/healthz"]
+CMD ["run", "--all-namespaces", "--liveness=http://0.0.0.0:8080/healthz", "--metrics-port=9090"]
