@@ -90,8 +90,11 @@ class SyncEngine:
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     _statuses: dict[str, Status] = field(default_factory=dict)
     _completed: dict[str, datetime] = field(default_factory=dict)
-    _semaphore: asyncio.Semaphore | None = None
+    _semaphore: asyncio.Semaphore = field(init=False)
     _wanted: dict[tuple[str, str, str], str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._semaphore = asyncio.Semaphore(self.max_concurrent)
 
     # -- per-resource state ---------------------------------------------------------
 
@@ -164,9 +167,7 @@ class SyncEngine:
                 limited = self._rate_limited(target, prev, request, completed_before)
                 if limited is not None:
                     return self._remember(target, limited)
-            semaphore = self._semaphore or asyncio.Semaphore(self.max_concurrent)
-            self._semaphore = semaphore
-            async with semaphore:
+            async with self._semaphore:
                 report = await self._sync_locked(target, prev, trigger, request)
             return self._remember(target, report)
 
