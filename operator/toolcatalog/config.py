@@ -25,6 +25,9 @@ class OperatorConfig:
     context: str | None = None
     metrics_port: int | None = None     # serve Prometheus metrics when set
     metrics_address: str = "0.0.0.0"
+    # Open `list-changed` listeners (one long-lived MCP session per resource) at most; resources
+    # beyond it are resynced on TTL expiry and refreshes only.
+    max_listeners: int = 500
 
     @classmethod
     def from_env(cls) -> OperatorConfig:
@@ -34,4 +37,5 @@ class OperatorConfig:
             context=os.environ.get("TOOLCATALOG_CONTEXT") or None,
             metrics_port=_int("TOOLCATALOG_METRICS_PORT", 0) or None,
             metrics_address=os.environ.get("TOOLCATALOG_METRICS_ADDRESS") or cls.metrics_address,
+            max_listeners=_int("TOOLCATALOG_MAX_LISTENERS", cls.max_listeners),
         )

@@ -18,7 +18,7 @@ import contextlib
 import logging
 import socket
 import ssl
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -27,6 +27,7 @@ import anyio
 import httpx2
 import mcp_types
 from mcp.client.client import Client
+from mcp.client.session import MessageHandlerFnT
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
@@ -38,7 +39,7 @@ from .fetcherrors import FetchError
 from .httppool import HttpPool, TLSMaterial
 
 __all__ = ["Endpoint", "FetchError", "FetchedCatalog", "HttpPool", "TLSMaterial", "display_url", "fetch_catalog",
-           "http_status_error", "tool_json", "transport_error"]
+           "http_status_error", "mcp_client", "tool_json", "transport_error"]
 
 logger = logging.getLogger(__name__)
 
@@ -256,21 +257,37 @@ def _timeout(watch: _FetchWatch, timeout: float) -> FetchError:
 
 async def _fetch_in_session(endpoint: Endpoint, transport: _WatchedTransport, watch: _FetchWatch,
                             seconds: float, max_pages: int) -> FetchedCatalog:
+    async with mcp_client(endpoint, transport, timeout=seconds) as client:
+        return await _list_all(client, watch, max_pages)
+
+
+@contextlib.asynccontextmanager
+async def mcp_client(endpoint: Endpoint, transport: httpx2.AsyncBaseTransport, *, timeout: float,
+                     read_timeout: float | None = None,
+                     message_handler: MessageHandlerFnT | None = None) -> AsyncIterator[Client]:
+    """An SDK Client for `endpoint` (not entered yet) whose every HTTP request goes through `transport`.
+
+    `transport` is the shared pool seen through a watch (`_WatchedTransport`); `read_timeout`
+    (default: `timeout`) bounds the wait for the next bytes of a response, long-lived streams included.
+    """
+    read = timeout if read_timeout is None else read_timeout
+    timeouts = httpx2.Timeout(timeout, read=read)
+
     def make_client(headers: Mapping[str, str] | None = None, timeout: Any = None, auth: Any = None) -> Any:
-        """A light per-fetch client over the shared pool; the SDK's redirect following is off (max 0)."""
+        """A light per-session client over the shared pool; the SDK's redirect following is off (max 0)."""
         return httpx2.AsyncClient(transport=transport, headers={**endpoint.headers, **(headers or {})},
-                                  timeout=httpx2.Timeout(seconds), trust_env=False,
-                                  follow_redirects=False, max_redirects=0)
+                                  timeout=timeouts, trust_env=False, follow_redirects=False, max_redirects=0)
+
+    def client_for(mcp_transport: Any) -> Client:
+        return Client(mcp_transport, mode="auto", cache=None, client_info=CLIENT_INFO,
+                      message_handler=message_handler)
 
     if endpoint.transport == c.TRANSPORT_SSE:
-        mcp_transport = sse_client(endpoint.url, timeout=seconds, sse_read_timeout=seconds,
-                                   httpx_client_factory=make_client)
-        return await _list_all(Client(mcp_transport, mode="auto", cache=None, client_info=CLIENT_INFO), watch,
-                               max_pages)
+        yield client_for(sse_client(endpoint.url, timeout=timeout, sse_read_timeout=read,
+                                    httpx_client_factory=make_client))
+        return
     async with make_client() as http_client:
-        mcp_transport = streamable_http_client(endpoint.url, http_client=http_client)
-        return await _list_all(Client(mcp_transport, mode="auto", cache=None, client_info=CLIENT_INFO), watch,
-                               max_pages)
+        yield client_for(streamable_http_client(endpoint.url, http_client=http_client))
 
 
 async def _list_all(client: Client, watch: _FetchWatch, max_pages: int) -> FetchedCatalog:

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Protocol
 
 from . import constants as c
 from .cachemap import (CacheParseError, CacheTooLargeError, build_configmap, configmap_name, configmap_patch,
@@ -23,7 +23,7 @@ from .conditions import parse_time, rfc3339
 from .fetcherrors import FetchError
 from .httppool import HttpPool
 from .kube import Conflict, KubeApi, KubeError
-from .mcpfetch import fetch_catalog
+from .mcpfetch import Endpoint, fetch_catalog
 from .models import CachedTool, CacheDocument, CacheSource, CacheStatus, ErrorInfo, ServerInfo, Status
 from .resolve import SyncProblem, parse_spec, resolve_source, settings_of
 from .status import (RefreshRequest, SyncFailure, SyncSuccess, after_failure, after_success, after_suspend,
@@ -70,6 +70,15 @@ class Report:
     diff: CatalogDiff | None = None
     synced: bool = False        # a sync ran (succeeded or failed), not just a refresh answered
     refreshed: bool = False     # a refresh token was answered
+    endpoint: Endpoint | None = None    # what a successful sync talked to (for its list-changed listener)
+
+
+class SyncObserver(Protocol):
+    """Told of every sync that ran and of every forgotten resource (handlers/listchanged.py)."""
+
+    def synced(self, target: Target, report: Report) -> None: ...
+
+    def forgotten(self, target: Target) -> None: ...
 
 
 def refresh_request(target: Target, requested_at: datetime) -> RefreshRequest | None:
@@ -92,6 +101,7 @@ class SyncEngine:
     _completed: dict[str, datetime] = field(default_factory=dict)
     _semaphore: asyncio.Semaphore = field(init=False)
     _wanted: dict[tuple[str, str, str], str] = field(default_factory=dict)
+    observers: list[SyncObserver] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._semaphore = asyncio.Semaphore(self.max_concurrent)
@@ -127,6 +137,14 @@ class SyncEngine:
         self._statuses.pop(target.uid, None)
         self._completed.pop(target.uid, None)
         self._wanted.pop((target.kind, target.namespace, target.name), None)
+        self._tell_observers(lambda observer: observer.forgotten(target))
+
+    def _tell_observers(self, call: Callable[[SyncObserver], None]) -> None:
+        for observer in self.observers:
+            try:
+                call(observer)
+            except Exception:   # an observer must never fail a sync
+                logger.exception("sync observer %r failed", observer)
 
     def want(self, kind: str, namespace: str, name: str, trigger: str) -> None:
         """Ask for a sync of another resource (a watched Secret or ToolServer changed); its timer runs it."""
@@ -169,6 +187,7 @@ class SyncEngine:
                     return self._remember(target, limited)
             async with self._semaphore:
                 report = await self._sync_locked(target, prev, trigger, request)
+            self._tell_observers(lambda observer: observer.synced(target, report))
             return self._remember(target, report)
 
     def _remember(self, target: Target, report: Report) -> Report:
@@ -259,7 +278,8 @@ class SyncEngine:
                                   tools_discovered=len(fetched.tools))
             events.append(Event("Normal", c.EVENT_REFRESHED,
                                 f"refresh {request.token!r}: {merge.diff.summary(len(fetched.tools))}"))
-        return Report(status=status, events=events, diff=merge.diff, synced=True, refreshed=request is not None)
+        return Report(status=status, events=events, diff=merge.diff, synced=True, refreshed=request is not None,
+                      endpoint=source.endpoint)
 
     def _failed(self, target: Target, prev: Status, trigger: str, request: RefreshRequest | None,
                 started: datetime, reason: str, message: str, *, url: str | None, owner: str | None) -> Report:

@@ -1,10 +1,10 @@
 """The HTTP layer in front of a test MCP server: what reached it, and the faults it injects.
 
 `TrafficLog` counts what the server saw on the wire (requests, their paths and TCP
-connections, the last request's headers, tools/list calls) and wakes waiters whenever a
-count moves. `FaultLayer` is the ASGI app in front of the MCP app: it records every
-request, refuses unknown bearer tokens and, in the HTTP fault modes, answers in the MCP
-app's place. "repeat-cursor" and "leaky-error" are MCP-level faults: the server's
+connections, the last request's headers, tools/list calls, subscriptions/listen streams)
+and wakes waiters whenever a count moves. `FaultLayer` is the ASGI app in front of the
+MCP app: it records every request, refuses unknown bearer tokens and, in the HTTP fault
+modes, answers in the MCP app's place. "repeat-cursor" and "leaky-error" are MCP-level faults: the server's
 tools/list handler plays those (mcpservers.py).
 """
 
@@ -37,6 +37,8 @@ class TrafficLog:
         self.lock = lock
         self._changed = threading.Condition(lock)  # notified whenever a counter moves
         self._list_calls = 0
+        self._listens = 0
+        self._open_listens = 0
         self._requests = 0
         self._last_headers: dict[str, str] = {}
         self._paths: list[str] = []
@@ -57,10 +59,31 @@ class TrafficLog:
             self._list_calls += 1
             self._changed.notify_all()
 
+    def listen_opened(self) -> None:
+        with self.lock:
+            self._listens += 1
+            self._open_listens += 1
+            self._changed.notify_all()
+
+    def listen_closed(self) -> None:
+        with self.lock:
+            self._open_listens -= 1
+            self._changed.notify_all()
+
     @property
     def list_calls(self) -> int:
         with self.lock:
             return self._list_calls
+
+    @property
+    def listens(self) -> int:
+        with self.lock:
+            return self._listens
+
+    @property
+    def open_listens(self) -> int:
+        with self.lock:
+            return self._open_listens
 
     @property
     def requests(self) -> int:
@@ -92,7 +115,7 @@ class TrafficLog:
 
     def reset(self) -> None:
         with self.lock:
-            self._list_calls = self._requests = 0
+            self._list_calls = self._listens = self._requests = 0     # open listens stay open
             self._last_headers = {}
             self._paths = []
             self._connections = set()

@@ -4,7 +4,9 @@
 own event loop, so it keeps answering while a test's loop is blocked and when
 the operator runs as a subprocess. Its knobs (tools, paging, tokens, delay,
 fault mode) can be changed while it runs; its counters tell a test what the
-server actually saw. The HTTP layer that counts requests and injects faults in
+server actually saw. With `list_changed=True` it serves 2026-07-28
+`subscriptions/listen`, and `notify_tools_changed()` tells listening clients
+that its tool list changed. The HTTP layer that counts requests and injects faults in
 front of the MCP app lives in mcpfaults.py.
 """
 
@@ -27,6 +29,7 @@ import mcp_types as types
 import uvicorn
 from mcp.server.lowlevel.server import NotificationOptions, Server
 from mcp.server.sse import SseServerTransport
+from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler, ToolsListChanged
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.exceptions import MCPError
 from starlette.applications import Starlette
@@ -161,9 +164,18 @@ class McpTestServer:
     `Authorization: Bearer` get 401), `delay` (seconds before answering
     tools/list), `mode` (see MODES: "ok", "garbage", "http500", "redirect",
     "repeat-cursor", "bad-tools" [streamable only], "leaky-error"),
-    `server_name`/`server_version`. Counters: `list_calls`, `requests`,
+    `server_name`/`server_version`. Counters: `list_calls`, `listens`, `open_listens`, `requests`,
     `last_headers`, `paths`, `connections`; `wait_until[_async]` waits on them.
     `stop()` then `start()` brings it back on the same port.
+
+    `list_changed` (read at start) advertises tools.listChanged and serves
+    `subscriptions/listen`; off by default, so that no client keeps a session
+    open unless a test asks for it. `notify_tools_changed()` publishes a tools
+    list-changed event to every open listen stream; with `notify_on_change`,
+    setting `tools` does that too. With `legacy=True` (read at start; streamable
+    HTTP only) it refuses `server/discover`, so clients fall back to the
+    handshake era, where there is no listen: `notify_tools_changed()` then sends
+    `notifications/tools/list_changed` to every session that has pinged it.
     """
 
     def __init__(
@@ -177,7 +189,9 @@ class McpTestServer:
         mode: Mode = "ok",
         server_name: str = "test-mcp",
         server_version: str = "1.0.0",
-        list_changed: bool = True,
+        list_changed: bool = False,
+        notify_on_change: bool = False,
+        legacy: bool = False,
         host: str = "127.0.0.1",
         port: int | None = None,
         cert: SelfSignedCert | None = None,
@@ -185,6 +199,8 @@ class McpTestServer:
     ) -> None:
         if transport not in ("streamable-http", "sse"):
             raise ValueError(f"unknown transport {transport!r}")
+        if legacy and transport != "streamable-http":
+            raise ValueError("legacy=True needs streamable HTTP (a refused discover locks an SSE session modern)")
         self.transport = transport
         self.host = host
         self._port = port
@@ -204,6 +220,12 @@ class McpTestServer:
         self._server_name = server_name
         self._server_version = server_version
         self.list_changed = list_changed  # read at start()
+        self.notify_on_change = notify_on_change
+        self.legacy = legacy  # read at start()
+        self._legacy_sessions: dict[str, Any] = {}  # by Mcp-Session-Id: handshake-era sessions that pinged
+        self._listen_handler: ListenHandler | None = None
+        self._bus: InMemorySubscriptionBus | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the server thread's loop, while it runs
         self._uvicorn: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._started = threading.Event()
@@ -227,6 +249,27 @@ class McpTestServer:
     @tools.setter
     def tools(self, value: list[dict[str, Any]]) -> None:
         self._set("_tools", copy.deepcopy(value))
+        if self.notify_on_change:
+            self.notify_tools_changed()
+
+    def notify_tools_changed(self) -> None:
+        """Publish a tools list-changed event to every open `subscriptions/listen` stream (2026-07-28).
+
+        Runs on the server's own loop (the bus is not thread-safe); returns once it was published.
+        """
+        with self._lock:
+            loop, bus = self._loop, self._bus
+        if loop is None or bus is None:
+            raise RuntimeError("notify_tools_changed needs a running server started with list_changed=True")
+        asyncio.run_coroutine_threadsafe(self._publish(bus), loop).result(START_TIMEOUT)
+
+    async def _publish(self, bus: InMemorySubscriptionBus) -> None:
+        await bus.publish(ToolsListChanged())
+        with self._lock:
+            sessions = list(self._legacy_sessions.values())
+        for session in sessions:
+            with contextlib.suppress(Exception):  # a session that went away
+                await session.send_tool_list_changed()
 
     @property
     def page_size(self) -> int | None:
@@ -299,6 +342,16 @@ class McpTestServer:
     def list_calls(self) -> int:
         """tools/list requests the MCP server answered (or started answering)."""
         return self._traffic.list_calls
+
+    @property
+    def listens(self) -> int:
+        """`subscriptions/listen` requests the server accepted (each one opens a stream)."""
+        return self._traffic.listens
+
+    @property
+    def open_listens(self) -> int:
+        """`subscriptions/listen` streams open right now."""
+        return self._traffic.open_listens
 
     @property
     def requests(self) -> int:
@@ -394,11 +447,37 @@ class McpTestServer:
             end = start + page_size
             return _page(tools[start:end], str(end) if end < len(tools) else None)
 
+        bus, listen_handler, listen = None, None, None
+        if self.list_changed:  # at 2026-07-28, tools.listChanged is advertised exactly when listen is served
+            bus = InMemorySubscriptionBus()
+            listen_handler = ListenHandler(bus)
+
+            async def listen(ctx: Any, params: types.SubscriptionsListenRequestParams) -> Any:
+                self._traffic.listen_opened()
+                try:
+                    return await listen_handler(ctx, params)
+                finally:  # the client went away, or the stream was closed
+                    self._traffic.listen_closed()
+
+        async def ping(ctx: Any, params: Any) -> types.EmptyResult:
+            with self._lock:  # any request's session reaches the connection's own stream
+                self._legacy_sessions[ctx.request.headers.get("mcp-session-id", "")] = ctx.session
+            return types.EmptyResult()
+
         server = _ListChangedServer(
-            self.server_name, version=self.server_version, on_list_tools=list_tools, tools_changed=self.list_changed
+            self.server_name, version=self.server_version, on_list_tools=list_tools, tools_changed=self.list_changed,
+            on_subscriptions_listen=listen, on_ping=ping if self.legacy else None,
         )
+        if self.legacy:
+            async def refuse_discover(ctx: Any, params: Any) -> Any:
+                raise MCPError(code=types.METHOD_NOT_FOUND, message="Method not found")
+
+            server.add_request_handler("server/discover", types.RequestParams, refuse_discover)
         with self._lock:
             self._mcp_server = server
+            self._bus = bus
+            self._listen_handler = listen_handler
+            self._legacy_sessions = {}
         return server
 
     def _build_app(self) -> ASGIApp:
@@ -443,6 +522,8 @@ class McpTestServer:
                 self._startup_failed = str(message.get("message"))
                 self._started.set()
             elif message["type"] == "lifespan.startup.complete":
+                with self._lock:
+                    self._loop = asyncio.get_running_loop()
                 self._started.set()
             await send(message)
 
@@ -494,6 +575,11 @@ class McpTestServer:
 
     def stop(self) -> None:
         """Stop serving and close every connection; the port is refused until start()."""
+        with self._lock:
+            loop, listen_handler, self._loop = self._loop, self._listen_handler, None
+        if loop is not None and listen_handler is not None:
+            with contextlib.suppress(RuntimeError):  # end listen streams gracefully: no wait for them to drain
+                loop.call_soon_threadsafe(listen_handler.close)
         if self._uvicorn is not None:
             self._uvicorn.should_exit = True
         if self._thread is not None:
