@@ -30,6 +30,7 @@ from .status import (RefreshRequest, SyncFailure, SyncSuccess, after_failure, af
                      has_cache, with_refresh)
 
 logger = logging.getLogger(__name__)
+DELETED_MEMORY = 10000      # how many deleted uids the engine remembers, to ignore their timers
 
 
 def utcnow() -> datetime:
@@ -101,6 +102,8 @@ class SyncEngine:
     _completed: dict[str, datetime] = field(default_factory=dict)
     _semaphore: asyncio.Semaphore = field(init=False)
     _wanted: dict[tuple[str, str, str], str] = field(default_factory=dict)
+    # uids of deleted resources, oldest first: kopf keeps their timers ticking (no finalizer).
+    _deleted: dict[str, None] = field(default_factory=dict)
     observers: list[SyncObserver] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -137,6 +140,9 @@ class SyncEngine:
         self._statuses.pop(target.uid, None)
         self._completed.pop(target.uid, None)
         self._wanted.pop((target.kind, target.namespace, target.name), None)
+        self._deleted[target.uid] = None
+        while len(self._deleted) > DELETED_MEMORY:
+            self._deleted.pop(next(iter(self._deleted)))
         self._tell_observers(lambda observer: observer.forgotten(target))
 
     def _tell_observers(self, call: Callable[[SyncObserver], None]) -> None:
@@ -153,15 +159,27 @@ class SyncEngine:
     def take_wanted(self, target: Target) -> str | None:
         return self._wanted.pop((target.kind, target.namespace, target.name), None)
 
-    def is_due(self, target: Target) -> bool:
-        """The timer's question: is a scheduled sync (TTL expiry or retry) due now?"""
+    def scheduled_trigger(self, target: Target) -> str | None:
+        """The timer's question: is a sync due now, and why?
+
+        `schedule` when `nextSyncAt` has passed (TTL expiry or a retry); `update` when the spec
+        moved past the last handled generation without a sync (kopf can fold a quick second spec
+        change into a cycle that already ran the sync). None for deleted, suspended, busy or
+        never-synced resources (the create or resume handler owns the first sync).
+        """
+        if target.uid in self._deleted or self.lock(target.uid).locked():
+            return None
         status = self.current_status(target)
-        if status.phase == c.PHASE_SUSPENDED and _suspended(target):
-            return False
-        if status.last_sync is None:
-            return False    # never synced: the create or resume handler owns the first sync
+        if (status.phase == c.PHASE_SUSPENDED and _suspended(target)) or status.last_sync is None:
+            return None
+        if target.generation is not None and status.observed_generation is not None \
+                and target.generation > status.observed_generation:
+            return c.TRIGGER_UPDATE
         due = parse_time(status.next_sync_at)
-        return due is not None and self.clock() >= due
+        return c.TRIGGER_SCHEDULE if due is not None and self.clock() >= due else None
+
+    def is_deleted(self, target: Target) -> bool:
+        return target.uid in self._deleted
 
     # -- the sync path ------------------------------------------------------------------
 

@@ -102,8 +102,10 @@ def register(kind: str) -> None:
     async def on_timer(body: kopf.Body, patch: kopf.Patch, memo: Any, **_: Any) -> None:
         engine: SyncEngine = memo.engine
         target = target_of(kind, body)
+        if engine.is_deleted(target):
+            return      # kopf stops timers only on a deletion it saw through a finalizer
         wanted = engine.take_wanted(target)
-        trigger = wanted or (c.TRIGGER_SCHEDULE if engine.is_due(target) else None)
+        trigger = wanted or engine.scheduled_trigger(target)
         if trigger is None:
             return
         try:
