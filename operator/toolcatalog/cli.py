@@ -45,12 +45,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class TimerEndFilter(logging.Filter):
+    """kopf warns "is cancelled. Will escalate." when a timer ends itself, which ours does on purpose
+    once its resource is deleted (handlers/resources.py): say that plainly, at DEBUG."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if not message.endswith("Timer 'sync-when-due' is cancelled. Will escalate."):
+            return True
+        record.msg, record.args = message.replace("is cancelled. Will escalate.", "stopped."), ()
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger().isEnabledFor(logging.DEBUG)
+
+
 def configure_logging(*, verbose: bool, quiet: bool) -> None:
     import kopf
 
-    kopf.configure(debug=verbose, verbose=verbose, quiet=quiet)
+    kopf.configure(debug=verbose, verbose=verbose, quiet=quiet, log_prefix=True)  # "[namespace/name] ..."
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(max(logging.INFO, logging.getLogger().level))
+    logging.getLogger("kopf.objects").addFilter(TimerEndFilter())
 
 
 def run_operator(args: argparse.Namespace) -> int:

@@ -252,3 +252,25 @@ async def test_secret_missing_is_reported(api, operator, waiter):
                                   operator=operator)
     assert "absent" in condition(obj, "Synced")["message"]
     assert api.get(SECRETS, "default", "absent") is None
+
+
+async def test_deleting_a_resource_stops_its_timer_and_needs_no_finalizer(api, operator, waiter):
+    with McpTestServer() as server:
+        await api.create(toolserver("stays", server.url))
+        await api.create(toolserver("gone", server.url))
+        for name in ("stays", "gone"):
+            await waiter.status(TS, name, synced, f"{name} synced", operator=operator)
+        assert not api.get(TS, "default", "gone")["metadata"].get("finalizers")
+        await api.delete(TS, "default", "gone")
+        assert api.get(TS, "default", "gone") is None      # gone at once: nothing blocks deletion
+
+        def ticks(name):
+            return operator.log().count(f"[default/{name}] Timer 'sync-when-due' is invoked")
+
+        await wait_until(lambda: "[default/gone] Timer 'sync-when-due' stopped." in operator.log(),
+                         what="the deleted resource's timer to end", operator=operator)
+        assert "Will escalate" not in operator.log()
+        gone_ticks = ticks("gone")
+        stays_before = ticks("stays")
+        await wait_until(lambda: ticks("stays") >= stays_before + 6, what="more timer ticks", operator=operator)
+        assert ticks("gone") <= gone_ticks + 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import asyncio
 import dataclasses
 
 import kopf
@@ -103,7 +104,9 @@ def register(kind: str) -> None:
         engine: SyncEngine = memo.engine
         target = target_of(kind, body)
         if engine.is_deleted(target):
-            return      # kopf stops timers only on a deletion it saw through a finalizer
+            # kopf stops timers only on a deletion it saw through a finalizer, which we do not
+            # add; cancelling is kopf's sanctioned way for a timer to end itself.
+            raise asyncio.CancelledError(f"{kind} {target.namespace}/{target.name} was deleted")
         wanted = engine.take_wanted(target)
         trigger = wanted or engine.scheduled_trigger(target)
         if trigger is None:
