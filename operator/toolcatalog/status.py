@@ -53,6 +53,7 @@ class SyncSuccess:
     tools_truncated: bool
     cache: CacheStatus
     expires_at: datetime
+    tools_listed: int           # what the server listed (status.tools holds at most 500 entries)
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,7 @@ def after_success(prev: Status, outcome: SyncSuccess, *, generation: int | None,
         generation=generation, now=now)
     status.conditions = set_condition(
         status.conditions, type_=c.COND_SYNCED, status=True, reason=c.REASON_SYNC_SUCCEEDED,
-        message=f"listed {len(outcome.tools)} tools from {outcome.url} in "
+        message=f"listed {outcome.tools_listed} tools from {outcome.url} in "
                 f"{status.last_sync.duration_ms} ms",
         generation=generation, now=now)
     return status

@@ -286,7 +286,7 @@ class SyncEngine:
             tool_count=merge.tool_count, tools=entries, tools_truncated=truncated,
             cache=CacheStatus(config_map=cm_name, cached_at=now, expires_at=rfc3339(expires),
                               content_hash=rendered.content_hash),
-            expires_at=expires)
+            expires_at=expires, tools_listed=len(fetched.tools))
         status = after_success(prev, success, generation=target.generation, owner=owner)
         events = self._success_events(prev, status, merge.diff, trigger, merge.tool_count, cm_name, url)
         if request is not None:

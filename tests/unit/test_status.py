@@ -22,7 +22,7 @@ def success(at: datetime = T0, tools: int = 2) -> SyncSuccess:
         tool_count=tools, tools=entries, tools_truncated=False,
         cache=CacheStatus(config_map="toolserver-x", cached_at=rfc3339(at),
                           expires_at=rfc3339(at + timedelta(hours=1)), content_hash="sha256:abc"),
-        expires_at=at + timedelta(hours=1))
+        expires_at=at + timedelta(hours=1), tools_listed=tools)
 
 
 def failure(at: datetime, reason: str = c.REASON_SERVER_UNAVAILABLE) -> SyncFailure:
@@ -46,6 +46,7 @@ def test_first_success_is_ready_and_synced():
     assert get_condition(status.conditions, "Synced").status == "True"
     assert status.last_sync.duration_ms == 41 and status.last_sync.result == "Succeeded"
     assert status.next_sync_at == "2026-11-21T13:00:00Z"
+    assert get_condition(status.conditions, "Synced").message.startswith("listed 2 tools from")
 
 
 def test_failure_after_success_keeps_cache_and_tools_and_goes_stale():
