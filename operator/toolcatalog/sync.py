@@ -288,7 +288,7 @@ class SyncEngine:
                               content_hash=rendered.content_hash),
             expires_at=expires, tools_listed=len(fetched.tools))
         status = after_success(prev, success, generation=target.generation, owner=owner)
-        events = self._success_events(prev, status, merge.diff, trigger, merge.tool_count, cm_name, url)
+        events = self._success_events(prev, merge.diff, trigger, merge.tool_count, len(fetched.tools), cm_name, url)
         if request is not None:
             status = with_refresh(status, request, completed_at=self.clock(), result="Succeeded",
                                   generation=target.generation, diff=merge.diff,
@@ -317,7 +317,7 @@ class SyncEngine:
         return Report(status=status, events=events, synced=True, refreshed=request is not None)
 
     @staticmethod
-    def _success_events(prev: Status, status: Status, diff: CatalogDiff, trigger: str, tool_count: int,
+    def _success_events(prev: Status, diff: CatalogDiff, trigger: str, tool_count: int, tools_listed: int,
                         cm_name: str, url: str) -> list[Event]:
         events = []
         if not has_cache(prev):
@@ -325,7 +325,7 @@ class SyncEngine:
                                 f"first sync: {tool_count} usable tools from {url} cached in ConfigMap {cm_name}"))
         elif not diff.is_empty():
             events.append(Event("Normal", c.EVENT_TOOLS_CHANGED,
-                                f"{diff.summary(len(status.tools))} (trigger: {trigger})"))
+                                f"{diff.summary(tools_listed)} (trigger: {trigger})"))
         if prev.last_sync is not None and prev.last_sync.result == "Failed":
             reason = prev.last_sync.error.reason if prev.last_sync.error else "an error"
             events.append(Event("Normal", c.EVENT_RECOVERED,
