@@ -30,7 +30,7 @@ from . import constants as c
 from .cachemap import CacheParseError, configmap_name, parse_cache
 from .models import CachedTool
 from .plugin_format import (
-    EXIT_FAILED, EXIT_SUCCEEDED, EXIT_TIMEOUT, NotFoundError, PluginError, RefreshOutcome,
+    EXIT_FAILED, EXIT_SUCCEEDED, EXIT_TIMEOUT, EXIT_USAGE, NotFoundError, PluginError, RefreshOutcome,
     ResourceRef, answer_in, find_condition, format_refresh_answer, format_tools_table,
     new_refresh_token, parse_resource_ref, refresh_patch, timeout_message,
 )

@@ -276,3 +276,16 @@ def test_terminal_escapes_from_a_server_never_reach_the_terminal():
     assert "\x1b" not in table and "\x07" not in table and "\u202e" not in table
     text = report(answered("t", "Failed", error=ErrorInfo(reason="ProtocolError", message=sneaky)))
     assert "\x1b" not in text and "Looks fine?[2K" in text
+
+
+def test_a_non_numeric_exit_from_argparse_is_a_usage_error(monkeypatch):
+    """argparse may exit with a message instead of a number; that is still exit status 4."""
+    import argparse
+
+    from toolcatalog import plugin
+
+    def exit_with_text(self, *args, **kwargs):
+        raise SystemExit("bad arguments")
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", exit_with_text)
+    assert plugin.main(["tools", "toolserver/x"]) == 4
