@@ -6,7 +6,6 @@ kmock's emulator on loopback, with a short timer interval so scheduled syncs are
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any

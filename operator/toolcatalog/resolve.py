@@ -1,7 +1,7 @@
 """Resolve a resource's spec into the effective endpoint a sync talks to.
 
 ToolServer and ConnectorConfig share everything after this point: one sync path,
-parameterised by the `Source` this module returns. Reads Secrets, ConfigMaps (CA bundles)
+parameterised by the `Endpoint` this module returns. Reads Secrets, ConfigMaps (CA bundles)
 and the referenced ToolServer through kube.py; raises `SyncProblem` with a reason from
 api.md and a message that names what to fix and never holds a secret value.
 """
@@ -9,7 +9,7 @@ api.md and a message that names what to fix and never holds a secret value.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -40,14 +40,6 @@ class Settings:
     config_map_name: str | None
     owner: str | None = None
     tool_server_ref: str | None = None
-
-
-@dataclass(frozen=True)
-class Source:
-    """A resolved endpoint: what to connect to, with which credentials, and what it depends on."""
-
-    endpoint: Endpoint
-    secret_names: frozenset[str] = field(default_factory=frozenset)
 
 
 def describe_validation_error(kind: str, error: ValidationError) -> str:
@@ -114,16 +106,14 @@ async def _auth_headers(kube: KubeApi, namespace: str, auth: Auth | None, prefix
     return headers
 
 
-async def _tls_material(kube: KubeApi, namespace: str, tls: TLS | None) -> tuple[TLSMaterial | None, set[str]]:
+async def _tls_material(kube: KubeApi, namespace: str, tls: TLS | None) -> TLSMaterial | None:
     if tls is None:
-        return None, set()
-    secrets: set[str] = set()
+        return None
     ca_pem = None
     if tls.ca_bundle is not None:
         if tls.ca_bundle.secret_key_ref is not None:
             ref = tls.ca_bundle.secret_key_ref
             ca_pem = await _secret_value(kube, namespace, ref.name, ref.key, "spec.tls.caBundle")
-            secrets.add(ref.name)
         elif tls.ca_bundle.config_map_key_ref is not None:
             ref_cm = tls.ca_bundle.config_map_key_ref
             try:
@@ -134,7 +124,7 @@ async def _tls_material(kube: KubeApi, namespace: str, tls: TLS | None) -> tuple
                 raise SyncProblem(c.REASON_INVALID_SPEC,
                                   f"spec.tls.caBundle: ConfigMap {namespace}/{ref_cm.name} or its key "
                                   f"{ref_cm.key!r} does not exist")
-    return TLSMaterial(ca_pem=ca_pem, insecure_skip_verify=tls.insecure_skip_verify), secrets
+    return TLSMaterial(ca_pem=ca_pem, insecure_skip_verify=tls.insecure_skip_verify)
 
 
 def secret_uses_of(spec: ToolServerSpec | ConnectorConfigSpec) -> dict[str, tuple[str, ...]]:
@@ -152,8 +142,8 @@ def secret_names_of(spec: ToolServerSpec | ConnectorConfigSpec) -> set[str]:
     return set(secret_uses_of(spec))
 
 
-async def resolve_source(kube: KubeApi, kind: str, namespace: str,
-                         spec: ToolServerSpec | ConnectorConfigSpec) -> Source:
+async def resolve_endpoint(kube: KubeApi, kind: str, namespace: str,
+                           spec: ToolServerSpec | ConnectorConfigSpec) -> Endpoint:
     """The effective endpoint: a ConnectorConfig inherits from its ToolServer, its own auth wins."""
     if isinstance(spec, ConnectorConfigSpec) and spec.tool_server_ref is not None:
         ref = spec.tool_server_ref.name
@@ -182,7 +172,5 @@ async def resolve_source(kube: KubeApi, kind: str, namespace: str,
         static, tls, auth, auth_prefix = dict(spec.headers or {}), spec.tls, spec.auth, "spec.auth"
     check_url(url)
     headers = {**static, **await _auth_headers(kube, namespace, auth, auth_prefix)}
-    tls_material, tls_secrets = await _tls_material(kube, namespace, tls)
-    secrets = (auth.secret_names() if auth else set()) | tls_secrets
-    endpoint = Endpoint(url=url, transport=transport, headers=headers, tls=tls_material, auth_source=auth_prefix)
-    return Source(endpoint=endpoint, secret_names=frozenset(secrets))
+    tls_material = await _tls_material(kube, namespace, tls)
+    return Endpoint(url=url, transport=transport, headers=headers, tls=tls_material, auth_source=auth_prefix)

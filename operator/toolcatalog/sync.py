@@ -25,7 +25,7 @@ from .httppool import HttpPool
 from .kube import Conflict, KubeApi, KubeError
 from .mcpfetch import Endpoint, fetch_catalog
 from .models import CachedTool, CacheDocument, CacheSource, CacheStatus, ErrorInfo, ServerInfo, Status
-from .resolve import SyncProblem, parse_spec, resolve_source, settings_of
+from .resolve import SyncProblem, parse_spec, resolve_endpoint, settings_of
 from .status import (RefreshRequest, SyncFailure, SyncSuccess, after_failure, after_success, after_suspend,
                      has_cache, with_refresh)
 
@@ -246,11 +246,11 @@ class SyncEngine:
                     status = with_refresh(status, request, completed_at=self.clock(), result="Failed",
                                           generation=target.generation, error=error)
                 return Report(status=status, refreshed=request is not None)
-            source = await resolve_source(self.kube, target.kind, target.namespace, spec)
-            url = source.endpoint.url
+            endpoint = await resolve_endpoint(self.kube, target.kind, target.namespace, spec)
+            url = endpoint.url
             cm_name = configmap_name(target.kind, target.name, settings.config_map_name)
             previous_tools, existing = await self._previous_tools(target, cm_name)
-            fetched = await fetch_catalog(source.endpoint, pool=self.pool,
+            fetched = await fetch_catalog(endpoint, pool=self.pool,
                                           timeout=float(settings.sync.timeout_seconds))
             completed = self.clock()
             now = rfc3339(completed)
@@ -272,13 +272,13 @@ class SyncEngine:
                                 url=None, owner=owner)
         except FetchError as exc:
             return self._failed(target, prev, trigger, request, started, exc.reason, exc.message,
-                                url=source.endpoint.url, owner=owner)
+                                url=endpoint.url, owner=owner)
         except InvalidToolError as exc:
             return self._failed(target, prev, trigger, request, started, c.REASON_PROTOCOL_ERROR,
-                                f"the server's tool list is invalid: {exc}", url=source.endpoint.url, owner=owner)
+                                f"the server's tool list is invalid: {exc}", url=endpoint.url, owner=owner)
         except CacheTooLargeError as exc:
             return self._failed(target, prev, trigger, request, started, c.REASON_CACHE_TOO_LARGE, str(exc),
-                                url=source.endpoint.url, owner=owner)
+                                url=endpoint.url, owner=owner)
         self._completed[target.uid] = self.clock()
         entries, truncated = status_tools(merge.tools)
         success = SyncSuccess(
@@ -297,7 +297,7 @@ class SyncEngine:
             events.append(Event("Normal", c.EVENT_REFRESHED,
                                 f"refresh {request.token!r}: {merge.diff.summary(len(fetched.tools))}"))
         return Report(status=status, events=events, diff=merge.diff, synced=True, refreshed=request is not None,
-                      endpoint=source.endpoint)
+                      endpoint=endpoint)
 
     def _failed(self, target: Target, prev: Status, trigger: str, request: RefreshRequest | None,
                 started: datetime, reason: str, message: str, *, url: str | None, owner: str | None) -> Report:

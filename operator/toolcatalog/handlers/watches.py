@@ -18,10 +18,6 @@ from .. import constants as c
 from ..resolve import SyncProblem, parse_spec, secret_uses_of
 from ..sync import SyncEngine
 
-SECRETS_INDEX = "secret_users"
-REFERENCES_INDEX = "toolserver_users"
-
-
 def _secret_users(kind: str, namespace: str, name: str,
                   spec: Any) -> dict[tuple[str, str], tuple[str, str, tuple[str, ...]]]:
     """(namespace, Secret) -> (kind, name, what uses it: "auth" and/or "tls")."""
@@ -81,9 +77,11 @@ async def on_secret(event: kopf.RawEvent, body: kopf.Body, namespace: str, name:
     digests: dict[tuple[str, str], str | None] = memo.setdefault("secret_digests", {})
     key = (namespace, name)
     kind_of_event = event.get("type")
-    digest = None if kind_of_event == "DELETED" else _secret_digest(body)
-    before = digests.get(key)
-    digests[key] = digest
+    if kind_of_event == "DELETED":     # forget it: a Secret that comes back is a change again
+        before, digest = digests.pop(key, None), None
+    else:
+        before, digest = digests.get(key), _secret_digest(body)
+        digests[key] = digest
     if engine is None or kind_of_event is None or before == digest:
         return      # the initial listing, or nothing that matters changed
     # An index lookup gives a kopf Store (iterable, not a list): no `+` between two of them.
@@ -98,7 +96,7 @@ async def on_secret(event: kopf.RawEvent, body: kopf.Body, namespace: str, name:
 @kopf.on.create(c.GROUP, c.VERSION, c.PLURAL[c.KIND_TOOLSERVER], id="resync-referrers-on-create")
 @kopf.on.update(c.GROUP, c.VERSION, c.PLURAL[c.KIND_TOOLSERVER], field="spec", id="resync-referrers-on-change")
 async def on_toolserver_change(namespace: str, name: str, memo: Any, toolserver_users: kopf.Index,
-                               reason: Any, **_: Any) -> None:
+                               **_: Any) -> None:
     """A ConnectorConfig inherits url, transport, headers, tls and maybe auth: resync it."""
     engine: SyncEngine | None = getattr(memo, "engine", None)
     if engine is not None:
