@@ -28,7 +28,9 @@ import yaml
 
 from . import constants as c
 from .cachemap import CacheParseError, parse_cache
-from .plugin_format import format_tools_table, new_refresh_token, one_line, printable, refresh_patch
+from .models import Condition
+from .plugin_format import (find_condition, format_tools_table, new_refresh_token, one_line, printable,
+                            refresh_patch)
 
 if TYPE_CHECKING:
     from .demoserver import DemoServer
@@ -69,18 +71,11 @@ def with_url(sample: dict[str, Any], url: str) -> dict[str, Any]:
     return changed
 
 
-def condition_of(obj: dict[str, Any] | None, type_: str) -> dict[str, Any]:
-    for cond in ((obj or {}).get("status") or {}).get("conditions") or []:
-        if isinstance(cond, dict) and cond.get("type") == type_:
-            return cond
-    return {}
-
-
-def describe_condition(cond: dict[str, Any]) -> str:
-    if not cond:
+def describe_condition(cond: Condition | None) -> str:
+    if cond is None:
         return "(not reported)"
-    text = f"{cond.get('type')}={cond.get('status')} ({cond.get('reason')})"
-    return f"{text}: {printable(cond['message'])}" if cond.get("message") else text
+    text = f"{cond.type}={cond.status} ({cond.reason})"
+    return f"{text}: {printable(cond.message)}" if cond.message else text
 
 
 def format_status(obj: dict[str, Any]) -> str:
@@ -244,14 +239,14 @@ class Demo:
 
         def synced() -> dict[str, Any] | None:
             obj = api.get(TS, ns, name)
-            cond = condition_of(obj, c.COND_SYNCED)
+            cond = find_condition(obj or {}, c.COND_SYNCED)
             text = describe_condition(cond)
-            if cond and text not in last_seen:
+            if cond is not None and text not in last_seen:
                 last_seen.append(text)
                 self.note(text)
-            if cond.get("status") == "False" and cond.get("reason") == c.REASON_INVALID_SPEC:
+            if cond is not None and cond.status == "False" and cond.reason == c.REASON_INVALID_SPEC:
                 raise DemoFailed(f"the sample was rejected: {text}")
-            return obj if cond.get("status") == "True" else None
+            return obj if cond is not None and cond.status == "True" else None
 
         try:
             obj = await self.wait_for(synced, timeout=SYNC_TIMEOUT, what=f"ToolServer {name} Synced=True")
@@ -322,7 +317,7 @@ class Demo:
         status = obj.get("status") or {}
         self.step("status.lastRefresh")
         self.block(yaml.safe_dump({"lastRefresh": status.get("lastRefresh")}, sort_keys=False).rstrip())
-        self.note(f"condition {describe_condition(condition_of(obj, c.COND_REFRESHED))}")
+        self.note(f"condition {describe_condition(find_condition(obj or {}, c.COND_REFRESHED))}")
         self.step("tools after the refresh")
         self.block(self.tools_table(api, ns, (status.get("cache") or {}).get("configMap")))
         await self.wait_for_events(api, ns, name, events_before + 1)

@@ -11,6 +11,8 @@ import logging
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
+from . import constants as c
+from .conditions import get_condition
 from .sync import Report, Target
 
 logger = logging.getLogger(__name__)
@@ -52,7 +54,7 @@ def observe(target: Target, report: Report) -> None:
             if names:
                 TOOL_CHANGES.labels(target.kind, change).inc(len(names))
     TOOLS.labels(target.kind, target.namespace, target.name).set(status.tool_count)
-    ready = next((cond for cond in status.conditions if cond.type == "Ready"), None)
+    ready = get_condition(status.conditions, c.COND_READY)
     READY.labels(target.kind, target.namespace, target.name).set(1 if ready and ready.status == "True" else 0)
 
 
