@@ -10,10 +10,10 @@ STAMP  := $(VENV)/.installed
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml dev/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test]' -e ./dev
 	touch $(STAMP)
 
 .PHONY: venv
@@ -26,6 +26,18 @@ demo: $(STAMP) ## Run the demo: emulated API server + demo MCP server + operator
 .PHONY: test
 test: $(STAMP) ## Run the whole test suite (unit + end-to-end)
 	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+.PHONY: test-cluster
+test-cluster: $(STAMP) ## Run the end-to-end tests against a real control plane (builds it once; needs Go)
+	$(BIN)/pytest -q tests/e2e --backend=cluster $(PYTEST_ARGS)
+
+.PHONY: controlplane
+controlplane: ## Build (or find cached) etcd, kube-apiserver, kube-controller-manager, kubectl, kstatus
+	bash test/controlplane/build.sh
+
+.PHONY: cluster
+cluster: $(STAMP) ## Start a real control plane on loopback with the CRDs, print its KUBECONFIG, until Ctrl-C
+	$(BIN)/python -m toolcatalog_dev.controlplane
 
 .PHONY: test-unit
 test-unit: $(STAMP) ## Run only the unit tests

@@ -1,42 +1,190 @@
-"""Shared fixtures: the Kubernetes API emulator, the real operator as a subprocess, helpers.
+"""Shared fixtures: one API server per backend, the real operator as a subprocess, helpers.
 
-The operator runs exactly as users run it (`toolcatalog run -A --standalone`), against
-kmock's emulator on loopback, with a short timer interval so scheduled syncs are prompt.
+Two backends run the same end-to-end tests (`--backend`, or TOOLCATALOG_TEST_BACKEND):
+
+- `emulator` (make test): kmock's emulator made faithful, one per test, on loopback; fast.
+- `cluster` (make test-cluster): a real etcd + kube-apiserver + kube-controller-manager on
+  loopback, started once per session; each test gets its own namespace, and the operator runs as
+  the ServiceAccount of deploy/rbac.yaml with a token from the TokenRequest API, never as admin.
+
+Tests that only make sense on one backend carry `@pytest.mark.emulator_only("why")` or
+`@pytest.mark.cluster_only("why")`.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import os
+import re
+import secrets
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from toolcatalog.emulator import ApiEmulator
-
-from tests.support.k8s import OperatorProcess, wait_until
+from tests.support.k8s import CC, TS, OperatorProcess, wait_until
+from toolcatalog_dev.cluster import ApiError, Cluster
 
 REPO = Path(__file__).resolve().parents[1]
+BACKENDS = ("emulator", "cluster")
+OPERATOR_NAMESPACE = "toolcatalog-system"
+OPERATOR_SERVICE_ACCOUNT = "toolcatalog"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--backend", choices=BACKENDS, default=os.environ.get("TOOLCATALOG_TEST_BACKEND", "emulator"),
+                     help="API server for the end-to-end tests: emulator (default) or cluster (real control plane)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "emulator_only(reason): runs only against the emulator, and says why")
+    config.addinivalue_line("markers", "cluster_only(reason): runs only against the real control plane, and says why")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    backend = config.getoption("--backend")
+    for item in items:
+        for marker, runs_on in (("emulator_only", "emulator"), ("cluster_only", "cluster")):
+            mark = item.get_closest_marker(marker)
+            if mark is not None and backend != runs_on:
+                why = mark.args[0] if mark.args else ""
+                item.add_marker(pytest.mark.skip(reason=f"{runs_on} only: {why}"))
+
+
+@pytest.fixture(scope="session")
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.config.getoption("--backend"))
+
+
+# ------------------------------------------------------------------------- the real control plane
+
+
+class ClusterSession:
+    """The session's control plane, with the operator's ServiceAccount set up as deploy/ ships it."""
+
+    def __init__(self, plane: Any, workdir: Path) -> None:
+        self.plane = plane
+        plane.kubectl("apply", "-f", str(REPO / "deploy" / "namespace.yaml"))
+        plane.kubectl("apply", "-f", str(REPO / "deploy" / "rbac.yaml"))
+        token = plane.service_account_token(OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT)
+        from toolcatalog_dev.controlplane import write_kubeconfig
+
+        self.operator_kubeconfig = write_kubeconfig(workdir / "operator.kubeconfig", server=plane.url,
+                                                    ca=plane.pki.ca_cert, token=token, user="toolcatalog")
+        self.operator_token = token
+
+    def user_kubeconfig(self, path: Path, namespace: str) -> Path:
+        """An admin kubeconfig whose context is in `namespace`."""
+        from toolcatalog_dev.controlplane import write_kubeconfig
+
+        pki = self.plane.pki
+        return write_kubeconfig(path, server=self.plane.url, ca=pki.ca_cert, client_cert=pki.admin_cert,
+                                client_key=pki.admin_key, user="admin", namespace=namespace)
+
+
+@pytest.fixture(scope="session")
+def cluster_session(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterSession | None]:
+    """Started once for the whole session on the `cluster` backend; None on the emulator."""
+    if backend != "cluster":
+        yield None
+        return
+    from toolcatalog_dev.controlplane import running_control_plane
+
+    with running_control_plane(crds=sorted((REPO / "crds").glob("*.yaml"))) as plane:
+        yield ClusterSession(plane, tmp_path_factory.mktemp("cluster"))
+
+
+def _namespace_for(request: pytest.FixtureRequest) -> str:
+    """A fresh, valid namespace name for this test: t-<test name>-<random>."""
+    base = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower().removeprefix("test_")).strip("-")[:40].strip("-")
+    return f"t-{base}-{secrets.token_hex(3)}"
+
+
+class E2eApi(Cluster):
+    """The test's API server client, working in the test's namespace; knows its backend."""
+
+    backend: str = "emulator"
+    emulator: Any = None            # the ApiEmulator (emulator backend only)
+    session: ClusterSession | None = None
+
+    @property
+    def control_plane(self) -> Any:
+        return self.session.plane if self.session is not None else None
+
+    async def make_namespace(self, suffix: str) -> str:
+        """Another namespace for this test (e.g. team-a): `<test namespace>-<suffix>` on a real server,
+        `suffix` itself on the per-test emulator. Deleted with the test's own."""
+        name = suffix if self.backend == "emulator" else f"{self.namespace}-{suffix}"[:63].rstrip("-")
+        await self.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+        self.extra_namespaces.append(name)
+        return name
+
+    extra_namespaces: list[str]
 
 
 @pytest.fixture
-async def api() -> AsyncIterator[ApiEmulator]:
-    async with ApiEmulator() as emulator:
-        yield emulator
+async def api(backend: str, cluster_session: ClusterSession | None,
+              request: pytest.FixtureRequest) -> AsyncIterator[E2eApi]:
+    if backend == "emulator":
+        from toolcatalog.emulator import ApiEmulator
+
+        async with ApiEmulator() as emulator:
+            client = E2eApi(emulator.url, namespace="default")
+            client.emulator, client.extra_namespaces = emulator, []
+            try:
+                yield client
+            finally:
+                await client.aclose()
+        return
+    assert cluster_session is not None
+    plane = cluster_session.plane
+    client = E2eApi(plane.url, namespace=_namespace_for(request), ssl_context=plane.ssl_context())
+    client.backend, client.session, client.extra_namespaces = "cluster", cluster_session, []
+    await client.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": client.namespace}})
+    try:
+        yield client
+    finally:
+        # Our resources go at once (they have no finalizers), so the next test's operator never sees
+        # them; the namespace controller removes the rest in the background.
+        for namespace in [client.namespace, *client.extra_namespaces]:
+            for resource in (TS, CC):
+                try:
+                    await client.delete_all(resource, namespace)
+                except ApiError:
+                    pass
+            try:
+                await client.delete("v1/namespaces", None, namespace)
+            except ApiError:
+                pass
+        await client.aclose()
 
 
 @pytest.fixture
-def kubeconfig(api: ApiEmulator, tmp_path: Path) -> Path:
-    return api.write_kubeconfig(tmp_path / "kubeconfig")
+def kubeconfig(api: E2eApi, tmp_path: Path) -> Path:
+    """A user's kubeconfig (admin on a real server), its context in the test's namespace."""
+    if api.backend == "emulator":
+        return api.emulator.write_kubeconfig(tmp_path / "kubeconfig", namespace=api.namespace)
+    assert api.session is not None
+    return api.session.user_kubeconfig(tmp_path / "kubeconfig", api.namespace)
 
 
 @pytest.fixture
-def start_operator(kubeconfig: Path, tmp_path: Path) -> Any:
-    """Start the operator (once per test, maybe with extra env); stopped at teardown."""
+def operator_kubeconfig(api: E2eApi, kubeconfig: Path) -> Path:
+    """What the operator runs with: on a real server the ServiceAccount's token, never admin."""
+    if api.backend == "emulator":
+        return kubeconfig
+    assert api.session is not None
+    return api.session.operator_kubeconfig
+
+
+@pytest.fixture
+def start_operator(operator_kubeconfig: Path, tmp_path: Path) -> Iterator[Callable[..., OperatorProcess]]:
+    """Start the operator (once per test, maybe with extra env or args); stopped at teardown."""
     started: list[OperatorProcess] = []
 
     def start(extra_env: dict[str, str] | None = None, args: list[str] | None = None) -> OperatorProcess:
-        proc = OperatorProcess(kubeconfig, tmp_path / f"operator-{len(started)}.log", extra_env, args).start()
+        proc = OperatorProcess(operator_kubeconfig, tmp_path / f"operator-{len(started)}.log", extra_env,
+                               args).start()
         started.append(proc)
         return proc
 
@@ -46,21 +194,30 @@ def start_operator(kubeconfig: Path, tmp_path: Path) -> Any:
 
 
 @pytest.fixture
-def operator(start_operator: Any) -> OperatorProcess:
+def operator(start_operator: Callable[..., OperatorProcess]) -> OperatorProcess:
     return start_operator()
 
 
 @pytest.fixture
-def waiter(api: ApiEmulator) -> Any:
-    """Helpers bound to this test's emulator: wait for a resource's status to satisfy a predicate."""
+def waiter(api: E2eApi) -> Any:
+    """Wait for a resource in the test's namespace to satisfy a predicate."""
 
     class Waiter:
         async def status(self, resource: str, name: str, predicate: Callable[[dict[str, Any]], Any],
-                         what: str, timeout: float = 20.0, namespace: str = "default",
+                         what: str, timeout: float = 20.0, namespace: str | None = None,
                          operator: OperatorProcess | None = None) -> dict[str, Any]:
-            def check() -> Any:
-                obj = api.get(resource, namespace, name)
+            async def check() -> Any:
+                obj = await api.get(resource, namespace or api.namespace, name)
                 return obj if obj is not None and predicate(obj) else None
             return await wait_until(check, timeout=timeout, what=f"{name}: {what}", operator=operator)
+
+        async def events(self, name: str, reason: str, *, count: int = 1, timeout: float = 20.0,
+                         operator: OperatorProcess | None = None) -> list[dict[str, Any]]:
+            """Wait for at least `count` Events with `reason` about `name`; returns them, oldest first."""
+            async def check() -> Any:
+                found = [e for e in await api.events(api.namespace, name) if e["reason"] == reason]
+                return found if len(found) >= count else None
+            return await wait_until(check, timeout=timeout, what=f"{name}: {count} {reason} event(s)",
+                                    operator=operator)
 
     return Waiter()

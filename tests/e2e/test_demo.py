@@ -19,6 +19,7 @@ from toolcatalog.demo import format_events
 from toolcatalog.demoserver import ADDED_TOOL, CHANGED_TOOL, DemoServer
 from toolcatalog.mcpfetch import Endpoint, FetchedCatalog, HttpPool, fetch_catalog
 
+pytestmark = pytest.mark.emulator_only("the demo runs on its embedded emulator by design")
 REPO = Path(__file__).resolve().parents[2]
 TOOLCATALOG = Path(sys.executable).parent / "toolcatalog"
 DEMO_TIMEOUT = 150.0

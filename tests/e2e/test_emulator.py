@@ -22,7 +22,7 @@ import pytest
 from toolcatalog import constants as c
 from toolcatalog.emulator import ApiEmulator, ApiError
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.emulator_only("tests the emulator itself")]
 
 TS = f"{c.API_VERSION}/{c.PLURAL[c.KIND_TOOLSERVER]}"
 CC = f"{c.API_VERSION}/{c.PLURAL[c.KIND_CONNECTORCONFIG]}"

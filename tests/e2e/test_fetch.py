@@ -22,7 +22,7 @@ from toolcatalog import constants as c
 from toolcatalog.egress import EgressPolicy
 from toolcatalog.mcpfetch import Endpoint, FetchError, HttpPool, TLSMaterial, fetch_catalog
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(30)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(30), pytest.mark.emulator_only("talks to MCP servers only, no API server: runs once, in make test")]
 
 TRANSPORTS = [c.TRANSPORT_STREAMABLE_HTTP, c.TRANSPORT_SSE]
 TIMEOUT = 10.0

@@ -34,8 +34,8 @@ def resynced_with(tool):
                         and tool in tool_names(obj))
 
 
-def cached_names(api, name):
-    return [tool["name"] for tool in json.loads(api.get(CM, "default", name)["data"]["tools.json"])["tools"]]
+async def cached_names(api, name):
+    return [tool["name"] for tool in json.loads((await api.get(CM, api.ns, name))["data"]["tools.json"])["tools"]]
 
 
 def handled_spec(obj):
@@ -62,9 +62,8 @@ async def test_a_notification_resyncs_both_kinds_with_trigger_list_changed(api, 
                                  operator=operator)
     assert tool_names(ts) == tool_names(cc) == ["tool_000", "tool_001", "tool_002"]
     assert ts["status"]["toolCount"] == 3 and ts["status"]["lastSync"]["result"] == "Succeeded"
-    assert cached_names(api, "toolserver-lc") == cached_names(api, "connectorconfig-lc-alice") == tool_names(ts)
-    changed = await wait_until(lambda: [e for e in api.events("default", "lc") if e["reason"] == "ToolsChanged"],
-                               what="a ToolsChanged event")
+    assert await cached_names(api, "toolserver-lc") == await cached_names(api, "connectorconfig-lc-alice") == tool_names(ts)
+    changed = await waiter.events("lc", "ToolsChanged")
     assert "1 new (tool_002)" in changed[0]["message"] and "(trigger: list-changed)" in changed[0]["message"]
 
 
@@ -86,10 +85,11 @@ async def test_a_burst_of_notifications_is_one_resync(api, operator, waiter):
         burst_syncs = server.list_calls - calls - 1
     assert 1 <= burst_syncs <= 2
     # kopf posts Events asynchronously: wait for the marker's, then count.
-    changes = await wait_until(lambda: [e for e in api.events("default", "burst") if e["reason"] == "ToolsChanged"
-                                        and "tool_003" in e["message"]] and
-                               [e for e in api.events("default", "burst") if e["reason"] == "ToolsChanged"],
-                               what="the marker's ToolsChanged event")
+    async def changes_after_marker():
+        changes = [e for e in await api.events(api.ns, "burst") if e["reason"] == "ToolsChanged"]
+        return changes if any("tool_003" in e["message"] for e in changes) else None
+
+    changes = await wait_until(changes_after_marker, what="the marker's ToolsChanged event")
     assert len(changes) == 2        # one for the burst's change, one for the marker's
 
 
@@ -137,7 +137,7 @@ async def test_the_listener_follows_credentials_suspension_and_deletion(api, ope
         await server.wait_until_async(lambda s: s.open_listens == 1)
 
         # A rotated Secret resyncs the resource, and its listener is replaced by one with the new token.
-        await api.patch(SECRETS, "default", "lc-token", {"data": {"token": base64.b64encode(new.encode()).decode()}})
+        await api.patch(SECRETS, api.ns, "lc-token", {"data": {"token": base64.b64encode(new.encode()).decode()}})
         obj = await waiter.status(TS, "creds", lambda o: "tool_002" in tool_names(o), "resync after the rotation",
                                   operator=operator)
         assert obj["status"]["lastSync"]["trigger"] == "secret"
@@ -146,16 +146,16 @@ async def test_the_listener_follows_credentials_suspension_and_deletion(api, ope
         server.notify_tools_changed()
         await waiter.status(TS, "creds", resynced_with("tool_003"), "list-changed resync", operator=operator)
 
-        await api.patch(TS, "default", "creds", {"spec": {"sync": {"suspend": True}}})
+        await api.patch(TS, api.ns, "creds", {"spec": {"sync": {"suspend": True}}})
         await server.wait_until_async(lambda s: s.open_listens == 0)
         # Let kopf finish handling the suspension first: a spec change that lands while kopf still
         # runs the other handlers of the previous one is folded into it and never seen by the sync.
         await waiter.status(TS, "creds", lambda o: '"suspend":true' in handled_spec(o), "suspension handled",
                             operator=operator)
-        await api.patch(TS, "default", "creds", {"spec": {"sync": {"suspend": False}}})
+        await api.patch(TS, api.ns, "creds", {"spec": {"sync": {"suspend": False}}})
         await server.wait_until_async(lambda s: s.listens == 3 and s.open_listens == 1)
 
-        await api.delete(TS, "default", "creds")
+        await api.delete(TS, api.ns, "creds")
         await server.wait_until_async(lambda s: s.open_listens == 0)
     assert old not in operator.log() and new not in operator.log()
 

@@ -35,7 +35,7 @@ async def test_metrics_count_syncs_failures_refreshes_and_tools(api, start_opera
         await waiter.status(TS, "down", lambda o: condition(o, "Synced").get("reason") == "ServerUnavailable",
                             "down failed", operator=operator)
         server.tools = make_tools(4)
-        await api.annotate(TS, "default", "good", {"toolcatalog.dev/refresh": "m1"})
+        await api.annotate(TS, api.ns, "good", {"toolcatalog.dev/refresh": "m1"})
         await waiter.status(TS, "good", lambda o: o["status"].get("lastRefresh", {}).get("token") == "m1",
                             "refresh answered", operator=operator)
         samples = await wait_until(lambda: _scrape_when(port, "toolcatalog_refreshes_total"), what="metrics",
@@ -46,9 +46,9 @@ async def test_metrics_count_syncs_failures_refreshes_and_tools(api, start_opera
                  reason="ServerUnavailable") == 1
     assert value(samples, "toolcatalog_refreshes_total", kind="ToolServer", result="Succeeded") == 1
     assert value(samples, "toolcatalog_tool_changes_total", kind="ToolServer", change="new") == 4  # 3 + 1
-    assert value(samples, "toolcatalog_tools", kind="ToolServer", namespace="default", name="good") == 4
-    assert value(samples, "toolcatalog_ready", kind="ToolServer", namespace="default", name="good") == 1
-    assert value(samples, "toolcatalog_ready", kind="ToolServer", namespace="default", name="down") == 0
+    assert value(samples, "toolcatalog_tools", kind="ToolServer", namespace=api.ns, name="good") == 4
+    assert value(samples, "toolcatalog_ready", kind="ToolServer", namespace=api.ns, name="good") == 1
+    assert value(samples, "toolcatalog_ready", kind="ToolServer", namespace=api.ns, name="down") == 0
     assert value(samples, "toolcatalog_sync_duration_seconds_count", kind="ToolServer") >= 3
 
 

@@ -19,7 +19,7 @@ import yaml
 from toolcatalog import constants as c
 from toolcatalog.cachemap import build_configmap, configmap_name, render_cache
 from toolcatalog.catalog import CatalogDiff
-from toolcatalog.emulator import ApiEmulator
+from toolcatalog_dev.cluster import wait_for
 from toolcatalog.models import CacheDocument, CacheSource, CachedTool, ErrorInfo, ServerInfo, Status
 from toolcatalog.plugin import connect, main, run_refresh
 from toolcatalog.status import RefreshRequest, with_refresh
@@ -32,10 +32,10 @@ URL = "http://127.0.0.1:9/mcp"  # never contacted: no operator runs here
 WAIT = 20.0  # the plugin's --timeout when the test answers; far above what an answer takes
 
 
-async def create_toolserver(api: ApiEmulator, name: str = "clickup", namespace: str = "default",
+async def create_toolserver(api: Any, name: str = "clickup", namespace: str | None = None,
                             **spec: Any) -> dict[str, Any]:
     return await api.create({"apiVersion": c.API_VERSION, "kind": c.KIND_TOOLSERVER,
-                             "metadata": {"name": name, "namespace": namespace},
+                             "metadata": {"name": name, "namespace": namespace or api.ns},
                              "spec": {"url": URL, **spec}})
 
 
@@ -46,20 +46,21 @@ async def plugin(*argv: str) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
-def annotations(api: ApiEmulator, name: str = "clickup", namespace: str = "default",
-                resource: str = TOOLSERVERS) -> dict[str, str]:
-    return ((api.get(resource, namespace, name) or {}).get("metadata") or {}).get("annotations") or {}
+async def annotations(api: Any, name: str = "clickup", namespace: str | None = None,
+                      resource: str = TOOLSERVERS) -> dict[str, str]:
+    obj = await api.get(resource, namespace or api.ns, name)
+    return ((obj or {}).get("metadata") or {}).get("annotations") or {}
 
 
-async def answer(api: ApiEmulator, result: str, *, name: str = "clickup",
+async def answer(api: Any, result: str, *, name: str = "clickup",
                  previous_token: str | None = None, **details: Any) -> str:
     """Play the operator: wait for a new refresh token, then answer it in status; return it."""
-    def new_token() -> str | None:
-        token = annotations(api, name).get(c.ANN_REFRESH)
+    async def new_token() -> str | None:
+        token = (await annotations(api, name)).get(c.ANN_REFRESH)
         return token if token != previous_token else None
 
-    token = await api.wait_for(new_token, what="a new refresh annotation")
-    current = annotations(api, name)
+    token = await wait_for(new_token, timeout=10, what="a new refresh annotation")
+    current = await annotations(api, name)
     now = datetime.now(timezone.utc)
     status = with_refresh(
         Status(), RefreshRequest(token=token, reason=current.get(c.ANN_REFRESH_REASON),
@@ -67,7 +68,7 @@ async def answer(api: ApiEmulator, result: str, *, name: str = "clickup",
                                  requested_at=now),
         completed_at=now, result=result, generation=1,
         rate_limit_message="a sync ran 2s ago, within sync.minIntervalSeconds (10s)", **details)
-    await api.patch_status(TOOLSERVERS, "default", name, status.dump())
+    await api.patch_status(TOOLSERVERS, api.ns, name, status.dump())
     return token
 
 
@@ -77,38 +78,39 @@ async def answer(api: ApiEmulator, result: str, *, name: str = "clickup",
 async def test_refresh_sets_token_reason_and_force_in_one_merge_patch(api, kubeconfig):
     await create_toolserver(api)
     code, out, err = await plugin("refresh", "toolserver/clickup", "--reason", "deployed v2",
-                                  "--force", "-n", "default", "--kubeconfig", kubeconfig)
+                                  "--force", "-n", api.ns, "--kubeconfig", kubeconfig)
     assert (code, err) == (0, "")
-    first = annotations(api)
+    first = await annotations(api)
     assert out == f"toolserver/clickup refresh requested (token {first[c.ANN_REFRESH]})\n"
     assert first[c.ANN_REFRESH_REASON] == "deployed v2"
     assert first[c.ANN_REFRESH_FORCE] == "true"
-    patches = [r for r in api.emulator if r.method == "PATCH" and r.name == "clickup"]
-    assert len(patches) == 1
-    assert patches[0].headers["Content-Type"].startswith("application/merge-patch+json")
-    assert patches[0].subresource is None
+    if api.emulator is not None:    # only the emulator keeps a log of the requests it served
+        patches = [r for r in api.emulator.emulator if r.method == "PATCH" and r.name == "clickup"]
+        assert len(patches) == 1
+        assert patches[0].headers["Content-Type"].startswith("application/merge-patch+json")
+        assert patches[0].subresource is None
 
     code, out, _ = await plugin("refresh", "mcpts/clickup", "--kubeconfig", kubeconfig)
-    second = annotations(api)
+    second = await annotations(api)
     assert code == 0
     assert second[c.ANN_REFRESH] != first[c.ANN_REFRESH]
     assert c.ANN_REFRESH_REASON not in second and c.ANN_REFRESH_FORCE not in second
-    assert api.get(TOOLSERVERS, "default", "clickup")["metadata"]["generation"] == 1
+    assert (await api.get(TOOLSERVERS, api.ns, "clickup"))["metadata"]["generation"] == 1
 
 
 async def test_refresh_of_a_connectorconfig(api, kubeconfig):
     await api.create({"apiVersion": c.API_VERSION, "kind": c.KIND_CONNECTORCONFIG,
-                      "metadata": {"name": "alice", "namespace": "default"},
+                      "metadata": {"name": "alice", "namespace": api.ns},
                       "spec": {"toolServerRef": {"name": "clickup"}}})
     code, out, _ = await plugin("refresh", "ConnectorConfig", "alice", "--kubeconfig", kubeconfig)
     assert code == 0 and out.startswith("connectorconfig/alice refresh requested")
-    assert annotations(api, "alice", resource=CONNECTORCONFIGS)[c.ANN_REFRESH] in out
+    assert (await annotations(api, "alice", resource=CONNECTORCONFIGS))[c.ANN_REFRESH] in out
 
 
 async def test_refresh_of_a_missing_resource_exits_4(api, kubeconfig):
     code, out, err = await plugin("refresh", "toolserver/nope", "--kubeconfig", kubeconfig)
     assert code == 4 and out == ""
-    assert err == "error: toolserver/nope not found in namespace 'default'\n"
+    assert err == f"error: toolserver/nope not found in namespace '{api.ns}'\n"
 
 
 async def test_wait_prints_the_diff_of_a_succeeded_refresh(api, kubeconfig):
@@ -170,13 +172,14 @@ async def test_wait_ignores_the_answer_to_an_earlier_token(api, kubeconfig):
 
 
 async def test_wait_times_out_with_exit_3_and_says_where_to_look(api, kubeconfig):
-    await create_toolserver(api, namespace="team-a")
+    team_a = await api.make_namespace("team-a")
+    await create_toolserver(api, namespace=team_a)
     code, out, err = await plugin("refresh", "toolserver/clickup", "--wait", "--timeout", "0.5",
-                                  "-n", "team-a", "--kubeconfig", kubeconfig)
+                                  "-n", team_a, "--kubeconfig", kubeconfig)
     assert code == 3
     assert "refresh requested" in out
     assert "timed out after 0.5s" in err
-    assert "kubectl describe toolserver clickup -n team-a" in err
+    assert f"kubectl describe toolserver clickup -n {team_a}" in err
 
 
 async def test_run_refresh_returns_the_outcome_for_callers(api, kubeconfig):
@@ -198,22 +201,23 @@ async def test_run_refresh_returns_the_outcome_for_callers(api, kubeconfig):
 
 
 async def test_namespace_comes_from_the_context_and_flags_work_before_the_subcommand(
-        api, tmp_path, monkeypatch):
-    await create_toolserver(api, namespace="team-a")
-    await create_toolserver(api, namespace="team-b")
-    path = api.write_kubeconfig(tmp_path / "config", namespace="team-a")
-    config = yaml.safe_load(path.read_text())
-    config["contexts"].append({"name": "other", "context": {
-        "cluster": "emulator", "user": "emulator", "namespace": "team-b"}})
-    path.write_text(yaml.safe_dump(config))
-    monkeypatch.setenv("KUBECONFIG", str(path))
+        api, kubeconfig, monkeypatch):
+    team_a, team_b = await api.make_namespace("team-a"), await api.make_namespace("team-b")
+    await create_toolserver(api, namespace=team_a)
+    await create_toolserver(api, namespace=team_b)
+    config = yaml.safe_load(kubeconfig.read_text())
+    context = config["contexts"][0]["context"]
+    context["namespace"] = team_a
+    config["contexts"].append({"name": "other", "context": {**context, "namespace": team_b}})
+    kubeconfig.write_text(yaml.safe_dump(config))
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
 
     assert (await plugin("refresh", "toolserver/clickup"))[0] == 0
-    assert c.ANN_REFRESH in annotations(api, namespace="team-a")
+    assert c.ANN_REFRESH in await annotations(api, namespace=team_a)
     assert (await plugin("--context", "other", "refresh", "toolserver/clickup"))[0] == 0
-    assert c.ANN_REFRESH in annotations(api, namespace="team-b")
-    code, _, err = await plugin("-n", "default", "refresh", "toolserver/clickup")
-    assert code == 4 and "not found in namespace 'default'" in err
+    assert c.ANN_REFRESH in await annotations(api, namespace=team_b)
+    code, _, err = await plugin("-n", api.ns, "refresh", "toolserver/clickup")
+    assert code == 4 and f"not found in namespace '{api.ns}'" in err
 
 
 # ---------------------------------------------------------------------------- tools
@@ -225,7 +229,7 @@ def cached_tools(count: int, description_size: int = 40) -> list[CachedTool]:
                        first_seen="2026-11-21T12:00:01Z") for i in range(count)]
 
 
-async def create_cache(api: ApiEmulator, owner: dict[str, Any], tools: list[CachedTool],
+async def create_cache(api: Any, owner: dict[str, Any], tools: list[CachedTool],
                        name: str | None = None) -> dict[str, Any]:
     meta = owner["metadata"]
     document = CacheDocument(
@@ -263,7 +267,7 @@ async def test_tools_reads_a_gzipped_cache_under_the_name_in_status(api, kubecon
     owner = await create_toolserver(api)
     rendered = await create_cache(api, owner, cached_tools(300, 2000), name="custom-cache")
     assert rendered.compressed
-    await api.patch_status(TOOLSERVERS, "default", "clickup", {"cache": {"configMap": "custom-cache"}})
+    await api.patch_status(TOOLSERVERS, api.ns, "clickup", {"cache": {"configMap": "custom-cache"}})
     code, out, _ = await plugin("tools", "mcpts/clickup", "--kubeconfig", kubeconfig)
     lines = out.splitlines()
     assert code == 0 and len(lines) == 301
@@ -292,11 +296,11 @@ async def test_tools_hides_deselected_tools_unless_all(api, kubeconfig):
 
 async def test_tools_without_a_cache_says_so_with_the_synced_condition(api, kubeconfig):
     await create_toolserver(api)
-    await api.patch_status(TOOLSERVERS, "default", "clickup", {"conditions": [{
+    await api.patch_status(TOOLSERVERS, api.ns, "clickup", {"conditions": [{
         "type": "Synced", "status": "False", "reason": "ServerUnavailable",
         "message": "connection refused", "lastTransitionTime": "2026-11-21T12:00:00Z"}]})
     code, out, err = await plugin("tools", "toolserver/clickup", "--kubeconfig", kubeconfig)
     assert code == 1 and out == ""
     assert err == ("error: toolserver/clickup has no tool cache yet (ConfigMap toolserver-clickup"
-                   " not found in namespace 'default'); Synced: False ServerUnavailable:"
+                   f" not found in namespace '{api.ns}'); Synced: False ServerUnavailable:"
                    " connection refused\n")

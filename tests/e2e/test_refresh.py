@@ -31,7 +31,7 @@ def answered(token):
 async def refresh(api, name, token, *, reason=None, force=None):
     annotations = {"toolcatalog.dev/refresh": token, "toolcatalog.dev/refresh-reason": reason,
                    "toolcatalog.dev/refresh-force": force}
-    await api.annotate(TS, "default", name, annotations)
+    await api.annotate(TS, api.ns, name, annotations)
 
 
 def by_name(entries):
@@ -68,7 +68,7 @@ async def test_refresh_reports_new_removed_changed_and_restored_tools(api, opera
         gone = by_name(obj["status"]["tools"])["tool_001"]
         assert gone["available"] is False and gone["removedAt"]
         assert obj["status"]["toolCount"] == 3
-        cached = by_name(tools_json(api.get(CM, "default", "toolserver-diff"))["tools"])
+        cached = by_name(tools_json(await api.get(CM, api.ns, "toolserver-diff"))["tools"])
         assert cached["tool_001"]["available"] is False and cached["tool_001"]["removedAt"] == gone["removedAt"]
         assert cached["tool_002"]["description"] == "Now also deletes everything."
 
@@ -80,8 +80,7 @@ async def test_refresh_reports_new_removed_changed_and_restored_tools(api, opera
     back = by_name(obj["status"]["tools"])["tool_001"]
     assert back["available"] is True and back["firstSeen"] == first_seen and "removedAt" not in back
     assert obj["status"]["toolCount"] == 4
-    events = await wait_until(lambda: [e for e in api.events("default", "diff") if e["reason"] == "ToolsChanged"],
-                              what="ToolsChanged events")
+    events = await waiter.events("diff", "ToolsChanged")
     assert "1 new (tool_003)" in events[0]["message"]
 
 
@@ -120,7 +119,7 @@ async def test_disabled_and_unselected_tools_stay_so_across_refreshes(api, opera
     assert entries["task_delete"]["selected"] is False and entries["task_delete"]["enabled"] is True
     assert entries["tool_000"]["enabled"] is True
     assert obj["status"]["toolCount"] == 2
-    cached = by_name(tools_json(api.get(CM, "default", "toolserver-settings"))["tools"])
+    cached = by_name(tools_json(await api.get(CM, api.ns, "toolserver-settings"))["tools"])
     assert cached["tool_001"]["enabled"] is False and cached["task_delete"]["selected"] is False
 
 
@@ -153,12 +152,12 @@ async def test_same_token_again_or_removed_annotation_does_nothing(api, operator
         await refresh(api, "idem", "once")
         obj = await waiter.status(TS, "idem", answered("once"), "refresh answered", operator=operator)
         calls = server.list_calls
-        await api.annotate(TS, "default", "idem", {"toolcatalog.dev/refresh": "once", "unrelated": "x"})
-        await api.annotate(TS, "default", "idem", {"toolcatalog.dev/refresh": None})
+        await api.annotate(TS, api.ns, "idem", {"toolcatalog.dev/refresh": "once", "unrelated": "x"})
+        await api.annotate(TS, api.ns, "idem", {"toolcatalog.dev/refresh": None})
         ticks = operator.log().count("Timer 'sync-when-due' succeeded")
         await wait_until(lambda: operator.log().count("Timer 'sync-when-due' succeeded") >= ticks + 6,
                          what="a few timer ticks", operator=operator)
-    after = api.get(TS, "default", "idem")
+    after = await api.get(TS, api.ns, "idem")
     assert after["status"]["lastRefresh"] == obj["status"]["lastRefresh"]
     assert after["status"]["lastSync"] == obj["status"]["lastSync"] and server.list_calls == calls
 
@@ -170,20 +169,20 @@ async def test_burst_of_refreshes_ends_with_the_last_answered(api, operator, wai
                             operator=operator)
         seen: list[str] = []
 
-        def record_answers():
-            token = ((api.get(TS, "default", "burst") or {}).get("status") or {}).get("lastRefresh", {}).get("token")
+        async def record_answers():
+            token = (((await api.get(TS, api.ns, "burst")) or {}).get("status") or {}).get("lastRefresh", {}).get("token")
             if token and (not seen or seen[-1] != token):
                 seen.append(token)
             return token == "b9"
 
         for index in range(10):
             await refresh(api, "burst", f"b{index}")
-            record_answers()
+            await record_answers()
             await asyncio.sleep(0.05)      # a user's burst: not instantaneous, not waiting
         await wait_until(record_answers, timeout=30, what="the last refresh answered", operator=operator)
     assert seen[-1] == "b9"
     assert seen == sorted(seen, key=lambda t: int(t[1:])), f"answered out of order: {seen}"
-    assert api.get(TS, "default", "burst")["status"]["lastRefresh"]["result"] == "Succeeded"
+    assert (await api.get(TS, api.ns, "burst"))["status"]["lastRefresh"]["result"] == "Succeeded"
 
 
 async def test_refresh_during_a_slow_sync_is_served_after_it(api, operator, waiter):
@@ -193,7 +192,7 @@ async def test_refresh_during_a_slow_sync_is_served_after_it(api, operator, wait
                             operator=operator)
         server.delay = 3
         calls = server.list_calls
-        await api.patch_spec(TS, "default", "busy", {"headers": {"X-Slow": "yes"}})   # a slow spec-change sync
+        await api.patch_spec(TS, api.ns, "busy", {"headers": {"X-Slow": "yes"}})   # a slow spec-change sync
         await asyncio.to_thread(server.wait_until, lambda s: s.list_calls > calls, 10)
         server.tools = make_tools(3)
         server.delay = 0
@@ -213,7 +212,7 @@ async def test_plugin_refresh_wait_and_tools_against_the_operator(api, operator,
         await waiter.status(TS, "plug", lambda o: condition(o, "Synced").get("status") == "True", "first sync",
                             operator=operator)
         server.tools = make_tools(3)
-        args = ["--kubeconfig", str(kubeconfig), "-n", "default"]
+        args = ["--kubeconfig", str(kubeconfig), "-n", api.ns]
         code = await asyncio.to_thread(plugin.main, ["refresh", "toolserver/plug", "--reason", "plugin test",
                                                      "--wait", "--timeout", "30", *args])
         out = capsys.readouterr().out
@@ -225,7 +224,7 @@ async def test_plugin_refresh_wait_and_tools_against_the_operator(api, operator,
     header, *rows = out.strip().splitlines()
     assert header.split()[:4] == ["NAME", "AVAILABLE", "ENABLED", "FIRST"]
     assert [row.split()[0] for row in rows] == ["tool_000", "tool_001", "tool_002"]
-    assert api.get(TS, "default", "plug")["status"]["lastRefresh"]["reason"] == "plugin test"
+    assert (await api.get(TS, api.ns, "plug"))["status"]["lastRefresh"]["reason"] == "plugin test"
 
 
 async def test_refreshes_of_different_resources_run_concurrently_up_to_the_limit(api, start_operator, waiter):

@@ -60,7 +60,7 @@ async def test_sync_writes_status_configmap_and_event(api, operator, waiter):
     assert not [k for k in obj["metadata"].get("annotations", {}) if "kopf.zalando.org" in k]
     assert not obj["metadata"].get("finalizers")
 
-    cm = api.get(CM, "default", "toolserver-tasks")
+    cm = await api.get(CM, api.ns, "toolserver-tasks")
     labels = cm["metadata"]["labels"]
     assert labels == {"app.kubernetes.io/managed-by": "toolcatalog", "toolcatalog.dev/kind": "ToolServer",
                       "toolcatalog.dev/name": "tasks"}
@@ -73,7 +73,7 @@ async def test_sync_writes_status_configmap_and_event(api, operator, waiter):
         "ToolServer", "tasks", obj["metadata"]["uid"], True)
     assert "binaryData" not in cm or not cm["binaryData"]
     doc = tools_json(cm)
-    assert doc["source"] == {"kind": "ToolServer", "namespace": "default", "name": "tasks", "url": server.url}
+    assert doc["source"] == {"kind": "ToolServer", "namespace": api.ns, "name": "tasks", "url": server.url}
     assert doc["server"]["name"] == "tasks-mcp"
     assert [t["name"] for t in doc["tools"]] == ["tool_000", "tool_001", "tool_002"]
     first, second = doc["tools"][0], doc["tools"][1]
@@ -83,8 +83,7 @@ async def test_sync_writes_status_configmap_and_event(api, operator, waiter):
     assert {"title", "outputSchema", "annotations", "available", "enabled", "schemaHash", "firstSeen",
             "removedAt"} <= set(first)
 
-    events = await wait_until(lambda: [e for e in api.events("default", "tasks") if e["reason"] == "Synced"],
-                              what="a Synced event")
+    events = await waiter.events("tasks", "Synced")
     assert events[0]["type"] == "Normal" and "3 usable tools" in events[0]["message"]
 
 
@@ -107,8 +106,8 @@ async def test_bearer_token_from_secret_never_leaks(api, operator, waiter):
         assert server.last_headers.get("authorization") == f"Bearer {token}"
     assert [t["name"] for t in obj["status"]["tools"]] == ["private_000", "private_001"]
     encoded = base64.b64encode(token.encode()).decode()
-    everything = json.dumps([api.get(TS, "default", "private"), api.get(CM, "default", "toolserver-private"),
-                             api.events("default")])
+    everything = json.dumps([await api.get(TS, api.ns, "private"), await api.get(CM, api.ns, "toolserver-private"),
+                             await api.events(api.ns)])
     assert token not in everything and encoded not in everything
     assert token not in operator.log() and encoded not in operator.log()
 
@@ -124,24 +123,22 @@ async def test_server_down_then_up_recovers(api, operator, waiter):
         assert (ready["status"], ready["reason"]) == ("False", "NoCache")
         assert "retrying in" in condition(obj, "Synced")["message"]
         assert obj["status"]["lastSync"]["error"]["reason"] == "ServerUnavailable"
-        assert api.get(CM, "default", "toolserver-flaky") is None
-        warnings = await wait_until(lambda: [e for e in api.events("default", "flaky") if e["type"] == "Warning"],
-                                    what="a SyncFailed event")
-        assert warnings[0]["reason"] == "SyncFailed"
+        assert await api.get(CM, api.ns, "toolserver-flaky") is None
+        failed = await waiter.events("flaky", "SyncFailed", operator=operator)
+        assert failed[0]["type"] == "Warning"
     with server:   # the server comes up on that port: the backoff retry picks it up
         obj = await waiter.status(TS, "flaky", synced, "recovery", timeout=30, operator=operator)
     assert obj["status"]["phase"] == "Ready" and obj["status"]["lastSync"]["trigger"] == "schedule"
-    await wait_until(lambda: [e for e in api.events("default", "flaky") if e["reason"] == "Recovered"],
-                     what="a Recovered event")
+    await waiter.events("flaky", "Recovered")
 
 
 async def test_failed_sync_keeps_previous_cache_and_status(api, operator, waiter):
     with McpTestServer(tools=make_tools(4)) as server:
         await api.create(toolserver("keep", server.url))
         before = await waiter.status(TS, "keep", synced, "first sync", operator=operator)
-        cm_before = api.get(CM, "default", "toolserver-keep")
+        cm_before = await api.get(CM, api.ns, "toolserver-keep")
         server.mode = "garbage"
-        await api.patch_spec(TS, "default", "keep", {"headers": {"X-Tenant": "team-a"}})
+        await api.patch_spec(TS, api.ns, "keep", {"headers": {"X-Tenant": "team-a"}})
         after = await waiter.status(TS, "keep", synced_reason("ProtocolError"), "ProtocolError",
                                     operator=operator)
     assert after["status"]["tools"] == before["status"]["tools"]
@@ -151,7 +148,7 @@ async def test_failed_sync_keeps_previous_cache_and_status(api, operator, waiter
     ready = condition(after, "Ready")
     assert (ready["status"], ready["reason"]) == ("True", "CacheStale")
     assert ready["lastTransitionTime"] == condition(before, "Ready")["lastTransitionTime"]
-    cm_after = api.get(CM, "default", "toolserver-keep")
+    cm_after = await api.get(CM, api.ns, "toolserver-keep")
     assert cm_after["data"] == cm_before["data"]
     assert cm_after["metadata"]["annotations"] == cm_before["metadata"]["annotations"]
 
@@ -173,21 +170,21 @@ async def test_ttl_expiry_resyncs_on_schedule(api, operator, waiter):
                                   "resync after ttlSeconds", timeout=20, operator=operator)
     assert obj["status"]["lastSync"]["trigger"] == "schedule"
     assert obj["status"]["cache"]["cachedAt"] >= first["status"]["cache"]["cachedAt"]
-    assert [t["name"] for t in tools_json(api.get(CM, "default", "toolserver-ttl"))["tools"]] == [
+    assert [t["name"] for t in tools_json(await api.get(CM, api.ns, "toolserver-ttl"))["tools"]] == [
         "tool_000", "tool_001", "tool_002"]
-    changed = await wait_until(lambda: [e for e in api.events("default", "ttl") if e["reason"] == "ToolsChanged"],
-                               what="a ToolsChanged event")
+    changed = await waiter.events("ttl", "ToolsChanged")
     assert "1 new (tool_002)" in changed[0]["message"]
 
 
 async def test_invalid_spec_is_reported_then_fixed(api, operator, waiter):
     with McpTestServer() as server:
-        await api.create(toolserver("bad", "ftp://127.0.0.1/mcp"))
+        # The CRD's schema admits this URL (a real server refuses ftp:// at admission); the operator does not.
+        await api.create(toolserver("bad", "http://user:pass@127.0.0.1/mcp"))
         obj = await waiter.status(TS, "bad", synced_reason("InvalidSpec"), "InvalidSpec", operator=operator)
         message = condition(obj, "Synced")["message"]
-        assert "spec.url" in message
+        assert "spec.url" in message and "pass" not in message
         assert "nextSyncAt" not in obj["status"] and obj["status"]["phase"] == "Failed"
-        await api.patch_spec(TS, "default", "bad", {"url": server.url})
+        await api.patch_spec(TS, api.ns, "bad", {"url": server.url})
         obj = await waiter.status(TS, "bad", synced, "fixed spec syncs", operator=operator)
     assert obj["status"]["observedGeneration"] == 2 and obj["status"]["lastSync"]["trigger"] == "update"
     assert obj["status"]["consecutiveFailures"] == 0
@@ -197,7 +194,7 @@ async def test_suspend_stops_syncing(api, operator, waiter):
     with McpTestServer() as server:
         await api.create(toolserver("paused", server.url, sync={"ttlSeconds": 1}))
         await waiter.status(TS, "paused", synced, "first sync", operator=operator)
-        await api.patch_spec(TS, "default", "paused", {"sync": {"suspend": True, "ttlSeconds": 1}})
+        await api.patch_spec(TS, api.ns, "paused", {"sync": {"suspend": True, "ttlSeconds": 1}})
         obj = await waiter.status(TS, "paused", lambda o: o["status"]["phase"] == "Suspended", "Suspended",
                                   operator=operator)
         calls = server.list_calls
@@ -207,7 +204,7 @@ async def test_suspend_stops_syncing(api, operator, waiter):
         assert server.list_calls == calls
     ready = condition(obj, "Ready")
     assert (ready["status"], ready["reason"]) == ("True", "Suspended")
-    assert api.get(CM, "default", "toolserver-paused") is not None
+    assert await api.get(CM, api.ns, "toolserver-paused") is not None
 
 
 async def test_operator_restart_resyncs_on_resume(api, operator, waiter):
@@ -222,12 +219,12 @@ async def test_operator_restart_resyncs_on_resume(api, operator, waiter):
 
 async def test_foreign_configmap_is_never_overwritten(api, operator, waiter):
     await api.create({"apiVersion": "v1", "kind": "ConfigMap",
-                      "metadata": {"name": "toolserver-taken", "namespace": "default"}, "data": {"mine": "yes"}})
+                      "metadata": {"name": "toolserver-taken", "namespace": api.ns}, "data": {"mine": "yes"}})
     with McpTestServer() as server:
         await api.create(toolserver("taken", server.url))
         obj = await waiter.status(TS, "taken", synced_reason("CacheConflict"), "CacheConflict", operator=operator)
     assert "spec.cache.configMapName" in condition(obj, "Synced")["message"]
-    assert api.get(CM, "default", "toolserver-taken")["data"] == {"mine": "yes"}
+    assert (await api.get(CM, api.ns, "toolserver-taken"))["data"] == {"mine": "yes"}
 
 
 async def test_large_catalog_is_gzipped_and_custom_name_used(api, operator, waiter):
@@ -238,7 +235,7 @@ async def test_large_catalog_is_gzipped_and_custom_name_used(api, operator, wait
         await api.create(toolserver("big", server.url, cache={"configMapName": "big-tools"}))
         obj = await waiter.status(TS, "big", synced, "Synced=True", operator=operator)
     assert obj["status"]["cache"]["configMap"] == "big-tools"
-    cm = api.get(CM, "default", "big-tools")
+    cm = await api.get(CM, api.ns, "big-tools")
     assert not (cm.get("data") or {}).get("tools.json")
     doc = tools_json(cm)
     assert len(doc["tools"]) == 400 and doc["tools"][5]["description"] == tools[5]["description"]
@@ -251,7 +248,7 @@ async def test_secret_missing_is_reported(api, operator, waiter):
         obj = await waiter.status(TS, "nosecret", synced_reason("SecretNotFound"), "SecretNotFound",
                                   operator=operator)
     assert "absent" in condition(obj, "Synced")["message"]
-    assert api.get(SECRETS, "default", "absent") is None
+    assert await api.get(SECRETS, api.ns, "absent") is None
 
 
 async def test_deleting_a_resource_stops_its_timer_and_needs_no_finalizer(api, operator, waiter):
@@ -260,14 +257,14 @@ async def test_deleting_a_resource_stops_its_timer_and_needs_no_finalizer(api, o
         await api.create(toolserver("gone", server.url))
         for name in ("stays", "gone"):
             await waiter.status(TS, name, synced, f"{name} synced", operator=operator)
-        assert not api.get(TS, "default", "gone")["metadata"].get("finalizers")
-        await api.delete(TS, "default", "gone")
-        assert api.get(TS, "default", "gone") is None      # gone at once: nothing blocks deletion
+        assert not (await api.get(TS, api.ns, "gone"))["metadata"].get("finalizers")
+        await api.delete(TS, api.ns, "gone")
+        assert await api.get(TS, api.ns, "gone") is None      # gone at once: nothing blocks deletion
 
         def ticks(name):
-            return operator.log().count(f"[default/{name}] Timer 'sync-when-due' is invoked")
+            return operator.log().count(f"[{api.ns}/{name}] Timer 'sync-when-due' is invoked")
 
-        await wait_until(lambda: "[default/gone] Timer 'sync-when-due' stopped." in operator.log(),
+        await wait_until(lambda: f"[{api.ns}/gone] Timer 'sync-when-due' stopped." in operator.log(),
                          what="the deleted resource's timer to end", operator=operator)
         assert "Will escalate" not in operator.log()
         gone_ticks = ticks("gone")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import signal
 import subprocess
@@ -60,20 +61,25 @@ class OperatorProcess:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
-def toolserver(name: str, url: str, namespace: str = "default", annotations: dict[str, str] | None = None,
+def _metadata(name: str, namespace: str | None, **extra: Any) -> dict[str, Any]:
+    """Object metadata; without a namespace the test's client puts the object in its own."""
+    return {"name": name, **({"namespace": namespace} if namespace else {}), **extra}
+
+
+def toolserver(name: str, url: str, namespace: str | None = None, annotations: dict[str, str] | None = None,
                **spec: Any) -> dict[str, Any]:
     return {"apiVersion": c.API_VERSION, "kind": c.KIND_TOOLSERVER,
-            "metadata": {"name": name, "namespace": namespace, "annotations": annotations or {}},
+            "metadata": _metadata(name, namespace, annotations=annotations or {}),
             "spec": {"url": url, **spec}}
 
 
-def connectorconfig(name: str, namespace: str = "default", **spec: Any) -> dict[str, Any]:
+def connectorconfig(name: str, namespace: str | None = None, **spec: Any) -> dict[str, Any]:
     return {"apiVersion": c.API_VERSION, "kind": c.KIND_CONNECTORCONFIG,
-            "metadata": {"name": name, "namespace": namespace}, "spec": spec}
+            "metadata": _metadata(name, namespace), "spec": spec}
 
 
-def secret(name: str, data: dict[str, str], namespace: str = "default") -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": namespace},
+def secret(name: str, data: dict[str, str], namespace: str | None = None) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": _metadata(name, namespace),
             "type": "Opaque", "stringData": data}
 
 
@@ -86,10 +92,13 @@ def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any]:
 
 async def wait_until(check: Callable[[], Any], timeout: float = 20.0, what: str = "condition",
                      operator: OperatorProcess | None = None) -> Any:
-    """Poll `check` until it returns something truthy; fail with the operator's log tail on timeout."""
+    """Poll `check` (sync or async) until it returns something truthy; fail with the operator's log
+    tail on timeout, or at once if the operator exited."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         value = check()
+        if inspect.isawaitable(value):
+            value = await value
         if value:
             return value
         if operator is not None and operator.process is not None and operator.process.poll() is not None:
