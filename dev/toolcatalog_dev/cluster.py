@@ -93,8 +93,15 @@ class Cluster:
     async def request(self, method: str, path: str, payload: Any = None,
                       content_type: str = "application/json", params: dict[str, str] | None = None) -> Any:
         """One request; the decoded JSON answer, or ApiError unless 2xx."""
-        response = await self._client.request(method, path, json=payload, params=params,
-                                              headers={"Content-Type": content_type})
+        for attempt in (1, 2):
+            try:
+                response = await self._client.request(method, path, json=payload, params=params,
+                                                      headers={"Content-Type": content_type})
+                break
+            except (httpx2.RemoteProtocolError, httpx2.ConnectError):
+                # A pooled connection to an API server that restarted since: it never saw the request.
+                if attempt == 2:
+                    raise
         try:
             body = response.json()
         except ValueError:

@@ -25,6 +25,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -82,9 +83,11 @@ class Process:
     popen: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Process:
+        # PR_SET_PDEATHSIG fires when the forking *thread* ends: only tie children to the main thread.
+        tie = _die_with_parent if threading.current_thread() is threading.main_thread() else None
         with self.log_path.open("ab") as out:
             self.popen = subprocess.Popen(self.args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                          start_new_session=True, preexec_fn=_die_with_parent)
+                                          start_new_session=True, preexec_fn=tie)
         return self
 
     @property

@@ -51,3 +51,8 @@ def set_condition(
     if previous is None:
         return [*conditions, updated]
     return [updated if cond.type == type_ else cond for cond in conditions]
+
+
+def remove_condition(conditions: Sequence[Condition], type_: str) -> list[Condition]:
+    """Return a new list without `type_` (abnormal-true conditions are absent when not true)."""
+    return [cond for cond in conditions if cond.type != type_]

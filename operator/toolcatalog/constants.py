@@ -54,6 +54,9 @@ MAX_PAGES = 1000
 COND_READY = "Ready"
 COND_SYNCED = "Synced"
 COND_REFRESHED = "Refreshed"
+# kstatus' abnormal-true condition (Flux, kpt): present, True, only while no retry can succeed
+# without someone changing the spec, a Secret, the server or the operator's settings.
+COND_STALLED = "Stalled"
 
 # Phases.
 PHASE_PENDING = "Pending"
@@ -85,6 +88,10 @@ SYNC_FAILURE_REASONS = (
     REASON_INVALID_SPEC, REASON_SECRET_NOT_FOUND, REASON_TOOLSERVER_NOT_FOUND,
     REASON_EGRESS_DENIED, REASON_CACHE_TOO_LARGE, REASON_CACHE_CONFLICT,
 )
+
+# Failures that retrying alone cannot fix: they make the resource Stalled (kstatus: Failed).
+STALLED_REASONS = (REASON_INVALID_SPEC, REASON_AUTH_FAILED, REASON_EGRESS_DENIED, REASON_CACHE_TOO_LARGE,
+                   REASON_CACHE_CONFLICT)
 
 # Refreshed reasons.
 REASON_REFRESH_SUCCEEDED = "RefreshSucceeded"

@@ -13,7 +13,7 @@ from typing import Any
 
 from . import constants as c
 from .catalog import CatalogDiff, cut
-from .conditions import rfc3339, set_condition
+from .conditions import remove_condition, rfc3339, set_condition
 from .models import CacheStatus, ErrorInfo, LastRefresh, LastSync, ServerInfo, Status, ToolStatus
 
 # Retry delays after a failed sync, by reason. None: do not retry until something changes
@@ -107,6 +107,7 @@ def after_success(prev: Status, outcome: SyncSuccess, *, generation: int | None,
         message=f"listed {outcome.tools_listed} tools from {outcome.url} in "
                 f"{status.last_sync.duration_ms} ms",
         generation=generation, now=now)
+    status.conditions = remove_condition(status.conditions, c.COND_STALLED)
     return status
 
 
@@ -139,6 +140,13 @@ def after_failure(prev: Status, outcome: SyncFailure, *, generation: int | None,
     status.conditions = set_condition(
         status.conditions, type_=c.COND_SYNCED, status=False, reason=outcome.error.reason,
         message=outcome.error.message + retry_text, generation=generation, now=now)
+    if outcome.error.reason in c.STALLED_REASONS:
+        status.conditions = set_condition(
+            status.conditions, type_=c.COND_STALLED, status=True, reason=outcome.error.reason,
+            message=f"syncing cannot succeed until this is fixed: {outcome.error.message}",
+            generation=generation, now=now)
+    else:
+        status.conditions = remove_condition(status.conditions, c.COND_STALLED)
     return status
 
 
@@ -156,6 +164,7 @@ def after_suspend(prev: Status, *, generation: int | None, now: datetime,
     status.conditions = set_condition(
         status.conditions, type_=c.COND_READY, status=cached, reason=c.REASON_SUSPENDED,
         message=message, generation=generation, now=stamp)
+    status.conditions = remove_condition(status.conditions, c.COND_STALLED)
     return status
 
 

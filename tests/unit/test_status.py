@@ -113,3 +113,22 @@ def test_refresh_record_cuts_long_lists_and_keeps_counts():
 ])
 def test_merge_patch(old, new, expected):
     assert merge_patch(old, new) == expected
+
+
+@pytest.mark.parametrize("reason", c.STALLED_REASONS)
+def test_a_failure_no_retry_can_fix_is_stalled_until_a_sync_succeeds(reason):
+    failed = after_failure(Status(), failure(T0, reason), generation=1)
+    stalled = get_condition(failed.conditions, "Stalled")
+    assert (stalled.status, stalled.reason) == ("True", reason)
+    assert stalled.message.startswith("syncing cannot succeed until this is fixed: ")
+    recovered = after_success(failed, success(T0 + timedelta(minutes=1)), generation=2)
+    assert get_condition(recovered.conditions, "Stalled") is None
+
+
+@pytest.mark.parametrize("reason", [c.REASON_SERVER_UNAVAILABLE, c.REASON_TIMEOUT, c.REASON_SECRET_NOT_FOUND,
+                                    c.REASON_TOOLSERVER_NOT_FOUND, c.REASON_PROTOCOL_ERROR])
+def test_a_failure_a_retry_may_fix_is_not_stalled(reason):
+    stalled = after_failure(Status(), failure(T0, c.REASON_INVALID_SPEC), generation=1)
+    transient = after_failure(stalled, failure(T0 + timedelta(minutes=1), reason), generation=2)
+    assert get_condition(transient.conditions, "Stalled") is None
+    assert get_condition(after_suspend(stalled, generation=2, now=T0).conditions, "Stalled") is None

@@ -6,12 +6,12 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
 )
 
@@ -20,19 +20,22 @@ func main() {
 	if err != nil {
 		fail(err)
 	}
-	var obj map[string]interface{}
-	if err := json.Unmarshal(raw, &obj); err != nil {
+	// The unstructured JSON scheme keeps integers as int64, as kstatus expects.
+	decoded, err := runtime.Decode(unstructured.UnstructuredJSONScheme, raw)
+	if err != nil {
 		fail(err)
 	}
-	items := []map[string]interface{}{obj}
-	if list, ok := obj["items"].([]interface{}); ok {
-		items = items[:0]
-		for _, item := range list {
-			items = append(items, item.(map[string]interface{}))
-		}
+	var items []unstructured.Unstructured
+	switch obj := decoded.(type) {
+	case *unstructured.UnstructuredList:
+		items = obj.Items
+	case *unstructured.Unstructured:
+		items = []unstructured.Unstructured{*obj}
+	default:
+		fail(fmt.Errorf("unexpected object %T", decoded))
 	}
-	for _, item := range items {
-		u := &unstructured.Unstructured{Object: item}
+	for i := range items {
+		u := &items[i]
 		result, err := status.Compute(u)
 		if err != nil {
 			fail(err)
