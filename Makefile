@@ -62,3 +62,7 @@ bench: $(STAMP) ## Run the benchmarks and print figures
 .PHONY: clean
 clean: ## Remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache build dist operator/*.egg-info
+
+.PHONY: image
+image: ## Build the container image with podman (cached)
+	bash test/image/build.sh
