@@ -6,7 +6,7 @@
 #
 # Two stages on the same base: `build` makes wheels for the dependencies and for the package and
 # installs them into a virtual environment at /opt/toolcatalog; the runtime stage gets only that
-# venv (no pip, no wheels, no compiler, no sources, no tests, no dev/ package) and runs as 10001:10001.
+# venv (without pip; no wheels, compiler, sources, tests or dev/ package) and runs as 10001:10001.
 # Works with either base: python3 is /usr/local/bin/python3 in the official image and
 # /usr/bin/python3 (with python3-venv) in Debian's, and the venv points at the base's own.
 #
@@ -46,6 +46,7 @@ print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependenc
 # 2. The package itself, offline (its build backend comes from /wheels), into the same venv; then the
 #    venv loses pip and setuptools, which the operator does not use, and the kubernetes client's
 #    asyncio copy (kubernetes.aio, ~70 MB of generated code) when nothing installed imports it.
+#    Last, the entry points and the handlers (what `toolcatalog run` loads) must import.
 COPY README.md ./
 COPY operator/toolcatalog ./operator/toolcatalog
 RUN set -eu; \
@@ -59,8 +60,9 @@ RUN set -eu; \
        || grep -rlE --include='*.py' --exclude-dir=aio 'from [.]+ ?(import )?aio\b' "$site/kubernetes" | grep -q .; \
     then echo "kubernetes.aio is imported: kept"; \
     else rm -rf "$site/kubernetes/aio"; fi; \
-    /opt/toolcatalog/bin/toolcatalog --help > /dev/null; \
-    /opt/toolcatalog/bin/python -c 'import kubernetes, toolcatalog.handlers, toolcatalog.plugin'
+    /opt/toolcatalog/bin/python -c 'import importlib.metadata as md, toolcatalog.handlers; \
+[ep.load() for ep in md.distribution("toolcatalog").entry_points if ep.group == "console_scripts"]'; \
+    /opt/toolcatalog/bin/toolcatalog --help > /dev/null
 
 # --------------------------------------------------------------------------------------------- runtime
 FROM ${BASE_IMAGE}
@@ -73,6 +75,8 @@ RUN groupadd --system --gid 10001 toolcatalog \
 
 COPY --from=build /opt/toolcatalog /opt/toolcatalog
 
+# Bytecode was compiled at install time (the root filesystem is read-only at run time); HOME and
+# TMPDIR point at /tmp, the one writable path, for anything that wants a home or temporary files.
 ENV PATH=/opt/toolcatalog/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

@@ -16,14 +16,16 @@ import time
 import tracemalloc
 from pathlib import Path
 
-from tests.support.k8s import CM, TS, OperatorProcess, condition, toolserver
-from tests.support.mcpservers import McpTestServer, make_tools
-from toolcatalog.cachemap import render_cache
-from toolcatalog.catalog import merge_catalog
-from toolcatalog.emulator import ApiEmulator
-from toolcatalog.httppool import HttpPool
-from toolcatalog.mcpfetch import Endpoint, fetch_catalog
-from toolcatalog.models import CacheDocument, CacheSource, ServerInfo, ToolSelector
+from tests.support.k8s import CM, TS, condition, toolserver
+from toolcatalog.api.endpoint import Endpoint
+from toolcatalog.api.models import CacheDocument, CacheSource, ServerInfo, ToolSelector
+from toolcatalog.mcp.fetch import fetch_catalog
+from toolcatalog.mcp.pool import HttpPool
+from toolcatalog.reconcile.cachedoc import render_cache
+from toolcatalog.reconcile.catalog import merge_catalog
+from toolcatalog_dev.emulator import ApiEmulator
+from toolcatalog_dev.mcpserver import McpTestServer, make_tools
+from toolcatalog_dev.operatorproc import OperatorProcess
 
 
 def figures(label: str, samples_ms: list[float]) -> None:

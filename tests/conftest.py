@@ -22,8 +22,9 @@ from typing import Any
 
 import pytest
 
-from tests.support.k8s import CC, TS, OperatorProcess, wait_until
+from tests.support.k8s import CC, TS, wait_until
 from toolcatalog_dev.cluster import ApiError, Cluster
+from toolcatalog_dev.operatorproc import OperatorProcess
 
 REPO = Path(__file__).resolve().parents[1]
 BACKENDS = ("emulator", "cluster")
@@ -126,7 +127,7 @@ class E2eApi(Cluster):
 async def api(backend: str, cluster_session: ClusterSession | None,
               request: pytest.FixtureRequest) -> AsyncIterator[E2eApi]:
     if backend == "emulator":
-        from toolcatalog.emulator import ApiEmulator
+        from toolcatalog_dev.emulator import ApiEmulator
 
         async with ApiEmulator() as emulator:
             client = E2eApi(emulator.url, namespace="default")
@@ -183,8 +184,8 @@ def start_operator(operator_kubeconfig: Path, tmp_path: Path) -> Iterator[Callab
     started: list[OperatorProcess] = []
 
     def start(extra_env: dict[str, str] | None = None, args: list[str] | None = None) -> OperatorProcess:
-        proc = OperatorProcess(operator_kubeconfig, tmp_path / f"operator-{len(started)}.log", extra_env,
-                               args).start()
+        proc = OperatorProcess(operator_kubeconfig, tmp_path / f"operator-{len(started)}.log", env=extra_env,
+                               args=["--verbose", *(args or [])]).start()
         started.append(proc)
         return proc
 

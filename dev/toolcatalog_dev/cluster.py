@@ -8,14 +8,10 @@ has its own on a real server).
 
 from __future__ import annotations
 
-import asyncio
 import ssl
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx2
-
-_T = TypeVar("_T")
 
 # Kinds whose plural is not lower(kind) + "s", and resources that are not namespaced.
 _PLURALS = {"Endpoints": "endpoints", "NetworkPolicy": "networkpolicies", "Ingress": "ingresses",
@@ -184,18 +180,3 @@ class Cluster:
             except ApiError as error:
                 if error.status != 404:
                     raise
-
-
-async def wait_for(check: Callable[[], Awaitable[_T] | _T], *, timeout: float = 20.0, what: str = "condition",
-                   interval: float = 0.05) -> _T:
-    """The first truthy value of `check()` (sync or async); TimeoutError naming `what` after `timeout`."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = check()
-        if asyncio.iscoroutine(value) or isinstance(value, asyncio.Future):
-            value = await value
-        if value:
-            return value  # type: ignore[return-value]
-        if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}")
-        await asyncio.sleep(interval)

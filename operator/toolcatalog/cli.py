@@ -1,4 +1,8 @@
-"""`toolcatalog run` (the operator, kopf's usual flags) and `toolcatalog demo`."""
+"""`toolcatalog run`: the operator. (`toolcatalog demo` runs the demo when the dev tools are installed.)
+
+The command line is parsed once into an `OperatorConfig`, which is passed to everything that needs
+it. A few flags take their default from an environment variable, read here and only here.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +11,25 @@ import asyncio
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+
+from .config import DEFAULT_EGRESS_DENY, OperatorConfig
 
 # Loggers that could see credentials or full bodies at DEBUG stay at INFO whatever --debug says.
 QUIET_LOGGERS = ("kubernetes", "urllib3", "httpcore", "httpcore2", "httpx", "httpx2", "hpack")
 
 
-def _run_parser(sub: argparse._SubParsersAction) -> None:
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
+def _run_parser(sub: argparse._SubParsersAction, env: Mapping[str, str]) -> None:
+    def default(name: str, fallback: str) -> str:
+        return env.get(f"TOOLCATALOG_{name}", fallback)
+
     run = sub.add_parser("run", help="run the operator against the cluster in KUBECONFIG or in-cluster config")
     scope = run.add_mutually_exclusive_group()
-    scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace")
+    scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace (the default)")
     scope.add_argument("-n", "--namespace", action="append", default=[], metavar="NS",
                        help="watch this namespace (repeatable; globs allowed)")
     run.add_argument("--standalone", action="store_true", help="no peering: do not coordinate with other operators")
@@ -26,72 +39,70 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--debug", action="store_true", help="same as --verbose")
     run.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
     run.add_argument("--context", default=None, help="kubeconfig context to use")
-    run.add_argument("--max-concurrent-syncs", type=int, default=None, metavar="N",
-                     help="syncs of different resources running at once (default 10)")
-    run.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
+    run.add_argument("--max-concurrent-syncs", type=int, metavar="N",
+                     default=int(default("MAX_CONCURRENT_SYNCS", "10")),
+                     help="syncs running at once, across resources (default 10; env TOOLCATALOG_MAX_CONCURRENT_SYNCS)")
+    run.add_argument("--max-listeners", type=int, metavar="N", default=int(default("MAX_LISTENERS", "500")),
+                     help="long-lived sessions listening for tool-list changes, at most (default 500; "
+                          "env TOOLCATALOG_MAX_LISTENERS)")
+    run.add_argument("--metrics-port", type=int, metavar="PORT", default=int(default("METRICS_PORT", "0")) or None,
                      help="serve Prometheus metrics on this port (/metrics); off by default")
-    run.add_argument("--metrics-address", default=None, metavar="ADDR",
+    run.add_argument("--metrics-address", metavar="ADDR", default=default("METRICS_ADDRESS", "0.0.0.0"),
                      help="address the metrics server listens on (default 0.0.0.0)")
-    run.add_argument("--timer-interval", type=float, default=None, metavar="SECONDS",
-                     help="how often each resource checks whether a scheduled sync is due (default 10)")
+    run.add_argument("--egress-deny", metavar="CIDRS", type=_csv,
+                     default=_csv(default("EGRESS_DENY", ",".join(DEFAULT_EGRESS_DENY))),
+                     help="comma-separated networks the operator never connects to (default: link-local, "
+                          "i.e. cloud metadata; env TOOLCATALOG_EGRESS_DENY; empty: none)")
+    run.add_argument("--egress-allow", metavar="CIDRS", type=_csv, default=_csv(default("EGRESS_ALLOW", "")),
+                     help="if set, the only networks the operator may connect to (env TOOLCATALOG_EGRESS_ALLOW)")
+    run.add_argument("--kube-qps", type=float, default=float(default("KUBE_QPS", "50")), metavar="QPS",
+                     help="requests a second the operator makes to the API server, on average (default 50)")
+    run.add_argument("--kube-burst", type=int, default=int(default("KUBE_BURST", "100")), metavar="N",
+                     help="requests it may make at once above that rate (default 100)")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="toolcatalog", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    _run_parser(sub)
+    _run_parser(sub, os.environ if env is None else env)
     demo = sub.add_parser("demo", help="run a self-contained demo: emulated API server, demo MCP server, operator")
     demo.add_argument("--keep-running", action="store_true", help="keep everything running after the demo")
     return parser
 
 
-class TimerEndFilter(logging.Filter):
-    """kopf warns "is cancelled. Will escalate." when a timer ends itself, which ours does on purpose
-    once its resource is deleted (handlers/resources.py): say that plainly, at DEBUG."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if not message.endswith("Timer 'sync-when-due' is cancelled. Will escalate."):
-            return True
-        record.msg, record.args = message.replace("is cancelled. Will escalate.", "stopped."), ()
-        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
-        return logging.getLogger().isEnabledFor(logging.DEBUG)
+def config_from(args: argparse.Namespace) -> OperatorConfig:
+    clusterwide = args.all_namespaces or not args.namespace
+    return OperatorConfig(
+        namespaces=() if clusterwide else tuple(args.namespace), standalone=args.standalone, context=args.context,
+        max_concurrent_syncs=args.max_concurrent_syncs, max_listeners=args.max_listeners,
+        metrics_port=args.metrics_port, metrics_address=args.metrics_address, liveness=args.liveness,
+        egress_deny=tuple(args.egress_deny), egress_allow=tuple(args.egress_allow),
+        kube_qps=args.kube_qps, kube_burst=args.kube_burst, verbose=args.verbose or args.debug, quiet=args.quiet)
 
 
-def configure_logging(*, verbose: bool, quiet: bool) -> None:
+def configure_logging(config: OperatorConfig) -> None:
     import kopf
 
-    kopf.configure(debug=verbose, verbose=verbose, quiet=quiet, log_prefix=True)  # "[namespace/name] ..."
+    kopf.configure(debug=config.verbose, verbose=config.verbose, quiet=config.quiet, log_prefix=True)
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(max(logging.INFO, logging.getLogger().level))
-    logging.getLogger("kopf.objects").addFilter(TimerEndFilter())
 
 
-def run_operator(args: argparse.Namespace) -> int:
-    # Settings travel by environment so that handler modules read them at import.
-    if args.context:
-        os.environ["TOOLCATALOG_CONTEXT"] = args.context
-    if args.max_concurrent_syncs is not None:
-        os.environ["TOOLCATALOG_MAX_CONCURRENT_SYNCS"] = str(args.max_concurrent_syncs)
-    if args.metrics_port is not None:
-        os.environ["TOOLCATALOG_METRICS_PORT"] = str(args.metrics_port)
-    if args.metrics_address is not None:
-        os.environ["TOOLCATALOG_METRICS_ADDRESS"] = args.metrics_address
-    if args.timer_interval is not None:
-        os.environ["TOOLCATALOG_TIMER_INTERVAL"] = str(args.timer_interval)
-    configure_logging(verbose=args.verbose or args.debug, quiet=args.quiet)
+def run_operator(config: OperatorConfig) -> int:
+    configure_logging(config)
 
     import kopf
 
-    import toolcatalog.handlers  # noqa: F401  (registers the handlers)
+    from .handlers import build_registry
 
-    clusterwide = args.all_namespaces or not args.namespace
     try:
         asyncio.run(kopf.operator(
-            standalone=args.standalone,
-            clusterwide=clusterwide,
-            namespaces=() if clusterwide else args.namespace,
-            liveness_endpoint=args.liveness,
+            registry=build_registry(config),
+            standalone=config.standalone,
+            clusterwide=not config.namespaces,
+            namespaces=config.namespaces,
+            liveness_endpoint=config.liveness,
+            memo=kopf.Memo(),
         ))
     except KeyboardInterrupt:
         return 130
@@ -101,10 +112,14 @@ def run_operator(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "run":
-        return run_operator(args)
+        return run_operator(config_from(args))
     if args.command == "demo":
-        from .demo import run_demo
-
+        try:
+            from toolcatalog_dev.demo import run_demo
+        except ImportError:
+            print("toolcatalog demo needs the development tools: run it from a clone with `make demo`",
+                  file=sys.stderr)
+            return 2
         return run_demo(keep_running=args.keep_running)
     return 2
 

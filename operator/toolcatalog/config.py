@@ -1,41 +1,31 @@
-"""Operator settings from the environment (the CLI sets them from its flags before kopf starts)."""
+"""The operator's settings: one object, built from the command line (cli.py) and passed in.
+
+Nothing reads the environment at import. Flags whose defaults may also come from environment
+variables (for Deployments that prefer env) get them in cli.py, when the command line is parsed.
+"""
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-
-def _float(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    return float(raw) if raw else default
-
-
-def _int(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    return int(raw) if raw else default
+DEFAULT_EGRESS_DENY: tuple[str, ...] = ("169.254.0.0/16", "fe80::/10")   # cloud metadata and link-local
 
 
 @dataclass(frozen=True)
 class OperatorConfig:
-    max_concurrent_syncs: int = 10
-    # How often each resource's timer checks whether a sync is due (TTL expiry, retry, a watched
-    # Secret or ToolServer change). Bounds the delay of those syncs.
-    timer_interval: float = 10.0
+    namespaces: tuple[str, ...] = ()            # empty: every namespace
+    standalone: bool = True
     context: str | None = None
-    metrics_port: int | None = None     # serve Prometheus metrics when set
-    metrics_address: str = "0.0.0.0"
-    # Open `list-changed` listeners (one long-lived MCP session per resource) at most; resources
-    # beyond it are resynced on TTL expiry and refreshes only.
+    max_concurrent_syncs: int = 10
+    # Open list-changed listeners (one long-lived MCP session per resource) at most; beyond it,
+    # resources are resynced on TTL expiry and refreshes only.
     max_listeners: int = 500
-
-    @classmethod
-    def from_env(cls) -> OperatorConfig:
-        return cls(
-            max_concurrent_syncs=_int("TOOLCATALOG_MAX_CONCURRENT_SYNCS", cls.max_concurrent_syncs),
-            timer_interval=_float("TOOLCATALOG_TIMER_INTERVAL", cls.timer_interval),
-            context=os.environ.get("TOOLCATALOG_CONTEXT") or None,
-            metrics_port=_int("TOOLCATALOG_METRICS_PORT", 0) or None,
-            metrics_address=os.environ.get("TOOLCATALOG_METRICS_ADDRESS") or cls.metrics_address,
-            max_listeners=_int("TOOLCATALOG_MAX_LISTENERS", cls.max_listeners),
-        )
+    metrics_port: int | None = None             # serve Prometheus metrics when set
+    metrics_address: str = "0.0.0.0"
+    liveness: str | None = None                 # e.g. http://0.0.0.0:8080/healthz
+    egress_deny: tuple[str, ...] = field(default=DEFAULT_EGRESS_DENY)
+    egress_allow: tuple[str, ...] = ()          # non-empty: only these networks may be reached
+    kube_qps: float = 50.0                      # client-side rate limit of our own API requests
+    kube_burst: int = 100
+    verbose: bool = False
+    quiet: bool = False

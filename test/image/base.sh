@@ -22,6 +22,8 @@ BASE="toolcatalog-base:$SUITE-$key"
 
 require_root
 ensure_tools debootstrap
+exec 8> "$LOCK_DIR/toolcatalog-base.lock"
+flock 8 || die "cannot lock $LOCK_DIR/toolcatalog-base.lock"
 if pm image exists "$BASE"; then
   log "base image $BASE is cached"
   echo "$BASE"
@@ -65,13 +67,15 @@ if [ -n "$mirror" ]; then
   umount "$rootfs/proc"
 fi
 
-# Slim it down: package caches and lists, docs, man pages, translations, logs; and what belongs to
-# the machine that made it (resolv.conf and hostname are the container engine's business).
+# Slim it down: package caches and lists, docs (but the copyright files), man pages, translations,
+# logs; and what belongs to the machine that made it (resolv.conf and hostname are the container
+# engine's business).
 chroot "$rootfs" apt-get clean
 rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*.bin "$rootfs"/var/cache/debconf/*-old \
-  "$rootfs"/usr/share/doc/* "$rootfs"/usr/share/man/* "$rootfs"/usr/share/info/* \
-  "$rootfs"/usr/share/locale/* "$rootfs"/var/log/*.log "$rootfs"/var/log/apt/* "$rootfs"/tmp/* \
-  "$rootfs"/root/.cache
+  "$rootfs"/usr/share/man/* "$rootfs"/usr/share/info/* "$rootfs"/usr/share/locale/* \
+  "$rootfs"/var/log/*.log "$rootfs"/var/log/apt/* "$rootfs"/tmp/* "$rootfs"/root/.cache
+find "$rootfs/usr/share/doc" -mindepth 2 ! -name copyright ! -type d -delete
+find "$rootfs/usr/share/doc" -mindepth 1 -type d -empty -delete
 : > "$rootfs/etc/resolv.conf"
 : > "$rootfs/etc/hostname"
 python_version="$(chroot "$rootfs" python3 -c 'import platform; print(platform.python_version())')"
@@ -85,4 +89,10 @@ tar --numeric-owner --xattrs -C "$rootfs" -cf - . | pm import \
   --message "debootstrap $SUITE minbase + $PACKAGES" \
   - "$BASE" >/dev/null
 log "base image $BASE (Python $python_version) made in $((SECONDS - started))s"
+
+# Earlier bases go (untagged only, while images built on them still use them).
+pm images --format '{{.Repository}}:{{.Tag}}' | { grep -E "(^|/)${BASE%%:*}:" || true; } \
+  | while read -r old; do
+      [ "${old##*:}" = "${BASE##*:}" ] || pm rmi "$old" >/dev/null 2>&1 || pm untag "$old" >/dev/null 2>&1 || true
+    done
 echo "$BASE"

@@ -30,11 +30,15 @@ IMAGE="${TOOLCATALOG_IMAGE:-toolcatalog:dev}"
 started=$SECONDS
 
 require_root
-ensure_tools
+# One build at a time on this machine (two test sessions may both ask for the image): wait for it.
+exec 9> "$LOCK_DIR/toolcatalog-image.lock"
+flock 9 || die "cannot lock $LOCK_DIR/toolcatalog-image.lock"
 if [ -n "${TOOLCATALOG_BASE_IMAGE:-}" ]; then
+  ensure_tools
   BASE="$TOOLCATALOG_BASE_IMAGE"
   pull=missing
 else
+  ensure_tools debootstrap
   BASE="$(bash "$IMAGE_DIR/base.sh" | tail -n 1)"
   pull=never
 fi
@@ -50,7 +54,7 @@ key="$(
       | LC_ALL=C sort -z | xargs -0 sha256sum
   } | sha256sum | cut -c1-16
 )"
-KEYED="${IMAGE%%:*}:build-$key"
+KEYED="${IMAGE%:*}:build-$key"
 
 size_of() { pm image inspect --format '{{.Size}}' "$1" | awk '{printf "%.1f MB", $1 / 1e6}'; }
 
@@ -64,7 +68,7 @@ fi
 args=(--pull="$pull" --network host "${PODMAN_LIMITS[@]}" --layers
       --build-arg "BASE_IMAGE=$BASE" -t "$IMAGE" -t "$KEYED" -f "$REPO/Dockerfile")
 for var in PIP_INDEX_URL PIP_EXTRA_INDEX_URL; do
-  [ -n "${!var:-}" ] && args+=(--build-arg "$var=${!var}")
+  if [ -n "${!var:-}" ]; then args+=(--build-arg "$var=${!var}"); fi
 done
 for ca in "${PIP_CERT:-}" "${REQUESTS_CA_BUNDLE:-}" "${SSL_CERT_FILE:-}" /etc/ssl/certs/ca-certificates.crt; do
   if [ -n "$ca" ] && [ -s "$ca" ]; then
@@ -79,7 +83,7 @@ pm build "${args[@]}" "$REPO" >&2
 log "built $IMAGE in $((SECONDS - build_started))s ($(size_of "$IMAGE"))"
 
 # Forget the keys of earlier builds (their layers stay in podman's cache until pruned).
-pm images --format '{{.Repository}}:{{.Tag}}' | { grep -E "/?${IMAGE%%:*}:build-[0-9a-f]{16}\$" || true; } \
+pm images --format '{{.Repository}}:{{.Tag}}' | { grep -E "(^|/)${IMAGE%:*}:build-[0-9a-f]{16}\$" || true; } \
   | while read -r old; do
       [ "${old##*:}" = "build-$key" ] || pm rmi "$old" >/dev/null 2>&1 || true
     done

@@ -24,6 +24,9 @@
 IMAGE_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$IMAGE_DIR/../.." && pwd)"
 
+LOCK_DIR=/run/lock
+[ -d "$LOCK_DIR" ] && [ -w "$LOCK_DIR" ] || LOCK_DIR="${TMPDIR:-/tmp}"
+
 log() { printf '[image %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
@@ -35,7 +38,8 @@ PODMAN_GLOBAL=(
 )
 PODMAN_LIMITS=(--ulimit nofile=1024:1024 --ulimit nproc=1024:1024)
 
-pm() { podman "${PODMAN_GLOBAL[@]}" "$@"; }
+# (the lock descriptors of build.sh and base.sh stay out of podman and its conmon processes)
+pm() { podman "${PODMAN_GLOBAL[@]}" "$@" 8>&- 9>&-; }
 
 # Install what is missing (apt, as root): podman, runc and, when a base must be made, debootstrap.
 ensure_tools() {
@@ -48,9 +52,10 @@ ensure_tools() {
   command -v apt-get >/dev/null 2>&1 || die "${need[*]} missing and there is no apt-get to install them"
   log "installing ${need[*]} with apt-get"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq >&2
+  local wait=(-o DPkg::Lock::Timeout=300)   # another apt-get may be running: wait for it
+  apt-get "${wait[@]}" update -qq >&2
   # --no-install-recommends: no crun (see above), no buildah/fuse-overlayfs/slirp4netns (rootless only).
-  apt-get install -y -qq --no-install-recommends "${need[@]}" >&2
+  apt-get "${wait[@]}" install -y -qq --no-install-recommends "${need[@]}" >&2
 }
 
 require_root() {

@@ -17,9 +17,9 @@ import pydantic
 import pytest
 
 from tests.support.k8s import CC, CM, TS, condition, connectorconfig, toolserver, wait_until
-from tests.support.mcpservers import McpTestServer, make_tools
-from toolcatalog.models import Status
+from toolcatalog.api.models import Status
 from toolcatalog_dev.cluster import ApiError
+from toolcatalog_dev.mcpserver import McpTestServer, make_tools
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster_only("only a real API server enforces or shows this")]
 
@@ -262,6 +262,8 @@ async def _gone(api: Any, configmap: str) -> bool:
     ("list", "toolservers.toolcatalog.dev", True),
     ("watch", "connectorconfigs.toolcatalog.dev", True),
     ("patch", "toolservers.toolcatalog.dev/status", True),
+    ("patch", "toolservers.toolcatalog.dev", False),            # status only through /status
+    ("update", "connectorconfigs.toolcatalog.dev", False),
     ("create", "configmaps", True),
     ("create", "events", True),
     ("watch", "secrets", True),

@@ -15,9 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from toolcatalog.demo import format_events
-from toolcatalog.demoserver import ADDED_TOOL, CHANGED_TOOL, DemoServer
-from toolcatalog.mcpfetch import Endpoint, FetchedCatalog, HttpPool, fetch_catalog
+from toolcatalog.api.endpoint import Endpoint, FetchedCatalog
+from toolcatalog.mcp.fetch import fetch_catalog
+from toolcatalog.mcp.pool import HttpPool
+from toolcatalog_dev.demo import format_events
+from toolcatalog_dev.demoserver import ADDED_TOOL, CHANGED_TOOL, DemoServer
 
 pytestmark = pytest.mark.emulator_only("the demo runs on its embedded emulator by design")
 REPO = Path(__file__).resolve().parents[2]

@@ -10,7 +10,13 @@ from collections.abc import AsyncIterator, Iterator
 import anyio
 import pytest
 
-from tests.support.mcpservers import (
+from toolcatalog.api import constants as c
+from toolcatalog.api.endpoint import Endpoint, TLSMaterial
+from toolcatalog.api.errors import SyncError as FetchError
+from toolcatalog.mcp.egress import EgressPolicy
+from toolcatalog.mcp.fetch import fetch_catalog
+from toolcatalog.mcp.pool import HttpPool
+from toolcatalog_dev.mcpserver import (
     REDIRECT_TARGET,
     McpTestServer,
     closed_port,
@@ -18,9 +24,6 @@ from tests.support.mcpservers import (
     make_tools,
     silent_port,
 )
-from toolcatalog import constants as c
-from toolcatalog.egress import EgressPolicy
-from toolcatalog.mcpfetch import Endpoint, FetchError, HttpPool, TLSMaterial, fetch_catalog
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(30), pytest.mark.emulator_only("talks to MCP servers only, no API server: runs once, in make test")]
 

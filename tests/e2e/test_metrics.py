@@ -8,7 +8,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.k8s import TS, condition, toolserver, wait_until
-from tests.support.mcpservers import McpTestServer, closed_port, free_port, make_tools
+from toolcatalog_dev.mcpserver import McpTestServer, closed_port, free_port, make_tools
 
 pytestmark = pytest.mark.e2e
 

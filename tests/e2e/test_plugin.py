@@ -16,13 +16,14 @@ from typing import Any
 import pytest
 import yaml
 
-from toolcatalog import constants as c
-from toolcatalog.cachemap import build_configmap, configmap_name, render_cache
-from toolcatalog.catalog import CatalogDiff
-from toolcatalog_dev.cluster import wait_for
-from toolcatalog.models import CacheDocument, CacheSource, CachedTool, ErrorInfo, ServerInfo, Status
-from toolcatalog.plugin import connect, main, run_refresh
-from toolcatalog.status import RefreshRequest, with_refresh
+from toolcatalog.api import constants as c
+from toolcatalog.api.models import CacheDocument, CachedTool, CacheSource, ErrorInfo, ServerInfo, Status
+from toolcatalog.kubectl.plugin import connect, main, run_refresh
+from toolcatalog.reconcile.cachedoc import build_configmap, configmap_name, render_cache
+from toolcatalog.reconcile.catalog import CatalogDiff
+from toolcatalog.reconcile.refresh import RefreshRequest
+from toolcatalog.reconcile.status import with_refresh
+from toolcatalog_dev.wait import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
 

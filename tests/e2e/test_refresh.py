@@ -10,9 +10,9 @@ import json
 
 import pytest
 
-from tests.support.k8s import CM, TS, condition, toolserver, wait_until
-from tests.support.mcpservers import McpTestServer, make_tools
-from toolcatalog import plugin
+from tests.support.k8s import CM, TS, condition, looked_at, toolserver, wait_until
+from toolcatalog.kubectl import plugin
+from toolcatalog_dev.mcpserver import McpTestServer, make_tools
 
 pytestmark = pytest.mark.e2e
 FAST = {"minIntervalSeconds": 0}
@@ -154,9 +154,7 @@ async def test_same_token_again_or_removed_annotation_does_nothing(api, operator
         calls = server.list_calls
         await api.annotate(TS, api.ns, "idem", {"toolcatalog.dev/refresh": "once", "unrelated": "x"})
         await api.annotate(TS, api.ns, "idem", {"toolcatalog.dev/refresh": None})
-        ticks = operator.log().count("Timer 'sync-when-due' succeeded")
-        await wait_until(lambda: operator.log().count("Timer 'sync-when-due' succeeded") >= ticks + 6,
-                         what="a few timer ticks", operator=operator)
+        await looked_at(api, operator, TS, "idem")
     after = await api.get(TS, api.ns, "idem")
     assert after["status"]["lastRefresh"] == obj["status"]["lastRefresh"]
     assert after["status"]["lastSync"] == obj["status"]["lastSync"] and server.list_calls == calls

@@ -9,7 +9,7 @@ import json
 import pytest
 
 from tests.support.k8s import CM, SECRETS, TS, condition, secret, toolserver, wait_until
-from tests.support.mcpservers import McpTestServer, closed_port, make_tools
+from toolcatalog_dev.mcpserver import McpTestServer, closed_port, make_tools
 
 pytestmark = pytest.mark.e2e
 
@@ -198,23 +198,37 @@ async def test_suspend_stops_syncing(api, operator, waiter):
         obj = await waiter.status(TS, "paused", lambda o: o["status"]["phase"] == "Suspended", "Suspended",
                                   operator=operator)
         calls = server.list_calls
-        # Several TTLs and timer ticks later, still no fetch; the cache stays usable.
-        await wait_until(lambda: operator.log().count("Timer 'sync-when-due' succeeded") >= 12,
-                         what="a few timer ticks", operator=operator)
+        looked = operator.log().count(f"ToolServer {api.ns}/paused: nothing to do")
+        # Several TTLs and watch events later (each one makes the operator look again), still no fetch.
+        for touch in range(3):
+            await api.annotate(TS, api.ns, "paused", {"example.com/touch": str(touch)})
+        await wait_until(lambda: operator.log().count(f"ToolServer {api.ns}/paused: nothing to do") >= looked + 3,
+                         what="the operator to look at it again", operator=operator)
         assert server.list_calls == calls
     ready = condition(obj, "Ready")
     assert (ready["status"], ready["reason"]) == ("True", "Suspended")
     assert await api.get(CM, api.ns, "toolserver-paused") is not None
 
 
-async def test_operator_restart_resyncs_on_resume(api, operator, waiter):
-    with McpTestServer() as server:
-        await api.create(toolserver("resumed", server.url))
-        await waiter.status(TS, "resumed", synced, "first sync", operator=operator)
-        operator.restart()
-        obj = await waiter.status(TS, "resumed", lambda o: o["status"]["lastSync"]["trigger"] == "resume",
+async def test_an_operator_restart_resyncs_what_notifications_kept_fresh_and_loses_nothing(api, operator, waiter):
+    """After a restart, a resource whose server notifies of changes is resynced (trigger resume): those
+    notifications went unheard meanwhile. One on the TTL schedule is not; a refresh set while the
+    operator was down is answered."""
+    with McpTestServer(list_changed=True) as notifying, McpTestServer() as plain:
+        await api.create(toolserver("notified", notifying.url))
+        await api.create(toolserver("scheduled", plain.url, sync={"minIntervalSeconds": 0}))
+        for name in ("notified", "scheduled"):
+            await waiter.status(TS, name, synced, f"{name} synced", operator=operator)
+        plain_calls = plain.list_calls
+        operator.stop()
+        await api.annotate(TS, api.ns, "scheduled", {"toolcatalog.dev/refresh": "while-down"})
+        operator.start()
+        obj = await waiter.status(TS, "notified", lambda o: o["status"]["lastSync"]["trigger"] == "resume",
                                   "a sync on resume", operator=operator)
-    assert synced(obj)
+        assert synced(obj)
+        scheduled = await waiter.status(TS, "scheduled", lambda o: (o["status"].get("lastRefresh") or {}).get(
+            "token") == "while-down", "the refresh set while it was down", operator=operator)
+        assert scheduled["status"]["lastSync"]["trigger"] == "refresh" and plain.list_calls == plain_calls + 1
 
 
 async def test_foreign_configmap_is_never_overwritten(api, operator, waiter):
@@ -251,23 +265,18 @@ async def test_secret_missing_is_reported(api, operator, waiter):
     assert await api.get(SECRETS, api.ns, "absent") is None
 
 
-async def test_deleting_a_resource_stops_its_timer_and_needs_no_finalizer(api, operator, waiter):
-    with McpTestServer() as server:
-        await api.create(toolserver("stays", server.url))
-        await api.create(toolserver("gone", server.url))
+async def test_a_deleted_resource_needs_no_finalizer_and_is_never_synced_again(api, operator, waiter):
+    with McpTestServer() as stays_server, McpTestServer() as gone_server:
+        await api.create(toolserver("stays", stays_server.url, sync={"ttlSeconds": 1}))
+        await api.create(toolserver("gone", gone_server.url, sync={"ttlSeconds": 1}))
         for name in ("stays", "gone"):
             await waiter.status(TS, name, synced, f"{name} synced", operator=operator)
         assert not (await api.get(TS, api.ns, "gone"))["metadata"].get("finalizers")
         await api.delete(TS, api.ns, "gone")
         assert await api.get(TS, api.ns, "gone") is None      # gone at once: nothing blocks deletion
-
-        def ticks(name):
-            return operator.log().count(f"[{api.ns}/{name}] Timer 'sync-when-due' is invoked")
-
-        await wait_until(lambda: f"[{api.ns}/gone] Timer 'sync-when-due' stopped." in operator.log(),
-                         what="the deleted resource's timer to end", operator=operator)
-        assert "Will escalate" not in operator.log()
-        gone_ticks = ticks("gone")
-        stays_before = ticks("stays")
-        await wait_until(lambda: ticks("stays") >= stays_before + 6, what="more timer ticks", operator=operator)
-        assert ticks("gone") <= gone_ticks + 1
+        await wait_until(lambda: f"ToolServer {api.ns}/gone: forgotten" in operator.log(),
+                         what="the operator to forget it", operator=operator)
+        gone_calls, stays_calls = gone_server.list_calls, stays_server.list_calls
+        # Several TTLs pass: the resource that stays resyncs, the deleted one never again.
+        await stays_server.wait_until_async(lambda s: s.list_calls >= stays_calls + 3, timeout=20)
+        assert gone_server.list_calls == gone_calls

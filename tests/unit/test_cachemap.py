@@ -11,13 +11,22 @@ import re
 
 import pytest
 
-from toolcatalog import constants
-from toolcatalog.cachemap import (
-    CacheParseError, CacheTooLargeError, build_configmap, configmap_name, configmap_patch,
-    content_hash, document_json, is_owned_by, label_value, parse_cache, render_cache,
+from toolcatalog.api import constants
+from toolcatalog.api.models import CacheDocument, CachedTool, CacheSource, ServerInfo, ToolSelector
+from toolcatalog.reconcile.cachedoc import (
+    CacheParseError,
+    CacheTooLargeError,
+    build_configmap,
+    configmap_name,
+    configmap_patch,
+    content_hash,
+    document_json,
+    is_owned_by,
+    label_value,
+    parse_cache,
+    render_cache,
 )
-from toolcatalog.catalog import merge_catalog
-from toolcatalog.models import CacheDocument, CacheSource, CachedTool, ServerInfo, ToolSelector
+from toolcatalog.reconcile.catalog import merge_catalog
 
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
@@ -364,7 +373,7 @@ def test_parse_errors_are_clear(configmap, message):
 
 
 def test_parse_refuses_a_gzip_bomb(monkeypatch):
-    import toolcatalog.cachemap as cachemap
+    import toolcatalog.reconcile.cachedoc as cachemap
     monkeypatch.setattr(cachemap, "MAX_DECOMPRESSED_BYTES", 1000)
     with pytest.raises(CacheParseError, match="inflates past"):
         parse_cache({"binaryData": {"tools.json.gz": gz64(b" " * 5000)}})

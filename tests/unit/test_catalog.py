@@ -7,12 +7,21 @@ from typing import Any
 
 import pytest
 
-from toolcatalog import constants
-from toolcatalog.catalog import (
-    CatalogDiff, DuplicateToolError, InvalidToolError, apply_settings, canonical_json,
-    count_usable, cut, is_selected, merge_catalog, schema_hash, status_tools,
+from toolcatalog.api import constants
+from toolcatalog.api.models import CachedTool, ToolSelector, ToolSetting
+from toolcatalog.reconcile.catalog import (
+    CatalogDiff,
+    DuplicateToolError,
+    InvalidToolError,
+    apply_settings,
+    canonical_json,
+    count_usable,
+    cut,
+    is_selected,
+    merge_catalog,
+    schema_hash,
+    status_tools,
 )
-from toolcatalog.models import CachedTool, ToolSelector, ToolSetting
 
 T0 = "2026-11-21T12:00:00Z"
 T1 = "2026-11-21T13:00:00Z"

@@ -6,9 +6,10 @@ import ipaddress
 
 import pytest
 
-from toolcatalog import constants as c
-from toolcatalog.egress import ENV_ALLOW, ENV_DENY, EgressPolicy, parse_networks
-from toolcatalog.mcpfetch import FetchError
+from toolcatalog.api import constants as c
+from toolcatalog.api.errors import SyncError as FetchError
+from toolcatalog.cli import build_parser, config_from
+from toolcatalog.mcp.egress import ALLOW_FLAG, DENY_FLAG, EgressPolicy, parse_networks
 
 
 def nets(*cidrs: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
@@ -28,7 +29,7 @@ def test_default_policy_allows_everything_else(address: str) -> None:
 def test_verdict_names_the_denying_network_and_setting() -> None:
     reason = EgressPolicy().verdict("169.254.169.254")
     assert reason is not None
-    assert "169.254.0.0/16" in reason and ENV_DENY in reason
+    assert "169.254.0.0/16" in reason and DENY_FLAG in reason
 
 
 def test_more_specific_allow_overrides_a_broad_deny() -> None:
@@ -54,7 +55,7 @@ def test_allow_list_mode_denies_what_it_does_not_list() -> None:
     policy = EgressPolicy(deny=[], allow=nets("10.0.0.0/8"))
     assert policy.verdict("10.9.9.9") is None
     reason = policy.verdict("192.0.2.1")
-    assert reason is not None and ENV_ALLOW in reason
+    assert reason is not None and ALLOW_FLAG in reason
     assert policy.verdict("2001:db8::1") is not None  # an IPv4 allow list does not open IPv6
 
 
@@ -62,27 +63,40 @@ def test_empty_policy_allows_link_local() -> None:
     assert EgressPolicy(deny=[], allow=None).verdict("169.254.169.254") is None
 
 
-def test_from_env_defaults_to_link_local_deny() -> None:
-    policy = EgressPolicy.from_env({})
+def policy_from(argv: list[str], env: dict[str, str] | None = None) -> EgressPolicy:
+    """The policy `toolcatalog run ARGV` builds, with these environment variables."""
+    config = config_from(build_parser(env or {}).parse_args(["run", *argv]))
+    return EgressPolicy.from_lists(config.egress_deny, config.egress_allow)
+
+
+def test_the_default_denies_link_local() -> None:
+    policy = policy_from([])
     assert policy.deny == nets("169.254.0.0/16", "fe80::/10")
     assert policy.allow is None
 
 
-def test_from_env_reads_comma_separated_cidrs() -> None:
-    policy = EgressPolicy.from_env({ENV_DENY: " 10.0.0.0/8, 192.0.2.7 ,fd00::/8", ENV_ALLOW: "10.1.0.0/16"})
+def test_flags_take_comma_separated_cidrs() -> None:
+    policy = policy_from(["--egress-deny", " 10.0.0.0/8, 192.0.2.7 ,fd00::/8", "--egress-allow=10.1.0.0/16"])
     assert policy.deny == nets("10.0.0.0/8", "192.0.2.7/32", "fd00::/8")
     assert policy.allow == nets("10.1.0.0/16")
 
 
-def test_from_env_empty_deny_disables_the_default_and_empty_allow_is_no_allow_list() -> None:
-    policy = EgressPolicy.from_env({ENV_DENY: "", ENV_ALLOW: ""})
+def test_environment_variables_are_the_flags_defaults() -> None:
+    policy = policy_from([], {"TOOLCATALOG_EGRESS_DENY": "10.0.0.0/8", "TOOLCATALOG_EGRESS_ALLOW": "10.1.0.0/16"})
+    assert policy.deny == nets("10.0.0.0/8") and policy.allow == nets("10.1.0.0/16")
+    assert policy_from(["--egress-deny=192.0.2.0/24"], {"TOOLCATALOG_EGRESS_DENY": "10.0.0.0/8"}).deny == \
+        nets("192.0.2.0/24")
+
+
+def test_an_empty_deny_disables_the_default_and_an_empty_allow_is_no_allow_list() -> None:
+    policy = policy_from(["--egress-deny=", "--egress-allow="])
     assert policy.deny == []
     assert policy.allow is None
 
 
-def test_from_env_rejects_an_invalid_cidr_naming_it() -> None:
+def test_an_invalid_cidr_is_named() -> None:
     with pytest.raises(ValueError, match="10.0.0.0/33"):
-        EgressPolicy.from_env({ENV_DENY: "10.0.0.0/8,10.0.0.0/33"})
+        policy_from(["--egress-deny=10.0.0.0/8,10.0.0.0/33"])
 
 
 async def test_permitted_addresses_of_a_literal_need_no_dns() -> None:

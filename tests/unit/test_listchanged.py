@@ -1,9 +1,7 @@
 """The list-changed listeners' pure policy: endpoint fingerprints, reconnect backoff, debouncing, who listens."""
 
-from toolcatalog.handlers.listchanged import backoff_delay, debounce_due, endpoint_fingerprint, wants_listener
-from toolcatalog.mcpfetch import Endpoint, TLSMaterial
-from toolcatalog.models import ServerInfo, Status
-from toolcatalog.sync import Report
+from toolcatalog.api.endpoint import Endpoint, TLSMaterial
+from toolcatalog.engine.listeners import backoff_delay, debounce_due, endpoint_fingerprint
 
 TOKEN = "Bearer fp-secret-token-0815"
 
@@ -55,16 +53,3 @@ def test_a_burst_resyncs_after_a_quiet_spell_but_no_later_than_the_longest_wait(
     assert debounce_due(10.0, 10.0, quiet=0.5, longest=5.0) == 10.5
     assert debounce_due(10.0, 12.0, quiet=0.5, longest=5.0) == 12.5
     assert debounce_due(10.0, 14.9, quiet=0.5, longest=5.0) == 15.0     # an endless burst still resyncs
-
-
-def report(list_changed, *, succeeded=True):
-    status = Status(server=ServerInfo(name="s", list_changed=list_changed))
-    return Report(status=status, endpoint=endpoint() if succeeded else None, synced=True)
-
-
-def test_only_a_successful_sync_of_a_server_advertising_list_changed_gets_a_listener():
-    assert wants_listener(report(True)) == endpoint()
-    assert wants_listener(report(False)) is None
-    assert wants_listener(report(None)) is None
-    assert wants_listener(report(True, succeeded=False)) is None       # failed or suspended: no endpoint
-    assert wants_listener(Report()) is None

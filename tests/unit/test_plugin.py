@@ -6,16 +6,31 @@ from datetime import datetime, timezone
 
 import pytest
 
-from toolcatalog import constants as c
-from toolcatalog.catalog import CatalogDiff
-from toolcatalog.models import CachedTool, ErrorInfo, Status
-from toolcatalog.plugin import main
-from toolcatalog.plugin_format import (
-    EXIT_FAILED, EXIT_RATE_LIMITED, EXIT_SUCCEEDED, EXIT_TIMEOUT, EXIT_USAGE, PluginError,
-    RefreshOutcome, ResourceRef, answer_in, format_refresh_answer, format_tools_table,
-    new_refresh_token, one_line, parse_resource_ref, printable, refresh_patch, timeout_message,
+from toolcatalog.api import constants as c
+from toolcatalog.api.models import CachedTool, ErrorInfo, Status
+from toolcatalog.kubectl.format import (
+    EXIT_FAILED,
+    EXIT_RATE_LIMITED,
+    EXIT_SUCCEEDED,
+    EXIT_TIMEOUT,
+    EXIT_USAGE,
+    PluginError,
+    RefreshOutcome,
+    ResourceRef,
+    answer_in,
+    format_refresh_answer,
+    format_tools_table,
+    new_refresh_token,
+    one_line,
+    parse_resource_ref,
+    printable,
+    refresh_patch,
+    timeout_message,
 )
-from toolcatalog.status import RefreshRequest, with_refresh
+from toolcatalog.kubectl.plugin import main
+from toolcatalog.reconcile.catalog import CatalogDiff
+from toolcatalog.reconcile.refresh import RefreshRequest
+from toolcatalog.reconcile.status import with_refresh
 
 T0 = datetime(2026, 11, 21, 12, 0, 0, tzinfo=timezone.utc)
 TS = ResourceRef(kind=c.KIND_TOOLSERVER, name="clickup")
@@ -282,7 +297,7 @@ def test_a_non_numeric_exit_from_argparse_is_a_usage_error(monkeypatch):
     """argparse may exit with a message instead of a number; that is still exit status 4."""
     import argparse
 
-    from toolcatalog import plugin
+    from toolcatalog.kubectl import plugin
 
     def exit_with_text(self, *args, **kwargs):
         raise SystemExit("bad arguments")

@@ -2,13 +2,14 @@
 
 import pytest
 
-from toolcatalog import constants as c
-from toolcatalog.models import ConnectorConfigSpec
-from toolcatalog.resolve import SyncProblem, check_url, parse_spec, secret_names_of, settings_of
+from toolcatalog.api import constants as c
+from toolcatalog.api.models import ConnectorConfigSpec
+from toolcatalog.api.errors import SyncError
+from toolcatalog.api.spec import check_url, names_of, parse_spec, settings_of
 
 
 def problem(kind, spec):
-    with pytest.raises(SyncProblem) as info:
+    with pytest.raises(SyncError) as info:
         parse_spec(kind, spec)
     assert info.value.reason == c.REASON_INVALID_SPEC
     return info.value.message
@@ -57,11 +58,11 @@ def test_connectorconfig_settings_and_secret_names():
     assert isinstance(spec, ConnectorConfigSpec)
     settings = settings_of(spec)
     assert (settings.owner, settings.tool_server_ref) == ("alice@example.com", "clickup")
-    assert secret_names_of(spec) == {"alice", "keys"}
+    assert names_of(spec).secrets == {"alice", "keys"} and names_of(spec).toolserver == "clickup"
 
 
 @pytest.mark.parametrize("url", ["http://user:pw@127.0.0.1/mcp", "file:///etc/passwd", "http:///nohost"])
 def test_check_url_rejects_unusable_urls(url):
-    with pytest.raises(SyncProblem) as info:
+    with pytest.raises(SyncError) as info:
         check_url(url)
     assert info.value.reason == c.REASON_INVALID_SPEC and "pw" not in info.value.message

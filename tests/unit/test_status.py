@@ -4,12 +4,21 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from toolcatalog import constants as c
-from toolcatalog.catalog import CatalogDiff
-from toolcatalog.conditions import get_condition, rfc3339, set_condition
-from toolcatalog.models import CacheStatus, ErrorInfo, ServerInfo, Status, ToolStatus
-from toolcatalog.status import (RefreshRequest, SyncFailure, SyncSuccess, after_failure, after_success,
-                                after_suspend, merge_patch, retry_delay, with_refresh)
+from toolcatalog.api import constants as c
+from toolcatalog.api.models import CacheStatus, ErrorInfo, ServerInfo, Status, ToolStatus
+from toolcatalog.reconcile.catalog import CatalogDiff
+from toolcatalog.reconcile.conditions import get_condition, rfc3339, set_condition
+from toolcatalog.api.errors import STALLED_REASONS, retry_delay
+from toolcatalog.reconcile.refresh import RefreshRequest
+from toolcatalog.reconcile.status import (
+    SyncFailure,
+    SyncSuccess,
+    after_failure,
+    after_success,
+    after_suspend,
+    merge_patch,
+    with_refresh,
+)
 
 T0 = datetime(2026, 11, 21, 12, 0, 0, tzinfo=timezone.utc)
 
@@ -22,12 +31,15 @@ def success(at: datetime = T0, tools: int = 2) -> SyncSuccess:
         tool_count=tools, tools=entries, tools_truncated=False,
         cache=CacheStatus(config_map="toolserver-x", cached_at=rfc3339(at),
                           expires_at=rfc3339(at + timedelta(hours=1)), content_hash="sha256:abc"),
-        expires_at=at + timedelta(hours=1), tools_listed=tools)
+        next_sync_at=at + timedelta(hours=1), tools_listed=tools)
 
 
 def failure(at: datetime, reason: str = c.REASON_SERVER_UNAVAILABLE) -> SyncFailure:
-    return SyncFailure(trigger="schedule", started_at=at, completed_at=at + timedelta(seconds=1),
-                       url="http://127.0.0.1:9/mcp", error=ErrorInfo(reason=reason, message="connection refused"))
+    completed = at + timedelta(seconds=1)
+    delay = retry_delay(reason, 1)
+    return SyncFailure(trigger="schedule", started_at=at, completed_at=completed,
+                       url="http://127.0.0.1:9/mcp", error=ErrorInfo(reason=reason, message="connection refused"),
+                       next_sync_at=None if delay is None else completed + timedelta(seconds=delay))
 
 
 def test_condition_transition_time_moves_only_when_status_flips():
@@ -115,7 +127,7 @@ def test_merge_patch(old, new, expected):
     assert merge_patch(old, new) == expected
 
 
-@pytest.mark.parametrize("reason", c.STALLED_REASONS)
+@pytest.mark.parametrize("reason", STALLED_REASONS)
 def test_a_failure_no_retry_can_fix_is_stalled_until_a_sync_succeeds(reason):
     failed = after_failure(Status(), failure(T0, reason), generation=1)
     stalled = get_condition(failed.conditions, "Stalled")

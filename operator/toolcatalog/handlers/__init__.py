@@ -1,7 +1,18 @@
-"""kopf registrations: thin handlers that parse, call the sync path, and patch.
+"""kopf registrations only: watches and indexes that enqueue keys, start-up and shutdown.
 
-Importing this package registers every handler with kopf's default registry.
+`build_registry` registers every handler into a fresh registry (nothing registers at import).
 """
 
-from . import lifecycle, resources, watches  # noqa: F401
-from . import listchanged  # noqa: F401  (after lifecycle: its start-up handler needs the engine)
+from __future__ import annotations
+
+import kopf
+
+from ..config import OperatorConfig
+from . import lifecycle, watch
+
+
+def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
+    registry = kopf.OperatorRegistry()
+    watch.register(registry)
+    lifecycle.register(registry, config)
+    return registry

@@ -1,71 +1,91 @@
-"""Operator start-up and shutdown: kopf settings, the shared HTTP pool and Kubernetes client."""
+"""Operator start-up and shutdown: kopf's settings, the engine and its clients, login, probes."""
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
 import kopf
 
-from .. import constants as c
-from .. import metrics
 from ..config import OperatorConfig
-from ..egress import EgressPolicy
-from ..httppool import HttpPool
-from ..kube import KubeApi, load_config
-from ..sync import SyncEngine
+from ..engine import metrics
+from ..engine.listeners import ToolChangeListeners
+from ..engine.objects import ObjectCache
+from ..engine.reconciler import Reconciler
+from ..engine.runtime import Engine
+from ..kube.client import KubeClient
+from ..kube.login import login
+from ..mcp.egress import EgressPolicy
+from ..mcp.fetch import fetch_catalog
+from ..mcp.pool import HttpPool
+from .watch import CONFIGMAP_VERSIONS, SECRET_VERSIONS
 
 logger = logging.getLogger(__name__)
+STOP_TIMEOUT_SECONDS = 10.0
+# Our own cache ConfigMaps are never anybody's reference: leave their writes out of the watch.
+CONFIGMAP_SELECTOR = "app.kubernetes.io/managed-by!=toolcatalog"
+# Helm keeps every release in a Secret; none of them is a credential for an MCP server.
+SECRET_SELECTOR = "type!=helm.sh/release.v1"
 
 
-@kopf.on.startup()
-async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
-    config = OperatorConfig.from_env()
-    # kopf's own bookkeeping: annotations under our domain, never status. Not `toolcatalog.dev/`
-    # itself: kopf leaves every annotation under its storage prefix out of the diff, and the
-    # user-facing `toolcatalog.dev/refresh` must stay visible to it.
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=c.KOPF_PREFIX)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=c.KOPF_PREFIX, key="last-handled-configuration")
-    settings.persistence.finalizer = f"{c.KOPF_PREFIX}/finalizer"
-    settings.posting.level = logging.INFO
-    settings.posting.loggers = False          # only the Events we post on purpose
-    settings.execution.max_workers = max(4, config.max_concurrent_syncs)
-    memo.engine = SyncEngine(
-        kube=KubeApi(load_config(config.context)),
-        pool=HttpPool(egress=EgressPolicy.from_env()),
-        max_concurrent=config.max_concurrent_syncs,
-    )
-    if config.metrics_port:
-        metrics.serve(config.metrics_port, config.metrics_address)
-    logger.info("toolcatalog ready: at most %d concurrent syncs, timers every %.1fs",
-                config.max_concurrent_syncs, config.timer_interval)
+class IndexedVersions:
+    """resourceVersions of Secrets and ConfigMaps, as kopf's indexes hold them (the engine's `Versions`)."""
+
+    def __init__(self, secrets: kopf.Index, configmaps: kopf.Index) -> None:
+        self._secrets, self._configmaps = secrets, configmaps
+
+    @staticmethod
+    def _first(index: kopf.Index, namespace: str, name: str) -> str | None:
+        return next(iter(index.get((namespace, name), ())), None)
+
+    def secret(self, namespace: str, name: str) -> str | None:
+        return self._first(self._secrets, namespace, name)
+
+    def configmap(self, namespace: str, name: str) -> str | None:
+        return self._first(self._configmaps, namespace, name)
 
 
-@kopf.on.login(id="login-like-the-client")
-def login(**_: Any) -> kopf.ConnectionInfo:
-    """kopf and our own client use the same credentials: in-cluster, or KUBECONFIG with --context."""
-    cfg = load_config(OperatorConfig.from_env().context).configuration
-    token = (cfg.api_key or {}).get("authorization") or (cfg.api_key or {}).get("BearerToken")
-    scheme = None
-    if token and " " in token:
-        scheme, token = token.split(" ", 1)
-    return kopf.ConnectionInfo(
-        server=cfg.host,
-        ca_path=cfg.ssl_ca_cert,
-        insecure=not cfg.verify_ssl,
-        username=cfg.username or None,
-        password=cfg.password or None,
-        scheme=scheme,
-        token=token or None,
-        certificate_path=cfg.cert_file,
-        private_key_path=cfg.key_file,
-    )
+def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
 
+    @kopf.on.startup(registry=registry)
+    async def start(settings: kopf.OperatorSettings, memo: Any, **indexes: Any) -> None:
+        settings.posting.enabled = False        # the engine posts its own Events, and only those
+        settings.watching.label_selectors["configmaps"] = CONFIGMAP_SELECTOR
+        settings.watching.field_selectors["secrets"] = SECRET_SELECTOR
+        egress = EgressPolicy.from_lists(config.egress_deny, config.egress_allow)
+        pool = HttpPool(egress=egress)
+        # Each listener holds a connection; handshake-era ones a second for pings, plus reconnects.
+        listener_pool = HttpPool(egress=egress, max_connections=2 * config.max_listeners + 10)
+        kube = KubeClient(functools.partial(login, config.context), qps=config.kube_qps, burst=config.kube_burst)
+        reconciler = Reconciler(objects=ObjectCache(), kube=kube,
+                                fetch=functools.partial(fetch_catalog, pool=pool),
+                                versions=IndexedVersions(indexes[SECRET_VERSIONS], indexes[CONFIGMAP_VERSIONS]))
+        engine = Engine(reconciler, workers=config.max_concurrent_syncs, on_forget=metrics.forget)
+        reconciler.listeners = ToolChangeListeners(engine.list_changed, max_listeners=config.max_listeners,
+                                                   pool=listener_pool)
+        reconciler.observers.append(metrics.observe)
+        memo.engine, memo.kube, memo.pools = engine, kube, (pool, listener_pool)
+        engine.start()
+        if config.metrics_port:
+            metrics.serve(config.metrics_port, config.metrics_address)
+        logger.info("toolcatalog ready: at most %d concurrent syncs, %d listeners",
+                    config.max_concurrent_syncs, config.max_listeners)
 
-@kopf.on.cleanup()
-async def close(memo: Any, **_: Any) -> None:
-    engine: SyncEngine | None = getattr(memo, "engine", None)
-    if engine is not None:
-        await engine.pool.aclose()
-        engine.kube.close()
+    @kopf.on.login(registry=registry)
+    def credentials(**_: Any) -> kopf.ConnectionInfo:
+        """kopf and the engine use the same credentials: in-cluster, or the kubeconfig (with --context)."""
+        return login(config.context)
+
+    @kopf.on.cleanup(registry=registry)
+    async def stop(memo: Any, **_: Any) -> None:
+        engine: Engine | None = getattr(memo, "engine", None)
+        if engine is None:
+            return
+        await engine.stop(STOP_TIMEOUT_SECONDS)
+        listeners = engine.reconciler.listeners
+        if isinstance(listeners, ToolChangeListeners):
+            await listeners.aclose()
+        for pool in memo.pools:
+            await pool.aclose()
+        await memo.kube.aclose()

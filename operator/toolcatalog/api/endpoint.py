@@ -1,0 +1,60 @@
+"""What a sync talks to: a resolved MCP endpoint, its TLS material, and what a fetch brings back."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from . import constants as c
+from .models import ServerInfo
+
+
+@dataclass(frozen=True)
+class TLSMaterial:
+    """Resolved TLS settings: CA PEM text (already read from a Secret/ConfigMap) and the skip flag."""
+
+    ca_pem: str | None = None
+    insecure_skip_verify: bool = False
+
+    def pool_key(self) -> tuple[str, bool]:
+        """Connections can be shared exactly between endpoints whose TLS settings hash alike."""
+        if self.insecure_skip_verify:
+            return ("", True)
+        return (hashlib.sha256(self.ca_pem.encode()).hexdigest() if self.ca_pem else "", False)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A fully resolved endpoint. `headers` may hold secrets: repr shows their names only."""
+
+    url: str
+    transport: str = c.TRANSPORT_STREAMABLE_HTTP
+    headers: Mapping[str, str] = field(default_factory=dict)
+    tls: TLSMaterial | None = None
+    # Where the credentials come from, for messages: "spec.auth", or the referenced ToolServer's.
+    auth_source: str = "spec.auth"
+
+    def __repr__(self) -> str:
+        return (
+            f"Endpoint(url={display_url(self.url)!r}, transport={self.transport!r}, "
+            f"headers=<{', '.join(sorted(self.headers)) or 'none'}>, tls={self.tls!r})"
+        )
+
+
+@dataclass(frozen=True)
+class FetchedCatalog:
+    server: ServerInfo
+    tools: list[dict[str, Any]]
+    pages: int
+
+
+def display_url(url: str) -> str:
+    """The URL without userinfo, query or fragment: safe for messages and logs."""
+    try:
+        parts = urlsplit(url)
+        return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
+    except ValueError:
+        return "<invalid url>"

@@ -1,0 +1,293 @@
+"""Pydantic models of the API contract: specs, status, cache entries. No I/O here.
+
+Field names are the camelCase names of api.md (aliases); Python code uses snake_case.
+`crds/*.yaml` hold the OpenAPI schemas; tests/unit/test_crd_models.py keeps both in step.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
+from . import constants as c
+
+URL_PATTERN = r"^https?://[^\s/?#]+[^\s]*$"
+NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+HEADER_NAME_PATTERN = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"
+
+Transport = Literal["streamable-http", "sse"]
+Phase = Literal["Pending", "Ready", "Stale", "Failed", "Suspended"]
+Trigger = Literal["create", "update", "schedule", "refresh", "secret", "list-changed", "resume"]
+RefreshResult = Literal["Succeeded", "Failed", "RateLimited"]
+ReferenceKind = Literal["Secret", "ConfigMap", "ToolServer"]
+
+
+class Model(BaseModel):
+    """Base: camelCase aliases, accepts either spelling, ignores fields it does not know."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    def dump(self) -> dict[str, Any]:
+        """The JSON shape written to Kubernetes (camelCase, no unset optional fields)."""
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+# ---------------------------------------------------------------------------- spec
+
+
+class SecretKeyRef(Model):
+    name: str = Field(min_length=1, max_length=253)
+    key: str = Field(min_length=1, max_length=253)
+
+
+class ConfigMapKeyRef(Model):
+    name: str = Field(min_length=1, max_length=253)
+    key: str = Field(min_length=1, max_length=253)
+
+
+class SecretValue(Model):
+    """A value read from a Secret: `{secretKeyRef: {name, key}}`."""
+
+    secret_key_ref: SecretKeyRef
+
+
+class SecretHeader(Model):
+    name: str = Field(min_length=1, max_length=256, pattern=HEADER_NAME_PATTERN)
+    secret_key_ref: SecretKeyRef
+
+
+class Auth(Model):
+    bearer_token: SecretValue | None = None
+    headers: list[SecretHeader] = Field(default_factory=list)
+
+    def secret_names(self) -> set[str]:
+        names = {h.secret_key_ref.name for h in self.headers}
+        if self.bearer_token is not None:
+            names.add(self.bearer_token.secret_key_ref.name)
+        return names
+
+
+class CABundle(Model):
+    config_map_key_ref: ConfigMapKeyRef | None = None
+    secret_key_ref: SecretKeyRef | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> CABundle:
+        if (self.config_map_key_ref is None) == (self.secret_key_ref is None):
+            raise ValueError("tls.caBundle needs exactly one of configMapKeyRef and secretKeyRef")
+        return self
+
+
+class TLS(Model):
+    ca_bundle: CABundle | None = None
+    insecure_skip_verify: bool = False
+
+
+class SyncSettings(Model):
+    ttl_seconds: int = Field(default=c.DEFAULT_TTL_SECONDS, ge=1, le=31 * 24 * 3600)
+    timeout_seconds: int = Field(default=c.DEFAULT_TIMEOUT_SECONDS, ge=1, le=600)
+    min_interval_seconds: int = Field(default=c.DEFAULT_MIN_INTERVAL_SECONDS, ge=0, le=86400)
+    suspend: bool = False
+
+
+class ToolSelector(Model):
+    """Glob filters on tool names. An empty include list means every tool."""
+
+    include: list[str] = Field(default_factory=list)
+    exclude: list[str] = Field(default_factory=list)
+
+
+class ToolSetting(Model):
+    name: str = Field(min_length=1, max_length=256)
+    enabled: bool = True
+
+
+class CacheSettings(Model):
+    config_map_name: str | None = Field(default=None, max_length=253, pattern=NAME_PATTERN)
+
+
+class ToolServerSpec(Model):
+    url: str = Field(max_length=2048, pattern=URL_PATTERN)
+    transport: Transport = "streamable-http"
+    headers: dict[str, str] = Field(default_factory=dict)
+    auth: Auth | None = None
+    tls: TLS | None = None
+    sync: SyncSettings = Field(default_factory=SyncSettings)
+    tool_selector: ToolSelector = Field(default_factory=ToolSelector)
+    tools: list[ToolSetting] = Field(default_factory=list)
+    cache: CacheSettings = Field(default_factory=CacheSettings)
+
+
+class ToolServerRef(Model):
+    name: str = Field(min_length=1, max_length=253, pattern=NAME_PATTERN)
+
+
+class ConnectorConfigSpec(Model):
+    """Either toolServerRef (inherit the endpoint) or url and friends (inline endpoint)."""
+
+    tool_server_ref: ToolServerRef | None = None
+    url: str | None = Field(default=None, max_length=2048, pattern=URL_PATTERN)
+    transport: Transport | None = None
+    headers: dict[str, str] | None = None
+    tls: TLS | None = None
+    owner: str | None = Field(default=None, max_length=256)
+    auth: Auth | None = None
+    sync: SyncSettings = Field(default_factory=SyncSettings)
+    tool_selector: ToolSelector = Field(default_factory=ToolSelector)
+    tools: list[ToolSetting] = Field(default_factory=list)
+    cache: CacheSettings = Field(default_factory=CacheSettings)
+
+    @model_validator(mode="after")
+    def _ref_xor_url(self) -> ConnectorConfigSpec:
+        if (self.tool_server_ref is None) == (self.url is None):
+            raise ValueError("exactly one of spec.toolServerRef and spec.url must be set")
+        return self
+
+
+# ---------------------------------------------------------------------------- status
+
+
+class ServerInfo(Model):
+    name: str | None = None
+    version: str | None = None
+    protocol_version: str | None = None
+    list_changed: bool | None = None
+
+
+class ToolStatus(Model):
+    """The compact per-tool entry in status.tools: no descriptions, no schemas."""
+
+    name: str
+    available: bool = True
+    enabled: bool = True
+    selected: bool = True
+    schema_hash: str
+    first_seen: str
+    removed_at: str | None = None
+
+
+class Reference(Model):
+    """An object the last sync read, and which version of it: never a value, never a hash of one.
+
+    A Secret or ConfigMap (CA bundle) by its resourceVersion (absent: it did not exist); a ToolServer
+    a ConnectorConfig inherits from by uid and spec generation (its status moves on every sync).
+    """
+
+    kind: ReferenceKind
+    name: str = Field(max_length=253)
+    resource_version: str | None = None
+    uid: str | None = None
+    generation: int | None = None
+
+
+class CacheStatus(Model):
+    config_map: str
+    cached_at: str | None = None
+    expires_at: str | None = None
+    content_hash: str | None = None
+
+
+class ErrorInfo(Model):
+    reason: str
+    message: str
+
+
+class LastSync(Model):
+    trigger: Trigger
+    started_at: str
+    completed_at: str
+    duration_ms: int
+    result: Literal["Succeeded", "Failed"]
+    error: ErrorInfo | None = None
+
+
+class LastRefresh(Model):
+    token: str
+    reason: str | None = None
+    force: bool = False
+    requested_at: str
+    completed_at: str
+    result: RefreshResult
+    previous_tool_count: int | None = None
+    tools_discovered: int | None = None
+    new_tools: list[str] = Field(default_factory=list)
+    removed_tools: list[str] = Field(default_factory=list)
+    changed_tools: list[str] = Field(default_factory=list)
+    new_tools_count: int = 0
+    removed_tools_count: int = 0
+    changed_tools_count: int = 0
+    error: ErrorInfo | None = None
+
+
+class Condition(Model):
+    """metav1.Condition."""
+
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str
+    message: str = ""
+    last_transition_time: str
+    observed_generation: int | None = None
+
+
+class Status(Model):
+    observed_generation: int | None = None
+    phase: Phase = "Pending"
+    url: str | None = None
+    owner: str | None = None
+    server: ServerInfo | None = None
+    tool_count: int = 0
+    tools: list[ToolStatus] = Field(default_factory=list)
+    tools_truncated: bool = False
+    cache: CacheStatus | None = None
+    last_sync: LastSync | None = None
+    last_refresh: LastRefresh | None = None
+    consecutive_failures: int = 0
+    next_sync_at: str | None = None
+    references: list[Reference] = Field(default_factory=list, max_length=32)
+    conditions: list[Condition] = Field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------- cache
+
+
+class CachedTool(Model):
+    """One tool in the cache ConfigMap's tools.json: the full MCP definition plus our bookkeeping."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    name: str
+    title: str | None = None
+    description: str | None = None
+    input_schema: dict[str, Any] = Field(default_factory=lambda: {"type": "object"})
+    output_schema: dict[str, Any] | None = None
+    annotations: dict[str, Any] | None = None
+    available: bool = True
+    enabled: bool = True
+    selected: bool = True
+    schema_hash: str
+    first_seen: str
+    removed_at: str | None = None
+
+    def document(self) -> dict[str, Any]:
+        """The JSON entry in tools.json: every field present, nulls included."""
+        return self.model_dump(by_alias=True, mode="json")
+
+
+class CacheSource(Model):
+    kind: str
+    namespace: str
+    name: str
+    url: str
+
+
+class CacheDocument(Model):
+    """The whole tools.json document."""
+
+    source: CacheSource
+    server: ServerInfo
+    cached_at: str
+    expires_at: str
+    tools: list[CachedTool]

@@ -1,0 +1,104 @@
+"""Reading a spec, once, at the edge: typed models, the settings a sync needs, the objects it names.
+
+Pure: no I/O. A spec that cannot be used raises `SyncError` InvalidSpec with a message naming each
+bad field and never echoing a value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import ValidationError
+
+from . import constants as c
+from .errors import SyncError
+from .models import (
+    ConnectorConfigSpec,
+    SyncSettings,
+    ToolSelector,
+    ToolServerSpec,
+    ToolSetting,
+)
+
+Spec = ToolServerSpec | ConnectorConfigSpec
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What a sync needs from the spec besides the endpoint (same shape for both kinds)."""
+
+    sync: SyncSettings
+    selector: ToolSelector
+    tools: list[ToolSetting]
+    config_map_name: str | None
+    owner: str | None = None
+    tool_server_ref: str | None = None
+
+
+@dataclass(frozen=True)
+class Named:
+    """The objects a spec names in its own namespace (resolution reads them; watches resync on them)."""
+
+    secrets: frozenset[str] = frozenset()
+    configmaps: frozenset[str] = frozenset()
+    toolserver: str | None = None
+
+
+def describe_validation_error(kind: str, error: ValidationError) -> str:
+    """A human message naming each bad field, without echoing input values."""
+    parts = []
+    for item in error.errors(include_input=False, include_url=False):
+        location = ".".join(str(part) for part in item["loc"]) or "spec"
+        parts.append(f"spec.{location}: {item['msg']}" if location != "spec" else item["msg"])
+    return f"{kind} spec is invalid: " + "; ".join(parts)
+
+
+def parse_spec(kind: str, spec: Mapping[str, Any]) -> Spec:
+    model = ToolServerSpec if kind == c.KIND_TOOLSERVER else ConnectorConfigSpec
+    try:
+        return model.model_validate(dict(spec))
+    except ValidationError as exc:
+        raise SyncError(c.REASON_INVALID_SPEC, describe_validation_error(kind, exc)) from None
+
+
+def settings_of(spec: Spec) -> Settings:
+    return Settings(
+        sync=spec.sync, selector=spec.tool_selector, tools=list(spec.tools),
+        config_map_name=spec.cache.config_map_name,
+        owner=spec.owner if isinstance(spec, ConnectorConfigSpec) else None,
+        tool_server_ref=spec.tool_server_ref.name if isinstance(spec, ConnectorConfigSpec)
+        and spec.tool_server_ref else None,
+    )
+
+
+def check_url(url: str) -> None:
+    """http(s) with a host and no credentials; raises SyncError InvalidSpec naming what to fix."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        raise SyncError(c.REASON_INVALID_SPEC, "spec.url is not a valid URL") from None
+    if parts.scheme not in ("http", "https") or not host:
+        raise SyncError(c.REASON_INVALID_SPEC,
+                        f"spec.url must be an http:// or https:// URL with a host, got scheme {parts.scheme!r}")
+    if parts.username or parts.password:
+        raise SyncError(c.REASON_INVALID_SPEC, "spec.url must not carry credentials; use spec.auth with a Secret")
+
+
+def names_of(spec: Spec, *, inherited: Spec | None = None) -> Named:
+    """The Secrets, ConfigMaps and ToolServer a spec reads; with the referenced ToolServer's spec, the
+    parts a ConnectorConfig inherits from it too (its auth unless it has its own, likewise tls)."""
+    auth = spec.auth if spec.auth is not None or inherited is None else inherited.auth
+    tls = spec.tls if spec.tls is not None or inherited is None else inherited.tls
+    secrets: set[str] = set(auth.secret_names()) if auth else set()
+    configmaps: set[str] = set()
+    if tls is not None and tls.ca_bundle is not None:
+        if tls.ca_bundle.secret_key_ref is not None:
+            secrets.add(tls.ca_bundle.secret_key_ref.name)
+        if tls.ca_bundle.config_map_key_ref is not None:
+            configmaps.add(tls.ca_bundle.config_map_key_ref.name)
+    ref = spec.tool_server_ref.name if isinstance(spec, ConnectorConfigSpec) and spec.tool_server_ref else None
+    return Named(secrets=frozenset(secrets), configmaps=frozenset(configmaps), toolserver=ref)

@@ -1,0 +1,69 @@
+"""Prometheus metrics: what syncs and refreshes did, served on --metrics-port.
+
+Recorded from the outcome of each reconcile (an observer of the Reconciler), so the reconcile
+itself stays free of this concern. Label values are kinds, triggers, results and reasons
+(bounded sets), plus namespace/name on the per-resource gauges.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+from ..api import constants as c
+from ..api.resource import ObjectKey
+from ..reconcile.conditions import get_condition
+from .reconciler import Outcome
+
+logger = logging.getLogger(__name__)
+
+SYNCS = Counter("toolcatalog_syncs_total", "Syncs by kind, trigger, result and failure reason",
+                ["kind", "trigger", "result", "reason"])
+SYNC_SECONDS = Histogram("toolcatalog_sync_duration_seconds", "Duration of one sync (resolve, fetch, merge, write)",
+                         ["kind"], buckets=(0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
+REFRESHES = Counter("toolcatalog_refreshes_total", "Annotation-triggered refreshes by kind and result",
+                    ["kind", "result"])
+TOOL_CHANGES = Counter("toolcatalog_tool_changes_total", "Tools that appeared, disappeared or changed in syncs",
+                       ["kind", "change"])
+TOOLS = Gauge("toolcatalog_tools", "Usable tools (available, enabled, selected) per resource",
+              ["kind", "namespace", "name"])
+READY = Gauge("toolcatalog_ready", "1 when the resource has a usable cache (Ready=True), else 0",
+              ["kind", "namespace", "name"])
+
+
+def serve(port: int, address: str) -> None:
+    start_http_server(port, addr=address)
+    logger.info("serving Prometheus metrics on http://%s:%d/metrics", address, port)
+
+
+def observe(outcome: Outcome) -> None:
+    """Count what one reconcile did; a reconcile that only answered a rate-limited refresh is no sync."""
+    plan = outcome.plan
+    if plan is None:
+        return
+    kind, namespace, name = outcome.key
+    status = plan.status
+    if plan.synced and status.last_sync is not None:
+        last = status.last_sync
+        reason = last.error.reason if last.error else ""
+        SYNCS.labels(kind, last.trigger, last.result, reason).inc()
+        SYNC_SECONDS.labels(kind).observe(last.duration_ms / 1000)
+    if plan.refreshed and status.last_refresh is not None:
+        REFRESHES.labels(kind, status.last_refresh.result).inc()
+    if plan.diff is not None:
+        for change, names in (("new", plan.diff.new), ("removed", plan.diff.removed),
+                              ("changed", plan.diff.changed)):
+            if names:
+                TOOL_CHANGES.labels(kind, change).inc(len(names))
+    TOOLS.labels(kind, namespace, name).set(status.tool_count)
+    ready = get_condition(status.conditions, c.COND_READY)
+    READY.labels(kind, namespace, name).set(1 if ready and ready.status == "True" else 0)
+
+
+def forget(key: ObjectKey) -> None:
+    for gauge in (TOOLS, READY):
+        try:
+            gauge.remove(*key)
+        except KeyError:
+            pass

@@ -1,0 +1,354 @@
+"""reconcile(key): read the latest object, decide, and do the I/O around the pure plan.
+
+The executor of reconcile/: it reads the resource from the object cache, asks `decide` what to do,
+resolves the references and fetches the catalog (through small interfaces: a catalog fetcher, a
+Kubernetes store, a clock), hands the outcome to `plan_sync`, and writes what comes back: the cache
+ConfigMap, then status (one merge patch, only when it changed), then Events. It is the only status
+writer. A failure of the Kubernetes API itself (5xx, 429, timeouts) changes nothing and is retried
+by the work queue's backoff.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Protocol
+
+from ..api import constants as c
+from ..api.endpoint import Endpoint, FetchedCatalog
+from ..api.errors import Retry, SyncError
+from ..api.models import CachedTool
+from ..api.resource import ObjectKey, Resource
+from ..api.spec import settings_of
+from ..kube.errors import ApiError, api_error
+from ..kube.resolve import ResolveError, resolve_endpoint
+from ..reconcile.cachedoc import (
+    CacheParseError,
+    configmap_name,
+    configmap_patch,
+    is_owned_by,
+    parse_cache,
+)
+from ..reconcile.decide import Decision, Observed, decide
+from ..reconcile.plan import (
+    CacheWrite,
+    Plan,
+    SyncOutcome,
+    plan_failure,
+    plan_rate_limited,
+    plan_suspend,
+    plan_sync,
+)
+from ..reconcile.status import merge_patch
+from .objects import ObjectCache
+
+logger = logging.getLogger(__name__)
+
+
+class Fetcher(Protocol):
+    async def __call__(self, endpoint: Endpoint, *, timeout: float) -> FetchedCatalog: ...
+
+
+class KubeStore(Protocol):
+    """The Kubernetes reads and writes a sync makes (kube/client.py; a fake in engine tests)."""
+
+    async def read_secret(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+    async def read_configmap(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+    async def read_object(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None: ...
+    async def create_configmap(self, namespace: str, manifest: Mapping[str, Any]) -> dict[str, Any]: ...
+    async def patch_configmap(self, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]: ...
+    async def patch_status(self, kind: str, namespace: str, name: str,
+                           patch: Mapping[str, Any]) -> dict[str, Any]: ...
+    async def post_event(self, *, kind: str, namespace: str, name: str, uid: str, type_: str, reason: str,
+                         message: str, now: datetime | None = None) -> None: ...
+
+
+class Versions(Protocol):
+    """The resourceVersions the watches hold now for Secrets and ConfigMaps (None: absent)."""
+
+    def secret(self, namespace: str, name: str) -> str | None: ...
+    def configmap(self, namespace: str, name: str) -> str | None: ...
+
+
+class Listeners(Protocol):
+    def ensure(self, key: ObjectKey, endpoint: Endpoint) -> None: ...
+    def stop(self, key: ObjectKey) -> None: ...
+
+
+class TransientError(Exception):
+    """The Kubernetes API failed; nothing was changed; the work queue retries with backoff."""
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass
+class _Memory:
+    """What the reconciler remembers of one resource, none of it needed for correctness."""
+
+    token: str | None = None
+    token_seen_at: datetime | None = None
+    completed_before_token: datetime | None = None
+    last_completed: datetime | None = None
+    list_changed: bool = False
+    reconciled: bool = False
+
+
+@dataclass
+class Outcome:
+    """What one reconcile did, for metrics and logs."""
+
+    key: ObjectKey
+    decision: Decision
+    plan: Plan | None = None
+    wrote_status: bool = False
+
+
+@dataclass(frozen=True)
+class _CacheState:
+    name: str
+    resource_version: str | None
+    tools: list[CachedTool]
+    exists: bool
+
+
+@dataclass
+class Reconciler:
+    objects: ObjectCache
+    kube: KubeStore
+    fetch: Fetcher
+    versions: Versions
+    listeners: Listeners | None = None
+    clock: Callable[[], datetime] = utcnow
+    jitter: Callable[[], float] = random.random
+    observers: list[Callable[[Outcome], None]] = field(default_factory=list)
+    _memory: dict[ObjectKey, _Memory] = field(default_factory=dict)
+    # The catalog each resource's last sync wrote, by uid: no read of a ConfigMap we wrote ourselves.
+    _catalogs: dict[str, _CacheState] = field(default_factory=dict)
+
+    # -- hints from triggers ------------------------------------------------------------------
+
+    def list_changed(self, key: ObjectKey) -> None:
+        """The server told a listener its tool list changed (memory only: a restart re-listens and resyncs)."""
+        self._memory.setdefault(key, _Memory()).list_changed = True
+
+    def forget(self, key: ObjectKey, uid: str | None = None) -> None:
+        self._memory.pop(key, None)
+        if uid is not None:
+            self._catalogs.pop(uid, None)
+        if self.listeners is not None:
+            self.listeners.stop(key)
+
+    # -- the loop's step --------------------------------------------------------------------------
+
+    async def reconcile(self, key: ObjectKey) -> float | None:
+        """One reconcile; the seconds until the key wants another look (None: only on a change).
+
+        Raises TransientError when the Kubernetes API failed and nothing was changed.
+        """
+        resource = self.objects.get(key)
+        if resource is None:
+            self.forget(key)
+            return None
+        now = self.clock()
+        memory = self._memory.setdefault(key, _Memory())
+        decision = decide(resource, self._observed(resource, memory, now))
+        memory.reconciled = True
+        if decision.action == "wait":
+            logger.debug("%s: nothing to do%s", resource.describe(),
+                         f" until {decision.due:%Y-%m-%dT%H:%M:%SZ}" if decision.due else "")
+            return _seconds_until(decision.due, now)
+        logger.debug("%s: %s%s", resource.describe(), decision.action,
+                     f" ({decision.trigger})" if decision.trigger else "")
+        if decision.action == "rate-limited":
+            assert decision.refresh is not None
+            plan = plan_rate_limited(resource, decision.refresh, decision.message, now)
+        elif decision.action == "suspend":
+            plan = plan_suspend(resource, decision.refresh, now)
+            if self.listeners is not None:
+                self.listeners.stop(key)
+        else:
+            plan = await self._sync(resource, decision, memory)
+        wrote = await self._write(resource, plan)
+        self._tell(Outcome(key, decision, plan, wrote))
+        return _seconds_until(plan.requeue_at, self.clock())
+
+    def _observed(self, resource: Resource, memory: _Memory, now: datetime) -> Observed:
+        token = resource.annotations.get(c.ANN_REFRESH)
+        if token != memory.token:
+            memory.token, memory.token_seen_at = token, now
+            memory.completed_before_token = memory.last_completed
+        secrets = {ref.name: self.versions.secret(resource.namespace, ref.name)
+                   for ref in resource.status.references if ref.kind == "Secret"}
+        configmaps = {ref.name: self.versions.configmap(resource.namespace, ref.name)
+                      for ref in resource.status.references if ref.kind == "ConfigMap"}
+        toolserver = None
+        for ref in resource.status.references:
+            if ref.kind == "ToolServer":
+                server = self.objects.get((c.KIND_TOOLSERVER, resource.namespace, ref.name))
+                toolserver = (server.uid, server.generation) if server is not None else None
+        return Observed(now=now, secrets=secrets, configmaps=configmaps, toolserver=toolserver,
+                        list_changed=memory.list_changed, first_since_start=not memory.reconciled,
+                        token_seen_at=memory.token_seen_at, completed_before_token=memory.completed_before_token)
+
+    # -- a sync ---------------------------------------------------------------------------------
+
+    async def _sync(self, resource: Resource, decision: Decision, memory: _Memory) -> Plan:
+        assert decision.trigger is not None
+        started = self.clock()
+        memory.list_changed = False
+        fields: dict[str, Any] = {"trigger": decision.trigger, "refresh": decision.refresh, "started_at": started}
+        endpoint: Endpoint | None = None
+        state: _CacheState | None = None
+        try:
+            if resource.spec is None:
+                assert resource.spec_error is not None
+                raise resource.spec_error
+            settings = settings_of(resource.spec)
+            try:
+                endpoint, references = await resolve_endpoint(self.kube, resource.kind, resource.namespace,
+                                                              resource.spec, read_toolserver=self._read_toolserver)
+            except ResolveError as error:
+                fields["references"] = error.references
+                raise
+            fields.update(url=endpoint.url, references=references)
+            cm_name = configmap_name(resource.kind, resource.name, settings.config_map_name)
+            state = await self._previous_catalog(resource, cm_name)
+            fields["previous"] = state.tools
+            fetched = await self.fetch(endpoint, timeout=float(settings.sync.timeout_seconds))
+            fields.update(server=fetched.server, tools=fetched.tools)
+        except SyncError as error:
+            self._raise_if_transient(error, resource)
+            fields["error"] = error
+        completed = self.clock()
+        memory.last_completed = completed
+        outcome = SyncOutcome(completed_at=completed, **fields)
+        plan = plan_sync(resource, outcome, self.jitter())
+        if plan.cache is not None:
+            assert state is not None
+            try:
+                await self._write_cache(resource, plan.cache, state)
+            except SyncError as error:
+                self._raise_if_transient(error, resource)
+                plan = plan_failure(resource, outcome, error, self.jitter())
+        self._update_listener(resource, plan, endpoint)
+        return plan
+
+    @staticmethod
+    def _raise_if_transient(error: SyncError, resource: Resource) -> None:
+        if error.retry is Retry.TRANSIENT:
+            raise TransientError(f"{resource.describe()}: {error.message}") from error
+
+    async def _read_toolserver(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        """A referenced ToolServer: from the cache; from the API when the cache has not seen it (yet)."""
+        cached = self.objects.get((c.KIND_TOOLSERVER, namespace, name))
+        if cached is not None and cached.spec is not None:
+            return {"metadata": {"uid": cached.uid, "generation": cached.generation},
+                    "spec": cached.spec.dump()}
+        return await self.kube.read_object(c.KIND_TOOLSERVER, namespace, name)
+
+    def _update_listener(self, resource: Resource, plan: Plan, endpoint: Endpoint | None) -> None:
+        if self.listeners is None:
+            return
+        server = plan.status.server
+        succeeded = plan.cache is not None and plan.status.last_sync is not None \
+            and plan.status.last_sync.result == "Succeeded"
+        if succeeded and endpoint is not None and server is not None and server.list_changed:
+            self.listeners.ensure(resource.key, endpoint)
+        else:
+            self.listeners.stop(resource.key)
+
+    # -- the cache ConfigMap -------------------------------------------------------------------
+
+    async def _previous_catalog(self, resource: Resource, cm_name: str) -> _CacheState:
+        """The catalog the last sync wrote: remembered from our own write, else read from the ConfigMap."""
+        remembered = self._catalogs.get(resource.uid)
+        if remembered is not None and remembered.name == cm_name:
+            return remembered
+        try:
+            existing = await self.kube.read_configmap(resource.namespace, cm_name)
+        except ApiError as error:
+            raise api_error(error, kind="ConfigMap") from None
+        if existing is None:
+            return _CacheState(cm_name, None, [], exists=False)
+        if not is_owned_by(existing, resource.uid) and not _previous_incarnation(existing, resource):
+            raise SyncError(c.REASON_CACHE_CONFLICT,
+                            f"ConfigMap {resource.namespace}/{cm_name} exists and is not owned by this "
+                            f"{resource.kind}; delete it or set spec.cache.configMapName to another name")
+        rv = (existing.get("metadata") or {}).get("resourceVersion")
+        try:
+            tools = list(parse_cache(existing).tools)
+        except CacheParseError as exc:
+            logger.warning("%s: previous cache unreadable (%s); rebuilding it", resource.describe(), exc)
+            tools = []
+        return _CacheState(cm_name, rv, tools, exists=True)
+
+    async def _write_cache(self, resource: Resource, cache: CacheWrite, state: _CacheState) -> None:
+        """Create it, or merge-patch it on the condition that nobody changed it since we read it."""
+        try:
+            if not state.exists:
+                written = await self.kube.create_configmap(resource.namespace, cache.manifest)
+            else:
+                patch = configmap_patch(cache.manifest)
+                if state.resource_version:
+                    patch["metadata"]["resourceVersion"] = state.resource_version
+                written = await self.kube.patch_configmap(resource.namespace, cache.name, patch)
+        except ApiError as error:
+            self._catalogs.pop(resource.uid, None)
+            if error.status in (404, 409):
+                # Created, changed or deleted by someone else meanwhile: read it afresh next time.
+                raise SyncError(c.REASON_API_UNAVAILABLE,
+                                f"ConfigMap {resource.namespace}/{cache.name} changed during the sync; "
+                                "syncing again") from None
+            raise api_error(error, kind="ConfigMap") from None
+        rv = (written.get("metadata") or {}).get("resourceVersion")
+        self._catalogs[resource.uid] = _CacheState(cache.name, rv, list(cache.document.tools), exists=True)
+
+    # -- status and Events ----------------------------------------------------------------------
+
+    async def _write(self, resource: Resource, plan: Plan) -> bool:
+        """Patch /status when it changed (the answer goes into the cache), then post the Events."""
+        patch = merge_patch(resource.status.dump(), plan.status.dump())
+        wrote = False
+        if patch:
+            try:
+                answer = await self.kube.patch_status(resource.kind, resource.namespace, resource.name, patch)
+            except ApiError as error:
+                if error.status == 404:
+                    return False        # deleted meanwhile
+                raise TransientError(f"{resource.describe()}: writing status failed: {error.message}") from None
+            self.objects.observe(resource.kind, answer)
+            logger.debug("%s: status patched (%s)", resource.describe(), ", ".join(sorted(patch)))
+            wrote = True
+        for event in plan.events:
+            try:
+                await self.kube.post_event(kind=resource.kind, namespace=resource.namespace, name=resource.name,
+                                           uid=resource.uid, type_=event.type, reason=event.reason,
+                                           message=event.message)
+            except ApiError as error:
+                logger.warning("%s: could not post Event %s: %s", resource.describe(), event.reason, error.message)
+        return wrote
+
+    def _tell(self, outcome: Outcome) -> None:
+        for observer in self.observers:
+            try:
+                observer(outcome)
+            except Exception:       # an observer must never fail a reconcile
+                logger.exception("reconcile observer %r failed", observer)
+
+
+def _previous_incarnation(configmap: Mapping[str, Any], resource: Resource) -> bool:
+    """Owned by an earlier object of the same kind and name (deleted and created again): ours to adopt."""
+    references = (configmap.get("metadata") or {}).get("ownerReferences") or []
+    return any(ref.get("kind") == resource.kind and ref.get("name") == resource.name and ref.get("controller")
+               for ref in references if isinstance(ref, Mapping))
+
+
+def _seconds_until(moment: datetime | None, now: datetime) -> float | None:
+    if moment is None:
+        return None
+    return max(0.0, (moment - now).total_seconds())

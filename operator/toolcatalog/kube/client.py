@@ -1,0 +1,164 @@
+"""The only code that calls the Kubernetes API directly (kopf does the watching).
+
+A small async REST client on httpx2, with the credentials kopf logs in with (`login.py`): GET,
+POST and JSON merge-PATCH of the few objects a sync reads and writes, and Events. Requests are
+limited client-side (QPS and burst, as client-go does), a 401 logs in again once (a rotated token),
+and every failure is one `ApiError`; `api_error` (errors.py) maps it to a sync reason in one table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+import httpx2
+import kopf
+
+from ..api import constants as c
+from .errors import ApiError
+
+logger = logging.getLogger(__name__)
+
+MERGE_PATCH = "application/merge-patch+json"
+DEFAULT_TIMEOUT_SECONDS = 30.0
+CORE = "/api/v1"
+
+
+class TokenBucket:
+    """Client-side rate limit: `qps` requests a second on average, bursts of up to `burst`."""
+
+    def __init__(self, qps: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.qps, self.burst, self._clock = qps, max(1, burst), clock
+        self._tokens = float(self.burst)
+        self._last = clock()
+        self._lock = asyncio.Lock()
+
+    async def acquire(self) -> None:
+        if self.qps <= 0:
+            return
+        async with self._lock:
+            now = self._clock()
+            self._tokens = min(self.burst, self._tokens + (now - self._last) * self.qps)
+            self._last = now
+            if self._tokens < 1:
+                await asyncio.sleep((1 - self._tokens) / self.qps)
+                self._tokens = 1.0
+                self._last = self._clock()
+            self._tokens -= 1
+
+
+def custom_path(kind: str, namespace: str, name: str | None = None, subresource: str | None = None) -> str:
+    parts = ["/apis", c.GROUP, c.VERSION, "namespaces", namespace, c.PLURAL[kind]]
+    return "/".join(parts + [p for p in (name, subresource) if p])
+
+
+def core_path(plural: str, namespace: str, name: str | None = None) -> str:
+    return "/".join([CORE, "namespaces", namespace, plural] + ([name] if name else []))
+
+
+class KubeClient:
+    """Async access to the objects a sync reads and writes; plain JSON dicts in and out."""
+
+    def __init__(self, login: Callable[[], kopf.ConnectionInfo], *, qps: float = 50.0, burst: int = 100,
+                 timeout: float = DEFAULT_TIMEOUT_SECONDS) -> None:
+        self._login = login
+        self._timeout = timeout
+        self._limit = TokenBucket(qps, burst)
+        self._client: httpx2.AsyncClient | None = None
+        self.requests = 0
+
+    def _connect(self) -> httpx2.AsyncClient:
+        info = self._login()
+        return httpx2.AsyncClient(base_url=info.server.rstrip("/"), verify=info.as_ssl_context(),
+                                  headers={"Accept": "application/json", **info.as_http_headers()},
+                                  timeout=self._timeout, trust_env=False, follow_redirects=False)
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def request(self, method: str, path: str, *, body: Any = None, content_type: str = "application/json",
+                      what: str = "") -> dict[str, Any]:
+        """One request; the decoded JSON object, or ApiError (status 0: no answer at all)."""
+        for attempt in (1, 2):
+            if self._client is None:
+                self._client = self._connect()
+            await self._limit.acquire()
+            self.requests += 1
+            try:
+                response = await self._client.request(method, path, json=body,
+                                                      headers={"Content-Type": content_type})
+            except httpx2.TimeoutException:
+                raise ApiError(0, "Timeout", f"{what or path}: the API server did not answer in time") from None
+            except httpx2.TransportError as exc:
+                raise ApiError(0, "Unavailable", f"{what or path}: cannot reach the API server "
+                                                 f"({type(exc).__name__})") from None
+            if response.status_code == 401 and attempt == 1:
+                await self.aclose()     # log in again (a rotated ServiceAccount token), once
+                continue
+            if response.status_code >= 300:
+                raise ApiError.from_response(response, what or path)
+            try:
+                return dict(response.json())
+            except ValueError:
+                raise ApiError(response.status_code, "BadResponse",
+                               f"{what or path}: the API server answered something that is not JSON") from None
+        raise AssertionError("unreachable")
+
+    async def get(self, path: str, what: str) -> dict[str, Any] | None:
+        """The object, or None when it does not exist."""
+        try:
+            return await self.request("GET", path, what=what)
+        except ApiError as error:
+            if error.status == 404:
+                return None
+            raise
+
+    # -- the objects a sync reads ----------------------------------------------------------
+
+    async def read_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """A Secret (its data are credentials: never log them or put them into a message)."""
+        return await self.get(core_path("secrets", namespace, name), f"Secret {namespace}/{name}")
+
+    async def read_configmap(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self.get(core_path("configmaps", namespace, name), f"ConfigMap {namespace}/{name}")
+
+    async def read_object(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self.get(custom_path(kind, namespace, name), f"{kind} {namespace}/{name}")
+
+    # -- the objects a sync writes -----------------------------------------------------------
+
+    async def create_configmap(self, namespace: str, manifest: Mapping[str, Any]) -> dict[str, Any]:
+        name = manifest["metadata"]["name"]
+        return await self.request("POST", core_path("configmaps", namespace), body=manifest,
+                                  what=f"ConfigMap {namespace}/{name}")
+
+    async def patch_configmap(self, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
+        return await self.request("PATCH", core_path("configmaps", namespace, name), body=patch,
+                                  content_type=MERGE_PATCH, what=f"ConfigMap {namespace}/{name}")
+
+    async def patch_status(self, kind: str, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
+        """Status only ever goes through the /status subresource."""
+        return await self.request("PATCH", custom_path(kind, namespace, name, "status"), body={"status": patch},
+                                  content_type=MERGE_PATCH, what=f"{kind} {namespace}/{name} status")
+
+    async def post_event(self, *, kind: str, namespace: str, name: str, uid: str, type_: str, reason: str,
+                         message: str, now: datetime | None = None) -> None:
+        """A core v1 Event about one of our resources, as `kubectl describe` shows them."""
+        stamp = (now or datetime.now(timezone.utc)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        event = {
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"generateName": f"{name}.", "namespace": namespace},
+            "involvedObject": {"apiVersion": c.API_VERSION, "kind": kind, "namespace": namespace, "name": name,
+                               "uid": uid},
+            "reason": reason, "message": message, "type": type_,
+            "source": {"component": c.MANAGED_BY}, "reportingComponent": c.MANAGED_BY,
+            "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1,
+        }
+        await self.request("POST", core_path("events", namespace), body=event,
+                           what=f"an Event for {kind} {namespace}/{name}")

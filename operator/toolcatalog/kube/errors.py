@@ -1,0 +1,68 @@
+"""Kubernetes API errors, mapped once, in one table, to what a sync reports and how it retries."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx2
+
+from ..api import constants as c
+from ..api.errors import SyncError
+
+RETRY_AFTER_MAX_SECONDS = 300.0
+
+
+class ApiError(Exception):
+    """A failed Kubernetes API call: the HTTP status (0: no answer), the Status reason and message."""
+
+    def __init__(self, status: int, reason: str, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.status, self.reason, self.message, self.retry_after = status, reason, message, retry_after
+
+    @classmethod
+    def from_response(cls, response: httpx2.Response, what: str) -> ApiError:
+        reason, detail = "", ""
+        try:
+            body: Any = response.json()
+            if isinstance(body, dict):
+                reason, detail = str(body.get("reason") or ""), str(body.get("message") or "")
+        except ValueError:
+            pass
+        retry_after = None
+        header = response.headers.get("retry-after")
+        if header:
+            try:
+                retry_after = min(float(header), RETRY_AFTER_MAX_SECONDS)
+            except ValueError:
+                retry_after = None
+        message = f"{what}: HTTP {response.status_code}" + (f" {reason}" if reason else "")
+        if detail and response.status_code in (400, 403, 409, 413, 422):
+            message += f" ({detail[:300]})"
+        return cls(response.status_code, reason, message, retry_after)
+
+
+# status -> (sync reason, what to tell the user); None in the first place: the reason depends on what
+# was read (404: the kind of the missing object).
+_TABLE: dict[int, tuple[str | None, str]] = {
+    401: (c.REASON_FORBIDDEN, "the API server refused the operator's credentials"),
+    403: (c.REASON_FORBIDDEN, "the operator's RBAC does not allow this; grant it (see deploy/rbac.yaml)"),
+    404: (None, "it does not exist"),
+    409: (c.REASON_API_UNAVAILABLE, "it changed meanwhile; retrying"),
+    413: (c.REASON_CACHE_TOO_LARGE, "the API server refused the request as too large"),
+    422: (c.REASON_CACHE_TOO_LARGE, "the API server refused the object"),
+    429: (c.REASON_API_UNAVAILABLE, "the API server is throttling requests; retrying"),
+}
+MISSING = {"Secret": c.REASON_SECRET_NOT_FOUND, "ConfigMap": c.REASON_CONFIGMAP_NOT_FOUND,
+           "ToolServer": c.REASON_TOOLSERVER_NOT_FOUND}
+
+
+def api_error(error: ApiError, *, kind: str | None = None) -> SyncError:
+    """The SyncError for a failed call about an object of `kind` (for 404: which kind is missing).
+
+    5xx, timeouts and unreachable servers are ApiUnavailable: retried soon, status left as it is.
+    """
+    reason, hint = _TABLE.get(error.status, (c.REASON_API_UNAVAILABLE, "the API server failed; retrying"))
+    if error.status == 404:
+        reason = MISSING.get(kind or "", c.REASON_API_UNAVAILABLE)
+    assert reason is not None
+    return SyncError(reason, f"{error.message}: {hint}", retry_after=error.retry_after)

@@ -1,0 +1,117 @@
+"""The HTTP connection pool shared by every catalog fetch, dialling only where egress permits.
+
+One `HttpPool` serves all syncs (not one client per session): one httpx2 transport, with
+its own TCP/TLS connection pool, per distinct TLS setting. When an egress policy is set,
+the pool dials through `_EgressCheckedBackend`, which connects only to the addresses the
+policy checked (so a name cannot resolve elsewhere between check and connect); a denial
+surfaces as a `SyncError` from the request. session.py wraps a per-fetch view around it.
+"""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any
+
+import httpcore2
+import httpx2
+
+from ..api import constants as c
+from ..api.endpoint import TLSMaterial
+from ..api.errors import SyncError
+from .egress import EgressPolicy
+
+
+class _EgressCheckedBackend(httpcore2.AsyncNetworkBackend):
+    """Connects only to addresses the egress policy permits, and to exactly those it checked."""
+
+    def __init__(self, policy: EgressPolicy) -> None:
+        self._policy = policy
+        self._inner = httpcore2.AnyIOBackend()
+
+    async def connect_tcp(self, host: str, port: int, timeout: float | None = None,
+                          local_address: str | None = None, socket_options: Any = None) -> Any:
+        last_error: Exception | None = None
+        for address in await self._policy.permitted_addresses(host, port):
+            try:
+                return await self._inner.connect_tcp(address, port, timeout=timeout,
+                                                     local_address=local_address, socket_options=socket_options)
+            except httpcore2.ConnectError as exc:
+                last_error = exc
+        assert last_error is not None  # permitted_addresses never returns an empty list
+        raise last_error
+
+    async def connect_unix_socket(self, path: str, timeout: float | None = None, socket_options: Any = None) -> Any:
+        return await self._inner.connect_unix_socket(path, timeout=timeout, socket_options=socket_options)
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+class _PoolTransport(httpx2.AsyncHTTPTransport):
+    """httpx2's transport whose connection pool may dial through the egress-checked backend."""
+
+    def __init__(self, ssl_context: ssl.SSLContext, limits: httpx2.Limits, egress: EgressPolicy | None) -> None:
+        super().__init__(verify=ssl_context, limits=limits, trust_env=False)
+        if egress is not None:  # httpx2 has no network_backend knob: rebuild its (private) pool with one
+            self._pool = httpcore2.AsyncConnectionPool(
+                ssl_context=ssl_context, max_connections=limits.max_connections,
+                max_keepalive_connections=limits.max_keepalive_connections,
+                keepalive_expiry=limits.keepalive_expiry, network_backend=_EgressCheckedBackend(egress))
+
+    def connection_states(self) -> list[str]:
+        return ["idle" if conn.is_idle() else "closed" if conn.is_closed() else "active"
+                for conn in self._pool.connections]
+
+
+class HttpPool:
+    """One shared HTTP connection pool for all syncs (not one client per session).
+
+    One transport (its own TCP/TLS pool) per distinct TLS setting; every fetch
+    gets a light per-fetch client over it, whose closing leaves the pool open.
+    """
+
+    def __init__(self, *, egress: EgressPolicy | None = None, max_connections: int = 100) -> None:
+        self.egress = egress
+        self._limits = httpx2.Limits(max_connections=max_connections,
+                                     max_keepalive_connections=max(1, max_connections // 4), keepalive_expiry=15.0)
+        self._transports: dict[tuple[str, bool], _PoolTransport] = {}
+        self._closed = False
+
+    def transport_for(self, tls: TLSMaterial | None) -> _PoolTransport:
+        """The shared transport for these TLS settings, created on first use."""
+        if self._closed:
+            raise RuntimeError("HttpPool is closed")
+        tls = tls or TLSMaterial()
+        key = tls.pool_key()
+        transport = self._transports.get(key)
+        if transport is None:
+            transport = _PoolTransport(_ssl_context(tls), self._limits, self.egress)
+            self._transports[key] = transport
+        return transport
+
+    def connection_states(self) -> dict[str, int]:
+        """Counts of pooled connections by state (idle, active, closed), over all TLS settings."""
+        counts = {"idle": 0, "active": 0, "closed": 0}
+        for transport in self._transports.values():
+            for state in transport.connection_states():
+                counts[state] += 1
+        return counts
+
+    async def aclose(self) -> None:
+        self._closed = True
+        transports, self._transports = list(self._transports.values()), {}
+        for transport in transports:
+            await transport.aclose()
+
+
+def _ssl_context(tls: TLSMaterial) -> ssl.SSLContext:
+    """The context for these settings; a CA bundle that is no PEM certificate is the spec's fault."""
+    if tls.insecure_skip_verify:
+        return httpx2.create_ssl_context(verify=False)
+    if not tls.ca_pem:
+        return httpx2.create_ssl_context()
+    try:
+        return ssl.create_default_context(cadata=tls.ca_pem)
+    except (ssl.SSLError, ValueError) as exc:
+        raise SyncError(c.REASON_INVALID_SPEC,
+                         f"spec.tls.caBundle does not hold a usable PEM CA certificate ({type(exc).__name__})") from None

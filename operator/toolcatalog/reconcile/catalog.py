@@ -1,0 +1,219 @@
+"""Pure catalog logic: definition hashes, the tool selector, and merging a fetched tool list
+into the previous catalog (diff, removed-kept-unavailable, per-tool settings). No I/O.
+
+Semantics follow api.md "Catalog semantics" and "Refresh semantics": tools are never
+deleted, a tool that comes back keeps its firstSeen and counts as new, and `enabled` /
+`selected` always come from the current spec, never from the server.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pydantic
+
+from ..api import constants
+from ..api.models import CachedTool, ToolSelector, ToolSetting, ToolStatus
+
+# The fields of an MCP tool definition that schemaHash covers (wire spelling).
+DEFINITION_FIELDS = ("title", "description", "inputSchema", "outputSchema", "annotations")
+DEFAULT_INPUT_SCHEMA: dict[str, Any] = {"type": "object"}
+
+
+def canonical_json(value: Any) -> str:
+    """One JSON spelling per value, so key order and whitespace never change a hash."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def sha256_of(value: Any) -> str:
+    """`sha256:<hex>` over the canonical JSON of `value`."""
+    return "sha256:" + hashlib.sha256(canonical_json(value).encode("utf-8")).hexdigest()
+
+
+def schema_hash(tool: Mapping[str, Any]) -> str:
+    """Hash of what a model sees of a tool; an edited description (a rug pull) changes it.
+
+    Missing fields count as null; extra keys (`_meta`, `icons`, ...) and the name do not count.
+    """
+    return sha256_of({field: tool.get(field) for field in DEFINITION_FIELDS})
+
+
+def is_selected(name: str, selector: ToolSelector) -> bool:
+    """Case-sensitive glob match: empty include means every tool; exclude wins over include."""
+    if selector.include and not any(fnmatch.fnmatchcase(name, p) for p in selector.include):
+        return False
+    return not any(fnmatch.fnmatchcase(name, p) for p in selector.exclude)
+
+
+class InvalidToolError(ValueError):
+    """The server sent a tool entry we cannot store (no name, wrong field types)."""
+
+
+class DuplicateToolError(InvalidToolError):
+    """The server listed the same tool name twice: the catalog would be ambiguous."""
+
+
+@dataclass(frozen=True)
+class CatalogDiff:
+    """What a merge changed, as sorted tool names."""
+
+    new: list[str]
+    removed: list[str]
+    changed: list[str]
+
+    def is_empty(self) -> bool:
+        return not (self.new or self.removed or self.changed)
+
+    def summary(self, tool_count: int, limit: int = 5) -> str:
+        """One line for a condition message or an Event, e.g.
+        `8 tools: 2 new (a, b), 0 removed, 0 changed`."""
+        noun = "tool" if tool_count == 1 else "tools"
+        parts = [_count_with_names(len(names), label, names, limit)
+                 for label, names in (("new", self.new), ("removed", self.removed),
+                                      ("changed", self.changed))]
+        return f"{tool_count} {noun}: " + ", ".join(parts)
+
+
+def _count_with_names(count: int, label: str, names: list[str], limit: int) -> str:
+    if not names:
+        return f"{count} {label}"
+    shown = ", ".join(names[:limit])
+    if len(names) > limit:
+        shown += f" and {len(names) - limit} more"
+    return f"{count} {label} ({shown})"
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    tools: list[CachedTool]  # sorted by name
+    diff: CatalogDiff
+    tool_count: int  # available AND enabled AND selected
+
+
+def _definition(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """The stored definition of a fetched tool: exactly as sent, inputSchema defaulted if absent."""
+    definition = {field: raw.get(field) for field in DEFINITION_FIELDS}
+    if definition["inputSchema"] is None:
+        definition["inputSchema"] = dict(DEFAULT_INPUT_SCHEMA)
+    return definition
+
+
+def _index_fetched(fetched: Sequence[Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
+    by_name: dict[str, Mapping[str, Any]] = {}
+    for position, raw in enumerate(fetched):
+        name = raw.get("name") if isinstance(raw, Mapping) else None
+        if not isinstance(name, str) or not name:
+            raise InvalidToolError(f"tools/list entry #{position} has no tool name")
+        if name in by_name:
+            raise DuplicateToolError(f"the server listed the tool {name!r} more than once")
+        by_name[name] = raw
+    return by_name
+
+
+def _fetched_entry(name: str, definition: dict[str, Any], *, digest: str,
+                   first_seen: str) -> CachedTool:
+    try:
+        return CachedTool.model_validate({
+            "name": name, **definition, "available": True, "schemaHash": digest,
+            "firstSeen": first_seen, "removedAt": None,
+        })
+    except pydantic.ValidationError as error:
+        fields = sorted({".".join(str(p) for p in e["loc"]) for e in error.errors()})
+        raise InvalidToolError(
+            f"the server sent tool {name!r} with invalid fields: {', '.join(fields)}") from None
+
+
+def merge_catalog(previous: Sequence[CachedTool], fetched: Sequence[Mapping[str, Any]], *,
+                  settings: Sequence[ToolSetting], selector: ToolSelector,
+                  now: str) -> MergeResult:
+    """Merge a fresh tools/list result into the previous catalog.
+
+    The hash is taken over the stored definition (inputSchema defaulted), so it always
+    matches `schema_hash(tool.document())` of the entry we write.
+    """
+    fetched_by_name = _index_fetched(fetched)
+    previous_by_name = {tool.name: tool for tool in previous}
+    tools: list[CachedTool] = []
+    new: list[str] = []
+    changed: list[str] = []
+    removed: list[str] = []
+
+    for name, raw in fetched_by_name.items():
+        definition = _definition(raw)
+        digest = schema_hash(definition)
+        old = previous_by_name.get(name)
+        if old is None or not old.available:
+            new.append(name)  # first sighting, or back after being removed
+        elif old.schema_hash != digest:
+            changed.append(name)
+        first_seen = now if old is None else old.first_seen
+        tools.append(_fetched_entry(name, definition, digest=digest, first_seen=first_seen))
+
+    for name, old in previous_by_name.items():
+        if name in fetched_by_name:
+            continue
+        if old.available:
+            removed.append(name)
+            tools.append(old.model_copy(update={"available": False, "removed_at": now}))
+        else:
+            tools.append(old)
+
+    tools = apply_settings(tools, settings=settings, selector=selector)
+    diff = CatalogDiff(new=sorted(new), removed=sorted(removed), changed=sorted(changed))
+    return MergeResult(tools=tools, diff=diff, tool_count=count_usable(tools))
+
+
+def apply_settings(tools: Iterable[CachedTool], *, settings: Sequence[ToolSetting],
+                   selector: ToolSelector) -> list[CachedTool]:
+    """Recompute `enabled` (spec.tools, default true) and `selected` (spec.toolSelector).
+
+    Used by every merge, and alone when only the spec changed, so no fetch is needed.
+    A name listed twice in spec.tools takes its last setting.
+    """
+    enabled_by_name = {setting.name: setting.enabled for setting in settings}
+    result = []
+    for tool in tools:
+        enabled = enabled_by_name.get(tool.name, True)
+        selected = is_selected(tool.name, selector)
+        if tool.enabled != enabled or tool.selected != selected:
+            tool = tool.model_copy(update={"enabled": enabled, "selected": selected})
+        result.append(tool)
+    return sorted(result, key=lambda tool: tool.name)
+
+
+def is_usable(tool: CachedTool) -> bool:
+    """What toolCount counts: the server lists it, and the spec lets it through."""
+    return tool.available and tool.enabled and tool.selected
+
+
+def count_usable(tools: Iterable[CachedTool]) -> int:
+    return sum(1 for tool in tools if is_usable(tool))
+
+
+def cut(names: list[str], limit: int = constants.REFRESH_LIST_MAX) -> list[str]:
+    """The first `limit` names, for lastRefresh lists (the *Count fields carry the full size)."""
+    return list(names[:limit])
+
+
+def status_tools(tools: Sequence[CachedTool], limit: int = constants.STATUS_MAX_TOOLS,
+                 ) -> tuple[list[ToolStatus], bool]:
+    """Compact status.tools entries and whether some were left out.
+
+    Over the limit, available tools are kept before unavailable ones (then by name),
+    since those are the ones a user looks for; the result is sorted by name.
+    """
+    truncated = len(tools) > limit
+    kept = list(tools)
+    if truncated:
+        kept = sorted(kept, key=lambda tool: (not tool.available, tool.name))[:limit]
+    kept.sort(key=lambda tool: tool.name)
+    entries = [ToolStatus(name=tool.name, available=tool.available, enabled=tool.enabled,
+                          selected=tool.selected, schema_hash=tool.schema_hash,
+                          first_seen=tool.first_seen, removed_at=tool.removed_at)
+               for tool in kept]
+    return entries, truncated

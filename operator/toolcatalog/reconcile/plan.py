@@ -1,0 +1,201 @@
+"""The plan of one reconcile: from the resource, what the sync found, and the time, everything to
+write (the new status, the cache ConfigMap, the Events) and when to look again. Pure.
+
+The reconciler (engine/reconciler.py) does the I/O around it: it resolves the references and
+fetches the catalog, hands the outcome here, and writes what comes back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from ..api import constants as c
+from ..api.errors import SyncError, retry_delay
+from ..api.models import (
+    CacheDocument,
+    CachedTool,
+    CacheSource,
+    CacheStatus,
+    ErrorInfo,
+    Reference,
+    ServerInfo,
+    Status,
+    Trigger,
+)
+from ..api.resource import Resource
+from ..api.spec import settings_of
+from .cachedoc import (
+    CacheTooLargeError,
+    RenderedCache,
+    build_configmap,
+    configmap_name,
+    render_cache,
+)
+from .catalog import CatalogDiff, InvalidToolError, merge_catalog, status_tools
+from .conditions import rfc3339
+from .events import (
+    Event,
+    failure_events,
+    rate_limited_event,
+    refreshed_event,
+    success_events,
+)
+from .refresh import RefreshRequest
+from .status import (
+    SyncFailure,
+    SyncSuccess,
+    after_failure,
+    after_success,
+    after_suspend,
+    with_refresh,
+)
+
+# TTL resyncs are spread over the last tenth of the TTL (at most this long), so that resources
+# created together do not all resync together.
+TTL_JITTER_FRACTION = 0.1
+TTL_JITTER_MAX_SECONDS = 300.0
+RETRY_JITTER_FRACTION = 0.2
+
+
+@dataclass(frozen=True)
+class SyncOutcome:
+    """What the I/O of one sync found: the resolved references, the previous catalog, the fetched one
+    (the server's identity and its tools as received), or the error that ended it."""
+
+    trigger: Trigger
+    started_at: datetime
+    completed_at: datetime
+    refresh: RefreshRequest | None = None
+    url: str | None = None
+    references: Sequence[Reference] | None = None
+    previous: Sequence[CachedTool] = ()
+    server: ServerInfo | None = None
+    tools: Sequence[Mapping[str, Any]] | None = None
+    error: SyncError | None = None
+
+
+@dataclass(frozen=True)
+class CacheWrite:
+    """The cache ConfigMap to write: its name, the full manifest (for a create), what it holds."""
+
+    name: str
+    manifest: dict[str, Any]
+    rendered: RenderedCache
+    document: CacheDocument
+
+
+@dataclass(frozen=True)
+class Plan:
+    status: Status
+    events: list[Event] = field(default_factory=list)
+    cache: CacheWrite | None = None
+    requeue_at: datetime | None = None      # when to look again (None: only when something changes)
+    diff: CatalogDiff | None = None
+    synced: bool = False                    # a sync ran (it may have failed)
+    refreshed: bool = False                 # a refresh token was answered
+
+
+def ttl_due(completed: datetime, ttl_seconds: int, jitter: float) -> datetime:
+    """When to resync a cache that expires `ttl_seconds` after `completed`: a little before, jittered."""
+    spread = min(ttl_seconds * TTL_JITTER_FRACTION, TTL_JITTER_MAX_SECONDS)
+    return completed + timedelta(seconds=ttl_seconds - spread * jitter)
+
+
+def retry_due(error: SyncError, completed: datetime, consecutive_failures: int, jitter: float) -> datetime | None:
+    delay = retry_delay(error.reason, consecutive_failures, error.retry_after)
+    if delay is None:
+        return None
+    return completed + timedelta(seconds=delay * (1 - RETRY_JITTER_FRACTION * jitter))
+
+
+def _owner(resource: Resource) -> str | None:
+    return settings_of(resource.spec).owner if resource.spec is not None else None
+
+
+def plan_failure(resource: Resource, outcome: SyncOutcome, error: SyncError, jitter: float) -> Plan:
+    """A failed sync: the previous cache and status.tools stay exactly as they were."""
+    prev = resource.status
+    next_at = retry_due(error, outcome.completed_at, prev.consecutive_failures + 1, jitter)
+    failure = SyncFailure(trigger=outcome.trigger, started_at=outcome.started_at, completed_at=outcome.completed_at,
+                          url=outcome.url, error=ErrorInfo(reason=error.reason, message=error.message),
+                          next_sync_at=next_at, references=outcome.references)
+    status = after_failure(prev, failure, generation=resource.generation, owner=_owner(resource))
+    events = failure_events(prev, error.reason, error.message)
+    if outcome.refresh is not None:
+        status = with_refresh(status, outcome.refresh, completed_at=outcome.completed_at, result="Failed",
+                              generation=resource.generation, error=failure.error,
+                              previous_tool_count=sum(1 for tool in prev.tools if tool.available))
+    return Plan(status=status, events=events, requeue_at=next_at, synced=True, refreshed=outcome.refresh is not None)
+
+
+def plan_sync(resource: Resource, outcome: SyncOutcome, jitter: float) -> Plan:
+    """The plan for a sync that ran: a failure plan if it failed, else the merged catalog, its cache
+    ConfigMap, the new status and the Events."""
+    if outcome.error is not None:
+        return plan_failure(resource, outcome, outcome.error, jitter)
+    assert resource.spec is not None and outcome.tools is not None and outcome.server is not None
+    assert outcome.url is not None
+    settings = settings_of(resource.spec)
+    completed = outcome.completed_at
+    now = rfc3339(completed)
+    try:
+        merge = merge_catalog(outcome.previous, outcome.tools, settings=settings.tools,
+                              selector=settings.selector, now=now)
+    except InvalidToolError as exc:
+        return plan_failure(resource, outcome, SyncError(c.REASON_PROTOCOL_ERROR,
+                                                         f"the server's tool list is invalid: {exc}"), jitter)
+    expires = completed + timedelta(seconds=settings.sync.ttl_seconds)
+    cm_name = configmap_name(resource.kind, resource.name, settings.config_map_name)
+    document = CacheDocument(
+        source=CacheSource(kind=resource.kind, namespace=resource.namespace, name=resource.name, url=outcome.url),
+        server=ServerInfo(name=outcome.server.name, version=outcome.server.version,
+                          protocol_version=outcome.server.protocol_version),
+        cached_at=now, expires_at=rfc3339(expires), tools=merge.tools)
+    try:
+        rendered = render_cache(document)
+    except CacheTooLargeError as exc:
+        return plan_failure(resource, outcome, SyncError(c.REASON_CACHE_TOO_LARGE, str(exc)), jitter)
+    manifest = build_configmap(kind=resource.kind, name=resource.name, namespace=resource.namespace,
+                               owner_uid=resource.uid, configmap_name=cm_name, rendered=rendered,
+                               cached_at=now, expires_at=rfc3339(expires))
+    entries, truncated = status_tools(merge.tools)
+    next_at = ttl_due(completed, settings.sync.ttl_seconds, jitter)
+    tools_listed = len(outcome.tools)
+    success = SyncSuccess(
+        trigger=outcome.trigger, started_at=outcome.started_at, completed_at=completed, url=outcome.url,
+        server=outcome.server, tool_count=merge.tool_count, tools=entries, tools_truncated=truncated,
+        cache=CacheStatus(config_map=cm_name, cached_at=now, expires_at=rfc3339(expires),
+                          content_hash=rendered.content_hash),
+        next_sync_at=next_at, tools_listed=tools_listed, references=outcome.references or ())
+    prev = resource.status
+    status = after_success(prev, success, generation=resource.generation, owner=settings.owner)
+    events = success_events(prev, merge.diff, trigger=outcome.trigger, tool_count=merge.tool_count,
+                            tools_listed=tools_listed, configmap=cm_name, url=outcome.url)
+    if outcome.refresh is not None:
+        status = with_refresh(status, outcome.refresh, completed_at=completed, result="Succeeded",
+                              generation=resource.generation, diff=merge.diff,
+                              previous_tool_count=sum(1 for tool in outcome.previous if tool.available),
+                              tools_discovered=tools_listed)
+        events.append(refreshed_event(outcome.refresh.token, merge.diff, tools_listed))
+    return Plan(status=status, events=events, cache=CacheWrite(cm_name, manifest, rendered, document),
+                requeue_at=next_at, diff=merge.diff, synced=True, refreshed=outcome.refresh is not None)
+
+
+def plan_suspend(resource: Resource, request: RefreshRequest | None, now: datetime) -> Plan:
+    """sync.suspend: no fetch; the cache is kept as it is; a refresh is answered Failed."""
+    status = after_suspend(resource.status, generation=resource.generation, now=now, owner=_owner(resource))
+    if request is not None:
+        error = ErrorInfo(reason=c.PHASE_SUSPENDED, message="sync.suspend is true: nothing was fetched")
+        status = with_refresh(status, request, completed_at=now, result="Failed", generation=resource.generation,
+                              error=error)
+    return Plan(status=status, refreshed=request is not None)
+
+
+def plan_rate_limited(resource: Resource, request: RefreshRequest, message: str, now: datetime) -> Plan:
+    """A refresh too soon after the last sync: acknowledged in status, nothing fetched."""
+    status = with_refresh(resource.status, request, completed_at=now, result="RateLimited",
+                          generation=resource.status.observed_generation, rate_limit_message=message)
+    return Plan(status=status, events=[rate_limited_event(message)], refreshed=True)

@@ -1,0 +1,93 @@
+"""The work queue: deduplicated keys, one at a time per key, delays, per-key backoff."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from toolcatalog.engine.queue import Backoff, ShutDown, WorkQueue
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def take(queue: WorkQueue, timeout: float = 0.5) -> str:
+    return await asyncio.wait_for(queue.get(), timeout)
+
+
+async def nothing_ready(queue: WorkQueue) -> bool:
+    try:
+        await asyncio.wait_for(queue.get(), 0.05)
+    except asyncio.TimeoutError:
+        return True
+    return False
+
+
+async def test_a_key_added_many_times_is_handed_out_once():
+    queue: WorkQueue[str] = WorkQueue()
+    for _ in range(5):
+        queue.add("a")
+    queue.add("b")
+    assert [await take(queue), await take(queue)] == ["a", "b"]
+    assert await nothing_ready(queue)
+
+
+async def test_a_key_added_while_processing_comes_back_after_done_never_twice_at_once():
+    queue: WorkQueue[str] = WorkQueue()
+    queue.add("a")
+    assert await take(queue) == "a"
+    queue.add("a")                      # a refresh arrives while the sync runs
+    queue.add("a")
+    assert await nothing_ready(queue)   # not handed out while it is processing
+    queue.done("a")
+    assert await take(queue) == "a"     # once more, right after
+    queue.done("a")
+    assert await nothing_ready(queue)
+
+
+async def test_add_after_keeps_the_earliest_due_time():
+    clock = Clock()
+    queue: WorkQueue[str] = WorkQueue(clock=clock)
+    queue.add_after("a", 60)
+    queue.add_after("a", 10)
+    queue.add_after("a", 30)
+    assert queue.is_due_later("a") == pytest.approx(10)
+    assert await nothing_ready(queue)
+    clock.now += 10
+    assert await take(queue) == "a"
+
+
+async def test_a_waiting_worker_wakes_when_a_delay_passes():
+    queue: WorkQueue[str] = WorkQueue()
+    queue.add_after("soon", 0.05)
+    assert await take(queue, timeout=1.0) == "soon"
+
+
+def test_backoff_grows_per_key_with_jitter_and_forget_resets_it():
+    backoff: Backoff[str] = Backoff(base=1.0, cap=8.0, jitter=lambda: 1.0)
+    assert [backoff.when("a") for _ in range(5)] == [1.0, 2.0, 4.0, 8.0, 8.0]
+    assert backoff.when("b") == 1.0
+    backoff.forget("a")
+    assert backoff.when("a") == 1.0
+    low: Backoff[str] = Backoff(base=1.0, cap=8.0, jitter=lambda: 0.0)
+    assert low.when("a") == 0.5         # jitter spreads over [half, all]
+
+
+async def test_discard_drops_pending_work_and_shutdown_stops_workers():
+    queue: WorkQueue[str] = WorkQueue()
+    queue.add("gone")
+    queue.add_after("later", 0.01)
+    queue.discard("gone")
+    queue.discard("later")
+    assert await nothing_ready(queue)
+    waiting = asyncio.ensure_future(queue.get())
+    await asyncio.sleep(0)
+    queue.shut_down()
+    with pytest.raises(ShutDown):
+        await asyncio.wait_for(waiting, 1.0)

@@ -1,0 +1,238 @@
+"""The reconciler in-process: what one reconcile reads and writes, on fakes of the API server and MCP."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from toolcatalog.api import constants as c
+from toolcatalog.api.errors import SyncError
+from toolcatalog.engine.reconciler import TransientError
+from toolcatalog.kube.errors import ApiError
+
+from tests.engine.fakes import NS, URL, World, tool
+
+
+def cached_names(world: World, name: str = "demo") -> list[str]:
+    cm = world.kube.get("ConfigMap", f"toolserver-{name}")
+    assert cm is not None
+    return [entry["name"] for entry in json.loads(cm["data"]["tools.json"])["tools"]]
+
+
+async def test_a_new_resource_is_synced_once_and_then_left_alone_until_due():
+    world = World()
+    world.apply("demo")
+    delay = await world.reconcile("demo")
+    status = world.status("demo")
+    assert status["lastSync"]["trigger"] == "create" and status["toolCount"] == 2
+    assert world.condition("demo", "Synced")["status"] == "True"
+    assert cached_names(world) == ["a", "b"]
+    assert [event["reason"] for event in world.kube.events] == ["Synced"]
+    # The next sync is due a little before the cache expires (TTL 3600 s, jitter 0 here).
+    assert delay == pytest.approx(3600)
+    world.watch(c.KIND_TOOLSERVER, "demo")              # our own status write comes back as an event
+    patches = world.status_patches()
+    assert await world.reconcile("demo") == pytest.approx(3600)
+    assert world.fetch.calls == 1 and world.status_patches() == patches     # nothing to do: nothing written
+
+
+async def test_a_due_resync_is_a_schedule_sync_that_reads_no_configmap_it_wrote_itself():
+    world = World()
+    world.apply("demo", {"url": URL, "sync": {"ttlSeconds": 60}})
+    await world.reconcile("demo")
+    reads = world.kube.count("read_configmap")
+    world.fetch.tools = [tool("a"), tool("c")]
+    world.clock.advance(61)
+    await world.reconcile("demo")
+    status = world.status("demo")
+    assert status["lastSync"]["trigger"] == "schedule"
+    assert [t["name"] for t in status["tools"] if t["available"]] == ["a", "c"]
+    assert world.kube.count("read_configmap") == reads        # remembered from our own write
+    assert [e["reason"] for e in world.kube.events][-1] == "ToolsChanged"
+
+
+async def test_a_spec_change_is_an_update_sync_with_the_new_generation():
+    world = World()
+    world.apply("demo")
+    await world.reconcile("demo")
+    world.apply("demo", {"url": URL, "toolSelector": {"include": ["a"]}})
+    await world.reconcile("demo")
+    status = world.status("demo")
+    assert status["lastSync"]["trigger"] == "update" and status["observedGeneration"] == 2
+    assert status["toolCount"] == 1
+
+
+async def test_a_refresh_is_answered_once_and_a_second_one_too_soon_is_rate_limited():
+    world = World()
+    world.apply("demo", {"url": URL, "sync": {"minIntervalSeconds": 30}})
+    await world.reconcile("demo")
+    world.clock.advance(60)
+    world.apply("demo", {"url": URL, "sync": {"minIntervalSeconds": 30}}, annotations={c.ANN_REFRESH: "r1"})
+    await world.reconcile("demo")
+    assert world.status("demo")["lastRefresh"]["token"] == "r1" and world.fetch.calls == 2
+    assert world.status("demo")["lastSync"]["trigger"] == "refresh"
+    world.clock.advance(5)
+    world.apply("demo", {"url": URL, "sync": {"minIntervalSeconds": 30}}, annotations={c.ANN_REFRESH: "r2"})
+    await world.reconcile("demo")
+    refresh = world.status("demo")["lastRefresh"]
+    assert (refresh["token"], refresh["result"]) == ("r2", "RateLimited") and world.fetch.calls == 2
+    assert world.kube.events[-1]["reason"] == "RefreshRateLimited"
+    world.apply("demo", {"url": URL, "sync": {"minIntervalSeconds": 30}},
+                annotations={c.ANN_REFRESH: "r3", c.ANN_REFRESH_FORCE: "true"})
+    await world.reconcile("demo")
+    assert world.status("demo")["lastRefresh"]["result"] == "Succeeded" and world.fetch.calls == 3
+
+
+async def test_a_failed_sync_keeps_the_cache_and_the_tools_and_retries_with_backoff():
+    world = World()
+    world.apply("demo")
+    await world.reconcile("demo")
+    before = world.status("demo")
+    cm_before = world.kube.get("ConfigMap", "toolserver-demo")
+    world.fetch.error = SyncError(c.REASON_SERVER_UNAVAILABLE, "connection refused")
+    world.clock.advance(3600)
+    delay = await world.reconcile("demo")
+    after = world.status("demo")
+    assert after["tools"] == before["tools"] and after["cache"] == before["cache"]
+    assert after["phase"] == "Stale" and world.condition("demo", "Synced")["reason"] == "ServerUnavailable"
+    assert world.kube.get("ConfigMap", "toolserver-demo")["data"] == cm_before["data"]
+    assert delay == pytest.approx(5)
+    assert world.kube.events[-1]["reason"] == "SyncFailed"
+
+
+async def test_an_api_server_failure_changes_nothing_and_is_left_to_the_queue():
+    world = World()
+    world.apply("demo")
+    world.kube.fail["create_configmap"] = ApiError(503, "ServiceUnavailable", "ConfigMap: HTTP 503")
+    with pytest.raises(TransientError):
+        await world.reconcile("demo")
+    assert world.status("demo") == {} and world.kube.events == []
+    await world.reconcile("demo")                       # the queue's retry
+    assert world.condition("demo", "Synced")["status"] == "True"
+
+
+async def test_a_configmap_changed_by_someone_else_is_read_afresh_and_never_overwritten_blindly():
+    world = World()
+    world.apply("demo", {"url": URL, "sync": {"ttlSeconds": 60}})
+    await world.reconcile("demo")
+    cm = world.kube.get("ConfigMap", "toolserver-demo")
+    cm["metadata"]["labels"]["touched"] = "yes"
+    world.kube.put("ConfigMap", "toolserver-demo", cm)         # a new resourceVersion
+    world.clock.advance(61)
+    with pytest.raises(TransientError):
+        await world.reconcile("demo")                          # the conditional patch conflicts
+    await world.reconcile("demo")                              # the retry reads it first
+    assert world.condition("demo", "Synced")["status"] == "True"
+    assert world.kube.get("ConfigMap", "toolserver-demo")["metadata"]["labels"]["touched"] == "yes"
+
+
+async def test_a_foreign_configmap_is_a_conflict_but_a_previous_incarnations_is_adopted():
+    world = World()
+    world.kube.put("ConfigMap", "toolserver-demo", {"data": {"mine": "yes"}})
+    world.apply("demo")
+    await world.reconcile("demo")
+    assert world.condition("demo", "Synced")["reason"] == "CacheConflict"
+    assert world.condition("demo", "Stalled")["status"] == "True"
+    owner = {"apiVersion": c.API_VERSION, "kind": "ToolServer", "name": "again", "uid": "old-uid",
+             "controller": True}
+    world.kube.put("ConfigMap", "toolserver-again", {"metadata": {"ownerReferences": [owner]},
+                                                     "data": {"tools.json": "{}"}})
+    world.apply("again")
+    await world.reconcile("again")
+    assert world.condition("again", "Synced")["status"] == "True"
+    refs = world.kube.get("ConfigMap", "toolserver-again")["metadata"]["ownerReferences"]
+    assert [ref["uid"] for ref in refs] == [world.kube.get("ToolServer", "again")["metadata"]["uid"]]
+
+
+async def test_a_rotated_secret_resyncs_with_trigger_secret_and_references_record_versions_only():
+    world = World()
+    world.kube.secret("creds", {"token": "s3cret-token-1"})
+    world.apply("demo", {"url": URL, "auth": {"bearerToken": {"secretKeyRef": {"name": "creds", "key": "token"}}}})
+    await world.reconcile("demo")
+    references = world.status("demo")["references"]
+    assert references == [{"kind": "Secret", "name": "creds",
+                           "resourceVersion": world.kube.secret_version(NS, "creds")}]
+    assert world.fetch.endpoints[-1].headers["Authorization"] == "Bearer s3cret-token-1"
+    world.watch(c.KIND_TOOLSERVER, "demo")
+    assert await world.reconcile("demo") and world.fetch.calls == 1         # unchanged: nothing to do
+    world.kube.secret("creds", {"token": "s3cret-token-2"})
+    await world.reconcile("demo")
+    assert world.status("demo")["lastSync"]["trigger"] == "secret"
+    assert world.fetch.endpoints[-1].headers["Authorization"] == "Bearer s3cret-token-2"
+    assert "s3cret" not in json.dumps([world.status("demo"), world.kube.events])
+
+
+async def test_a_missing_secret_or_ca_configmap_waits_for_it_and_syncs_when_it_appears():
+    world = World()
+    spec = {"url": URL, "tls": {"caBundle": {"configMapKeyRef": {"name": "ca", "key": "ca.crt"}}}}
+    world.apply("demo", spec)
+    await world.reconcile("demo")
+    assert world.condition("demo", "Synced")["reason"] == "ConfigMapNotFound"
+    assert world.status("demo")["references"] == [{"kind": "ConfigMap", "name": "ca"}]
+    world.watch(c.KIND_TOOLSERVER, "demo")
+    assert world.fetch.calls == 0 and await world.reconcile("demo") == pytest.approx(240, rel=0.3)
+    world.kube.put("ConfigMap", "ca", {"data": {"ca.crt": "-----BEGIN CERTIFICATE-----"}})
+    await world.reconcile("demo")
+    assert world.status("demo")["lastSync"]["trigger"] == "update" and world.fetch.calls == 1
+
+
+async def test_a_connectorconfig_follows_its_toolserver_and_inherits_its_auth():
+    world = World()
+    world.kube.secret("shared", {"token": "shared-token"})
+    world.apply("srv", {"url": URL, "auth": {"bearerToken": {"secretKeyRef": {"name": "shared", "key": "token"}}}})
+    world.apply("alice", {"toolServerRef": {"name": "srv"}}, kind=c.KIND_CONNECTORCONFIG)
+    await world.reconcile("alice", c.KIND_CONNECTORCONFIG)
+    assert world.fetch.endpoints[-1].headers["Authorization"] == "Bearer shared-token"
+    kinds = {ref["kind"] for ref in world.status("alice", c.KIND_CONNECTORCONFIG)["references"]}
+    assert kinds == {"ToolServer", "Secret"}
+    world.watch(c.KIND_CONNECTORCONFIG, "alice")
+    world.apply("srv", {"url": "http://other.test/mcp"})              # its spec changes
+    await world.reconcile("alice", c.KIND_CONNECTORCONFIG)
+    assert world.status("alice", c.KIND_CONNECTORCONFIG)["lastSync"]["trigger"] == "update"
+    assert world.fetch.endpoints[-1].url == "http://other.test/mcp"
+
+
+async def test_list_changed_and_resume_only_for_servers_that_notify():
+    world = World(list_changed=True)
+    key = world.apply("demo")
+    await world.reconcile("demo")
+    assert key in world.listeners.listening
+    world.watch(c.KIND_TOOLSERVER, "demo")
+    world.reconciler.list_changed(key)
+    await world.reconcile("demo")
+    assert world.status("demo")["lastSync"]["trigger"] == "list-changed"
+    # A restarted operator (a fresh reconciler) resyncs it: its notifications went unheard meanwhile.
+    restarted = World(list_changed=True)
+    restarted.kube = world.kube
+    restarted.reconciler.kube = world.kube
+    restarted.reconciler.versions.kube = world.kube
+    restarted.watch(c.KIND_TOOLSERVER, "demo")
+    await restarted.reconcile("demo")
+    assert world.status("demo")["lastSync"]["trigger"] == "resume"
+
+
+async def test_suspend_writes_status_once_and_answers_a_refresh_without_fetching():
+    world = World()
+    world.apply("demo")
+    await world.reconcile("demo")
+    world.apply("demo", {"url": URL, "sync": {"suspend": True}})
+    await world.reconcile("demo")
+    assert world.status("demo")["phase"] == "Suspended"
+    world.watch(c.KIND_TOOLSERVER, "demo")
+    patches = world.status_patches()
+    assert await world.reconcile("demo") is None and world.status_patches() == patches
+    world.apply("demo", {"url": URL, "sync": {"suspend": True}}, annotations={c.ANN_REFRESH: "r1"})
+    await world.reconcile("demo")
+    refresh = world.status("demo")["lastRefresh"]
+    assert (refresh["result"], refresh["error"]["reason"]) == ("Failed", "Suspended") and world.fetch.calls == 1
+
+
+async def test_an_invalid_spec_is_reported_once_and_not_retried():
+    world = World()
+    world.apply("demo", {"url": "http://user:pw@mcp.test/mcp"})
+    assert await world.reconcile("demo") is None
+    assert world.condition("demo", "Synced")["reason"] == "InvalidSpec" and "pw" not in json.dumps(world.status("demo"))
+    world.watch(c.KIND_TOOLSERVER, "demo")
+    patches = world.status_patches()
+    assert await world.reconcile("demo") is None and world.status_patches() == patches
