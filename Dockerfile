@@ -44,9 +44,9 @@ print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependenc
     /opt/toolcatalog/bin/pip install --quiet --no-index --find-links /wheels -r runtime.txt
 
 # 2. The package itself, offline (its build backend comes from /wheels), into the same venv; then the
-#    venv loses pip and setuptools, which the operator does not use, and the kubernetes client's
-#    asyncio copy (kubernetes.aio, ~70 MB of generated code) when nothing installed imports it.
-#    Last, the entry points and the handlers (what `toolcatalog run` loads) must import.
+#    venv loses pip and setuptools, which the operator does not use. Last, the operator's entry point
+#    and its handlers (what `toolcatalog run` loads) must import. (The kubectl plugin and its
+#    `kubernetes` client are the `kubectl` extra: not in the image.)
 COPY README.md ./
 COPY operator/toolcatalog ./operator/toolcatalog
 RUN set -eu; \
@@ -54,14 +54,7 @@ RUN set -eu; \
     /opt/toolcatalog/bin/pip install --quiet --no-index --find-links /wheels --no-deps toolcatalog; \
     /opt/toolcatalog/bin/pip check; \
     /opt/toolcatalog/bin/python -m pip uninstall --quiet --yes pip setuptools; \
-    site="$(/opt/toolcatalog/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')"; \
-    if grep -rlE --include='*.py' 'kubernetes[.]aio|from kubernetes import aio' "$site" \
-           | grep -v "^$site/kubernetes/aio/" | grep -q . \
-       || grep -rlE --include='*.py' --exclude-dir=aio 'from [.]+ ?(import )?aio\b' "$site/kubernetes" | grep -q .; \
-    then echo "kubernetes.aio is imported: kept"; \
-    else rm -rf "$site/kubernetes/aio"; fi; \
-    /opt/toolcatalog/bin/python -c 'import importlib.metadata as md, toolcatalog.handlers; \
-[ep.load() for ep in md.distribution("toolcatalog").entry_points if ep.group == "console_scripts"]'; \
+    /opt/toolcatalog/bin/python -c 'import toolcatalog.cli, toolcatalog.handlers'; \
     /opt/toolcatalog/bin/toolcatalog --help > /dev/null
 
 # --------------------------------------------------------------------------------------------- runtime

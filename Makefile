@@ -21,10 +21,16 @@ venv: $(STAMP) ## Create the virtual environment and install the package with te
 
 .PHONY: demo
 demo: $(STAMP) ## Run the demo: emulated API server + demo MCP server + operator, no cluster needed
-	$(BIN)/toolcatalog demo
+	$(BIN)/python -m toolcatalog_dev.demo
+
+.PHONY: lint
+lint: $(STAMP) ## ruff, mypy (the shipped package) and the import-linter layer contracts
+	$(BIN)/ruff check operator dev tests bench
+	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 .PHONY: test
-test: $(STAMP) ## Run the whole test suite (unit + end-to-end)
+test: lint ## Lint, then run the whole test suite (unit, engine, end-to-end on the emulator)
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 .PHONY: test-cluster
@@ -40,8 +46,8 @@ cluster: $(STAMP) ## Start a real control plane on loopback with the CRDs, print
 	$(BIN)/python -m toolcatalog_dev.controlplane
 
 .PHONY: test-unit
-test-unit: $(STAMP) ## Run only the unit tests
-	$(BIN)/pytest -q tests/unit $(PYTEST_ARGS)
+test-unit: $(STAMP) ## Run only the unit and engine tests (seconds)
+	$(BIN)/pytest -q tests/unit tests/engine $(PYTEST_ARGS)
 
 .PHONY: run
 run: $(STAMP) ## Run the operator against the cluster in KUBECONFIG (all namespaces)

@@ -62,7 +62,8 @@ async def operator_latencies(rounds: int = 10) -> None:
                     name = f"bench-{index}"
                     started = time.perf_counter()
                     await api.create(toolserver(name, server.url, sync={"minIntervalSeconds": 0}))
-                    await wait(lambda: condition(api.get(TS, "default", name), "Synced").get("status") == "True")
+                    await wait(lambda name=name: condition(api.get(TS, "default", name), "Synced").get("status")
+                               == "True")
                     create_ms.append((time.perf_counter() - started) * 1000)
                 figures("create -> Synced=True (50 tools)", create_ms)
                 refresh_ms = []
@@ -71,8 +72,8 @@ async def operator_latencies(rounds: int = 10) -> None:
                     token = f"bench-{index}"
                     started = time.perf_counter()
                     await api.annotate(TS, "default", "bench-0", {"toolcatalog.dev/refresh": token})
-                    await wait(lambda: ((api.get(TS, "default", "bench-0").get("status") or {})
-                                        .get("lastRefresh") or {}).get("token") == token)
+                    await wait(lambda token=token: ((api.get(TS, "default", "bench-0").get("status") or {})
+                                                    .get("lastRefresh") or {}).get("token") == token)
                     refresh_ms.append((time.perf_counter() - started) * 1000)
                 figures("annotation -> lastRefresh answered (50 tools)", refresh_ms)
                 print(f"  ConfigMaps written: {len(api.list(CM, 'default'))}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import importlib.util
 import logging
 import shutil
 import signal
@@ -99,7 +100,7 @@ def format_events(events: list[dict[str, Any]]) -> str:
                      f"{str(involved.get('kind', '')).lower()}/{involved.get('name', '')}",
                      one_line(event.get("message"), 100)])
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
-    return "\n".join("   ".join([*(cell.ljust(w) for cell, w in zip(row, widths)), row[3]]).rstrip()
+    return "\n".join("   ".join([*(cell.ljust(w) for cell, w in zip(row, widths, strict=False)), row[3]]).rstrip()
                      for row in rows)
 
 
@@ -346,11 +347,9 @@ def run_demo(keep_running: bool = False, *, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     # Before MCPServer's constructor configures the root logger at INFO.
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        import kmock  # noqa: E401, F401  (the test extras: `make demo` installs them)
-        import uvicorn
-    except ImportError as error:
-        print(f"error: the demo needs {error.name}: pip install 'toolcatalog[demo]'", file=sys.stderr)
+    missing = [name for name in ("kmock", "uvicorn") if importlib.util.find_spec(name) is None]
+    if missing:
+        print(f"error: the demo needs {', '.join(missing)}: run it with `make demo`", file=sys.stderr)
         return 1
     workdir = Path(tempfile.mkdtemp(prefix="toolcatalog-demo-"))
     demo = Demo(out, workdir)
@@ -371,3 +370,15 @@ def run_demo(keep_running: bool = False, *, out: TextIO | None = None) -> int:
     else:
         shutil.rmtree(workdir, ignore_errors=True)
     return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m toolcatalog_dev.demo", description=__doc__)
+    parser.add_argument("--keep-running", action="store_true", help="keep everything running after the demo")
+    return run_demo(keep_running=parser.parse_args(argv).keep_running)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -20,7 +20,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Coroutine, Sequence
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal, TypeVar
 
 import uvicorn
@@ -113,7 +113,7 @@ class TaskStore:
 
     def create(self, **fields: Any) -> Task:
         with self._lock:
-            task = Task(id=self._next_id("T"), created_at=datetime.now(timezone.utc), **fields)
+            task = Task(id=self._next_id("T"), created_at=datetime.now(UTC), **fields)
             self._tasks[task.id] = task
             return task
 
@@ -191,7 +191,7 @@ def _register_tools(server: MCPServer, store: TaskStore) -> None:
         """Add a comment to a task's discussion."""
         comment_id = store.count_on(task_id, "comment_count")
         return Comment(id=comment_id, task_id=task_id, author=author, body=body,
-                       created_at=datetime.now(timezone.utc))
+                       created_at=datetime.now(UTC))
 
     @server.tool(title="Attach a link to a task", annotations=_hints())
     def add_attachment(task_id: TaskId,

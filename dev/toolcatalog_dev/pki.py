@@ -75,7 +75,7 @@ def _issue(subject: x509.Name, key: ec.EllipticCurvePrivateKey, *, issuer: x509.
            issuer_key: ec.EllipticCurvePrivateKey, is_ca: bool = False,
            usages: list[x509.ObjectIdentifier] | None = None,
            sans: list[x509.GeneralName] | None = None) -> x509.Certificate:
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     builder = (x509.CertificateBuilder()
                .subject_name(subject).issuer_name(issuer).public_key(key.public_key())
                .serial_number(x509.random_serial_number())

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support.k8s import CC, CM, SECRETS, TS, condition, connectorconfig, looked_at, secret, toolserver, wait_until
+from tests.support.k8s import CC, CM, SECRETS, TS, condition, connectorconfig, looked_at, secret, toolserver
 from toolcatalog_dev.mcpserver import McpTestServer, make_self_signed_cert, make_tools
 
 pytestmark = pytest.mark.e2e

@@ -25,7 +25,8 @@ from toolcatalog_dev.mcpserver import (
     silent_port,
 )
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(30), pytest.mark.emulator_only("talks to MCP servers only, no API server: runs once, in make test")]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(30),
+              pytest.mark.emulator_only("talks to MCP servers only, no API server: runs once, in make test")]
 
 TRANSPORTS = [c.TRANSPORT_STREAMABLE_HTTP, c.TRANSPORT_SSE]
 TIMEOUT = 10.0

@@ -59,7 +59,8 @@ async def test_a_notification_resyncs_both_kinds_with_trigger_list_changed(api, 
                                  operator=operator)
     assert tool_names(ts) == tool_names(cc) == ["tool_000", "tool_001", "tool_002"]
     assert ts["status"]["toolCount"] == 3 and ts["status"]["lastSync"]["result"] == "Succeeded"
-    assert await cached_names(api, "toolserver-lc") == await cached_names(api, "connectorconfig-lc-alice") == tool_names(ts)
+    cached = await cached_names(api, "toolserver-lc")
+    assert cached == await cached_names(api, "connectorconfig-lc-alice") == tool_names(ts)
     changed = await waiter.events("lc", "ToolsChanged")
     assert "1 new (tool_002)" in changed[0]["message"] and "(trigger: list-changed)" in changed[0]["message"]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -62,7 +62,7 @@ async def answer(api: Any, result: str, *, name: str = "clickup",
 
     token = await wait_for(new_token, timeout=10, what="a new refresh annotation")
     current = await annotations(api, name)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     status = with_refresh(
         Status(), RefreshRequest(token=token, reason=current.get(c.ANN_REFRESH_REASON),
                                  force=current.get(c.ANN_REFRESH_FORCE) == "true",

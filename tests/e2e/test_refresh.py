@@ -168,7 +168,8 @@ async def test_burst_of_refreshes_ends_with_the_last_answered(api, operator, wai
         seen: list[str] = []
 
         async def record_answers():
-            token = (((await api.get(TS, api.ns, "burst")) or {}).get("status") or {}).get("lastRefresh", {}).get("token")
+            obj = await api.get(TS, api.ns, "burst") or {}
+            token = (obj.get("status") or {}).get("lastRefresh", {}).get("token")
             if token and (not seen or seen[-1] != token):
                 seen.append(token)
             return token == "b9"

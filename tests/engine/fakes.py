@@ -11,7 +11,7 @@ import copy
 import itertools
 import uuid
 from collections.abc import Mapping
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from toolcatalog.api import constants as c
@@ -22,7 +22,7 @@ from toolcatalog.engine.objects import ObjectCache
 from toolcatalog.engine.reconciler import Reconciler
 from toolcatalog.kube.errors import ApiError
 
-T0 = datetime(2026, 11, 21, 12, 0, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 21, 12, 0, 0, tzinfo=UTC)
 NS = "team-a"
 URL = "http://mcp.test/mcp"
 

@@ -24,7 +24,7 @@ async def take(queue: WorkQueue, timeout: float = 0.5) -> str:
 async def nothing_ready(queue: WorkQueue) -> bool:
     try:
         await asyncio.wait_for(queue.get(), 0.05)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return True
     return False
 

@@ -6,12 +6,11 @@ import json
 
 import pytest
 
+from tests.engine.fakes import NS, URL, World, tool
 from toolcatalog.api import constants as c
 from toolcatalog.api.errors import SyncError
 from toolcatalog.engine.reconciler import TransientError
 from toolcatalog.kube.errors import ApiError
-
-from tests.engine.fakes import NS, URL, World, tool
 
 
 def cached_names(world: World, name: str = "demo") -> list[str]:

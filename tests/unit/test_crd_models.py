@@ -398,15 +398,17 @@ def test_cluster_role_grants_what_the_operator_uses_and_no_more() -> None:
     granted = {(group, resource, verb) for rule in role["rules"] for group in rule["apiGroups"]
                for resource in rule["resources"] for verb in rule["verbs"]}
     needed = {(c.GROUP, plural + sub, verb) for plural in c.PLURAL.values()
-              for sub, verbs in (("", ("get", "list", "watch", "patch")), ("/status", ("patch",)))
+              for sub, verbs in (("", ("get", "list", "watch")), ("/status", ("patch",)))
               for verb in verbs}
-    needed |= {("", "configmaps", v) for v in ("get", "create", "patch")}
+    needed |= {("", "configmaps", v) for v in ("get", "list", "watch", "create", "patch")}
     needed |= {("", "secrets", v) for v in ("get", "list", "watch")}
     needed |= {("", "events", "create"), ("apiextensions.k8s.io", "customresourcedefinitions", "watch")}
     assert needed <= granted
     assert not any("*" in entry for entry in granted)
     assert not {v for g, r, v in granted if r == "secrets"} - {"get", "list", "watch"}
     assert not {(g, r, v) for g, r, v in granted if v in ("delete", "deletecollection", "update")}
+    # Our resources are only ever written through /status.
+    assert not {(g, r, v) for g, r, v in granted if g == c.GROUP and "/" not in r and v in ("patch", "create")}
 
 
 def test_deployment_runs_one_locked_down_operator() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -11,7 +11,7 @@ from toolcatalog.api import constants as c
 from toolcatalog.api.resource import Resource
 from toolcatalog.reconcile.decide import Observed, decide
 
-NOW = datetime(2026, 11, 21, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 SYNCED = {"observedGeneration": 1, "phase": "Ready", "nextSyncAt": "2026-11-21T13:00:00Z",
           "lastSync": {"trigger": "create", "startedAt": "2026-11-21T11:00:00Z", "completedAt": "2026-11-21T11:00:00Z",
                        "durationMs": 5, "result": "Succeeded"},
@@ -46,7 +46,7 @@ def test_the_trigger_comes_from_the_object(obj, trigger):
 
 def test_nothing_to_do_waits_until_the_next_sync_is_due():
     decision = decide(resource(SYNCED), Observed(now=NOW))
-    assert decision.action == "wait" and decision.due == datetime(2026, 11, 21, 13, tzinfo=timezone.utc)
+    assert decision.action == "wait" and decision.due == datetime(2026, 11, 21, 13, tzinfo=UTC)
 
 
 def test_a_changed_secret_or_inherited_toolserver_or_ca_configmap_resyncs():

@@ -2,7 +2,7 @@
 reading status.lastRefresh, the refresh report, the tools table, usage errors and exit codes."""
 
 import io
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -32,7 +32,7 @@ from toolcatalog.reconcile.catalog import CatalogDiff
 from toolcatalog.reconcile.refresh import RefreshRequest
 from toolcatalog.reconcile.status import with_refresh
 
-T0 = datetime(2026, 11, 21, 12, 0, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 21, 12, 0, 0, tzinfo=UTC)
 TS = ResourceRef(kind=c.KIND_TOOLSERVER, name="clickup")
 
 

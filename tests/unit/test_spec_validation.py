@@ -3,8 +3,8 @@
 import pytest
 
 from toolcatalog.api import constants as c
-from toolcatalog.api.models import ConnectorConfigSpec
 from toolcatalog.api.errors import SyncError
+from toolcatalog.api.models import ConnectorConfigSpec
 from toolcatalog.api.spec import check_url, names_of, parse_spec, settings_of
 
 

@@ -1,14 +1,14 @@
 """Status policy: conditions, phases, retries, refresh records, merge patches."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from toolcatalog.api import constants as c
+from toolcatalog.api.errors import STALLED_REASONS, retry_delay
 from toolcatalog.api.models import CacheStatus, ErrorInfo, ServerInfo, Status, ToolStatus
 from toolcatalog.reconcile.catalog import CatalogDiff
 from toolcatalog.reconcile.conditions import get_condition, rfc3339, set_condition
-from toolcatalog.api.errors import STALLED_REASONS, retry_delay
 from toolcatalog.reconcile.refresh import RefreshRequest
 from toolcatalog.reconcile.status import (
     SyncFailure,
@@ -20,7 +20,7 @@ from toolcatalog.reconcile.status import (
     with_refresh,
 )
 
-T0 = datetime(2026, 11, 21, 12, 0, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 21, 12, 0, 0, tzinfo=UTC)
 
 
 def success(at: datetime = T0, tools: int = 2) -> SyncSuccess:

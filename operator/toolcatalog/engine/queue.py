@@ -133,7 +133,7 @@ class WorkQueue(Generic[K]):
             self._wakeup.clear()
             try:
                 await asyncio.wait_for(self._wakeup.wait(), timeout=wait)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     def done(self, key: K) -> None:

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx2
@@ -150,7 +150,7 @@ class KubeClient:
     async def post_event(self, *, kind: str, namespace: str, name: str, uid: str, type_: str, reason: str,
                          message: str, now: datetime | None = None) -> None:
         """A core v1 Event about one of our resources, as `kubectl describe` shows them."""
-        stamp = (now or datetime.now(timezone.utc)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        stamp = (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
         event = {
             "apiVersion": "v1", "kind": "Event",
             "metadata": {"generateName": f"{name}.", "namespace": namespace},

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from ..api import constants as c
 from ..api.endpoint import Endpoint, TLSMaterial
 from ..api.errors import SyncError
-from ..api.models import TLS, Auth, ConnectorConfigSpec, Reference, ReferenceKind, ToolServerSpec, Transport
+from ..api.models import TLS, Auth, ConnectorConfigSpec, Reference, ReferenceKind, ToolServerSpec
 from ..api.spec import Spec, check_url, describe_validation_error
 from .errors import ApiError, api_error
 

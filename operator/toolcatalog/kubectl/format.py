@@ -13,7 +13,7 @@ import textwrap
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pydantic
@@ -85,7 +85,7 @@ def parse_resource_ref(words: str | Sequence[str]) -> ResourceRef:
 
 def new_refresh_token(now: datetime | None = None) -> str:
     """RFC 3339 UTC time to the microsecond plus a random suffix: unique per call, readable."""
-    moment = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    moment = (now or datetime.now(UTC)).astimezone(UTC)
     return f"{moment.strftime('%Y-%m-%dT%H:%M:%S.%fZ')}-{secrets.token_hex(3)}"
 
 
@@ -288,7 +288,7 @@ def format_tools_table(tools: Sequence[CachedTool], *, show_selected: bool = Fal
     headers = ["NAME", "AVAILABLE", "ENABLED"] + (["SELECTED"] if show_selected else [])
     headers += ["FIRST SEEN"]
     rows = tool_rows(tools, show_selected=show_selected)
-    widths = [max(len(cell) for cell in column) for column in zip(headers, *rows)]
+    widths = [max(len(cell) for cell in column) for column in zip(headers, *rows, strict=True)]
     used = sum(widths) + COLUMN_GAP * len(widths)
     if terminal_width:
         description_width = max(terminal_width - used, MIN_DESCRIPTION_WIDTH)
@@ -297,7 +297,7 @@ def format_tools_table(tools: Sequence[CachedTool], *, show_selected: bool = Fal
     lines = []
     for cells, description in ([(headers, "DESCRIPTION")]
                                + [(row, one_line(tool.description, description_width))
-                                  for row, tool in zip(rows, tools)]):
-        padded = "".join(cell.ljust(width + COLUMN_GAP) for cell, width in zip(cells, widths))
+                                  for row, tool in zip(rows, tools, strict=True)]):
+        padded = "".join(cell.ljust(width + COLUMN_GAP) for cell, width in zip(cells, widths, strict=True))
         lines.append((padded + description).rstrip())
     return "\n".join(lines)

@@ -114,4 +114,5 @@ def _ssl_context(tls: TLSMaterial) -> ssl.SSLContext:
         return ssl.create_default_context(cadata=tls.ca_pem)
     except (ssl.SSLError, ValueError) as exc:
         raise SyncError(c.REASON_INVALID_SPEC,
-                         f"spec.tls.caBundle does not hold a usable PEM CA certificate ({type(exc).__name__})") from None
+                        f"spec.tls.caBundle does not hold a usable PEM CA certificate "
+                        f"({type(exc).__name__})") from None

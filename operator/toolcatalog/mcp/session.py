@@ -72,7 +72,8 @@ class WireWatch:
                                  f"set spec.url to {target} if that is the MCP endpoint"))
         elif status in (401, 403) and not self.sends_headers:
             self.fail(SyncError(c.REASON_AUTH_FAILED,
-                                 f"server requires credentials (HTTP {status}) at {self.url}; set {self.auth_source}.bearerToken "
+                                 f"server requires credentials (HTTP {status}) at {self.url}; "
+                                 f"set {self.auth_source}.bearerToken "
                                  f"or {self.auth_source}.headers to a Secret key holding them"))
         elif status in (401, 403):
             self.fail(SyncError(c.REASON_AUTH_FAILED,

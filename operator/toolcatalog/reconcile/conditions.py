@@ -7,7 +7,7 @@ observedGeneration are updated in place. Conditions keep a stable order.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Literal
 
 from ..api.models import Condition
@@ -15,7 +15,7 @@ from ..api.models import Condition
 
 def rfc3339(moment: datetime) -> str:
     """Kubernetes' time format: UTC, second precision, trailing Z."""
-    return moment.astimezone(timezone.utc).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return moment.astimezone(UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_time(value: str | None) -> datetime | None:
