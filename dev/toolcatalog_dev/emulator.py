@@ -1,9 +1,13 @@
 """A Kubernetes API on loopback for the demo and the tests: ``ApiEmulator``.
 
-It runs ``FaithfulEmulator`` (apiserver.py: kmock's emulator made to act like an API server
-where our operator depends on it; what is and is not emulated is listed there) on 127.0.0.1,
-declares the core resources we use and our CRDs (read from crds/*.yaml), and offers a
-kubeconfig, reads from memory and writes over real HTTP.
+It runs ``ApiServer`` (apiserver.py: kmock's emulator behind a front server that acts like a
+Kubernetes API server where our operator depends on it; what is and is not emulated is listed
+there) on 127.0.0.1, declares the core resources we use and our CRDs (read from crds/*.yaml, or
+$TOOLCATALOG_CRDS_DIR), and offers a kubeconfig, reads from memory and writes over real HTTP.
+
+``api.emulator`` is kmock's ``KubernetesEmulator`` itself, used as kmock documents it: add
+reactions (``api.emulator["get", path] << 418``), read the request log (``list(api.emulator)``;
+namespace requests are not in it), look at ``api.emulator.objects``.
 
 ``kopf run --standalone -A`` uses only discovery, list+watch of the handled kinds, list+watch
 of CRDs (declared and seeded here) and POSTs to v1/events (explicit ``kopf.event()`` only).
@@ -17,24 +21,25 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import aiohttp
 import kmock
 import yaml
 
-from .apiserver import FaithfulEmulator
+from .apiserver import ApiServer
 
 _T = TypeVar("_T")
 _VERBS = {"get", "list", "watch", "create", "patch", "update", "delete", "deletecollection"}
-_CORE = {  # declared besides our CRDs: resource -> (kind, namespaced)
-    "v1/configmaps": ("ConfigMap", True),
-    "v1/secrets": ("Secret", True),
-    "v1/events": ("Event", True),
-    "v1/namespaces": ("Namespace", False),
-    "apiextensions.k8s.io/v1/customresourcedefinitions": ("CustomResourceDefinition", False),
+_CORE = {  # declared besides our CRDs: resource -> (kind, namespaced, short names as a real server has them)
+    "v1/configmaps": ("ConfigMap", True, ["cm"]),
+    "v1/secrets": ("Secret", True, []),
+    "v1/events": ("Event", True, ["ev"]),
+    "v1/namespaces": ("Namespace", False, ["ns"]),
+    "apiextensions.k8s.io/v1/customresourcedefinitions": ("CustomResourceDefinition", False, ["crd", "crds"]),
 }
 
 
 def default_crds_dir() -> Path:
-    """$TOOLCATALOG_CRDS_DIR, else the repository's crds/ (this file is operator/toolcatalog/)."""
+    """$TOOLCATALOG_CRDS_DIR, else the repository's crds/ (this file is dev/toolcatalog_dev/)."""
     configured = os.environ.get("TOOLCATALOG_CRDS_DIR")
     return Path(configured) if configured else Path(__file__).resolve().parents[2] / "crds"
 
@@ -58,44 +63,35 @@ class ApiError(Exception):
 
 
 class ApiEmulator:
-    """A FaithfulEmulator on 127.0.0.1 with our CRDs (read from crds/*.yaml) and the
-    core resources we use declared; an async context manager.
+    """An ApiServer on 127.0.0.1 with our CRDs (read from crds/*.yaml) and the core resources
+    we use declared; an async context manager.
 
     Reads (``get``, ``list``, ``events``, ``wait_for``) look into the emulator's memory,
     synchronously. Writes (``create``, ``patch``, ``delete``...) are real HTTP requests to
     ``url``: they get the server-side behaviours and reach kopf's watch streams. Resources
     are named like ``"toolcatalog.dev/v1alpha1/toolservers"`` or ``"v1/configmaps"``.
+    ``emulator`` is kmock's emulator, ``server`` the ApiServer in front of it.
     """
 
     def __init__(self, crds_dir: Path | None = None) -> None:
         self.crds_dir = crds_dir or default_crds_dir()
         self.crds = load_crds(self.crds_dir)
-        self.emulator = FaithfulEmulator()
+        self.server = ApiServer()
+        self.emulator: kmock.KubernetesEmulator = self.server.emulator
         self.url = ""
-        self._server: kmock.Server | None = None
-        for name, (kind, namespaced) in _CORE.items():
-            self.emulator.resources[name] = kmock.ResourceInfo(
-                kind=kind, singular=kind.lower(), namespaced=namespaced, verbs=_VERBS)
+        self.session: aiohttp.ClientSession | None = None
+        for name, (kind, namespaced, shortnames) in _CORE.items():
+            self.server.state.declare(kmock.resource(name), kmock.ResourceInfo(
+                kind=kind, singular=kind.lower(), namespaced=namespaced, verbs=_VERBS, shortnames=shortnames))
         for crd in self.crds:
-            spec, names = crd["spec"], crd["spec"]["names"]
-            for version in spec["versions"]:
-                resource = kmock.resource(spec["group"], version["name"], names["plural"])
-                self.emulator.resources[resource] = kmock.ResourceInfo(
-                    kind=names["kind"], singular=names["singular"], verbs=_VERBS,
-                    namespaced=spec["scope"] == "Namespaced", shortnames=names.get("shortNames", []),
-                    categories=names.get("categories", []), subresources=set(version.get("subresources") or {}))
-                self.emulator.schemas[resource] = version["schema"]["openAPIV3Schema"]
+            self.server.state.declare_crd(crd)
 
     async def __aenter__(self) -> ApiEmulator:
-        await self.emulator.__aenter__()
-        server = kmock.Server(self.emulator)
+        await self.server.__aenter__()
         try:
-            await server.__aenter__()
-        except BaseException:
-            await self.emulator.__aexit__(None, None, None)
-            raise
-        self._server, self.url = server, str(server.url).rstrip("/")
-        try:  # what every cluster has: the default namespace and, here, our CRDs
+            self.url = self.server.url
+            self.session = aiohttp.ClientSession(self.url, timeout=aiohttp.ClientTimeout(total=60))
+            # What every cluster has: the default namespace and, here, our CRDs.
             await self.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}})
             for crd in self.crds:
                 await self.create(copy.deepcopy(crd))
@@ -105,12 +101,12 @@ class ApiEmulator:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        server, self._server = self._server, None
+        session, self.session, self.url = self.session, None, ""
         try:
-            if server is not None:
-                await server.__aexit__(None, None, None)
+            if session is not None:
+                await session.close()
         finally:
-            await self.emulator.__aexit__(None, None, None)
+            await self.server.__aexit__(None, None, None)
 
     def write_kubeconfig(self, path: Path, namespace: str = "default") -> Path:
         """A kubeconfig for kopf, kubectl and the kubernetes client: plain http, no credentials."""
@@ -174,8 +170,8 @@ class ApiEmulator:
     async def request(self, method: str, path: str, payload: Any = None,
                       content_type: str = "application/json") -> dict[str, Any]:
         """One raw HTTP request to the emulator; ApiError unless 2xx."""
-        assert self._server is not None, "ApiEmulator is not entered"
-        async with self._server.client.request(
+        assert self.session is not None, "ApiEmulator is not entered"
+        async with self.session.request(
                 method, path, json=payload, headers={"Content-Type": content_type}) as response:
             body = await response.json(content_type=None)
             if response.status >= 300:
@@ -187,7 +183,7 @@ class ApiEmulator:
         A ``status`` in obj is then written through /status, as a real client must."""
         resource = self.resource_of(obj)
         created = await self.request("POST", self.path(resource, obj.get("metadata", {}).get("namespace")), obj)
-        if "status" in obj and self.emulator.has_status_subresource(kmock.resource(resource)):
+        if "status" in obj and self.server.state.has_status_subresource(kmock.resource(resource)):
             meta = created["metadata"]
             created = await self.patch_status(resource, meta.get("namespace"), meta["name"], obj["status"])
         return created

