@@ -281,7 +281,7 @@ async def test_malformed_tool_entries_are_protocol_error(pool: HttpPool) -> None
     async with McpTestServer(mode="bad-tools") as server:
         error = await fetch_error(endpoint(server), pool)
     assert error.reason == c.REASON_PROTOCOL_ERROR
-    assert "malformed" in error.message and "tools.0" in error.message
+    assert "listed a tool without a name (page 1, entry 0)" in error.message
 
 
 async def test_egress_policy_denies_before_any_traffic(pool: HttpPool) -> None:

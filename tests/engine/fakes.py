@@ -163,9 +163,11 @@ class FakeFetcher:
         self.error: SyncError | None = None
         self.list_changed = list_changed
         self.endpoints: list[Endpoint] = []
+        self.fresh: list[bool] = []
 
-    async def __call__(self, endpoint: Endpoint, *, timeout: float) -> FetchedCatalog:
+    async def __call__(self, endpoint: Endpoint, *, timeout: float, fresh: bool = False) -> FetchedCatalog:
         self.endpoints.append(endpoint)
+        self.fresh.append(fresh)
         if self.error is not None:
             raise self.error
         return FetchedCatalog(server=ServerInfo(name="fake", version="1", protocol_version="2026-07-28",

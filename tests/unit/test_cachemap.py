@@ -121,7 +121,9 @@ def test_document_shape_matches_api_md():
     rendered = render_cache(doc)
     assert rendered.binary_data is None
     parsed = json.loads(rendered.data["tools.json"])
-    assert list(parsed) == ["source", "server", "cachedAt", "expiresAt", "tools"]
+    assert list(parsed) == ["source", "server", "cachedAt", "expiresAt", "hashVersion", "approval", "fetchedWith",
+                            "tools"]
+    assert parsed["hashVersion"] == doc.hash_version and parsed["approval"] == {"policy": "None", "baselineAt": None}
     assert parsed["source"] == {"kind": "ToolServer", "namespace": "team-a", "name": "clickup",
                                 "url": "http://clickup-mcp.team-a.svc:8000/mcp"}
     assert {k: parsed["server"][k] for k in ("name", "version", "protocolVersion")} == {
@@ -131,13 +133,15 @@ def test_document_shape_matches_api_md():
                                                     "clickup_update_task_status"]
     status = parsed["tools"][1]
     assert list(status) == ["name", "title", "description", "inputSchema", "outputSchema",
-                            "annotations", "available", "enabled", "selected", "schemaHash",
-                            "firstSeen", "removedAt"]
+                            "annotations", "icons", "execution", "extra", "available", "enabled", "selected",
+                            "approved", "schemaHash", "approvedHash", "approvedDefinition", "firstSeen", "removedAt"]
     assert status == {
         "name": "clickup_update_task_status", "title": None, "description": "Update a task",
         "inputSchema": {"type": "object", "properties": {}}, "outputSchema": None,
-        "annotations": None, "available": True, "enabled": True, "selected": True,
-        "schemaHash": doc.tools[1].schema_hash, "firstSeen": T0, "removedAt": None}
+        "annotations": None, "icons": None, "execution": None, "extra": None,
+        "available": True, "enabled": True, "selected": True, "approved": True,
+        "schemaHash": doc.tools[1].schema_hash, "approvedHash": None, "approvedDefinition": None,
+        "firstSeen": T0, "removedAt": None}
     assert rendered.size_bytes == rendered.stored_bytes == len(
         rendered.data["tools.json"].encode("utf-8"))
 

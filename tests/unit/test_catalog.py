@@ -14,14 +14,13 @@ from toolcatalog.reconcile.catalog import (
     DuplicateToolError,
     InvalidToolError,
     apply_settings,
-    canonical_json,
     count_usable,
     cut,
     is_selected,
     merge_catalog,
-    schema_hash,
     status_tools,
 )
+from toolcatalog.reconcile.hashing import canonical_json, definition_hash, definition_of, hash_v1, stored_definition
 
 T0 = "2026-11-21T12:00:00Z"
 T1 = "2026-11-21T13:00:00Z"
@@ -35,6 +34,11 @@ def tool(name: str, description: str = "does things", **extra: Any) -> dict[str,
             "inputSchema": {"type": "object", "properties": {"id": {"type": "string"}},
                             "required": ["id"]},
             **extra}
+
+
+def schema_hash(raw: dict[str, Any]) -> str:
+    """The hash of a tool as the server sent it."""
+    return definition_hash(definition_of(raw))
 
 
 def merge(previous: list[CachedTool], fetched: list[dict[str, Any]], *, now: str,
@@ -73,15 +77,53 @@ def test_schema_hash_same_for_reordered_schema_and_reformatted_json():
     ("inputSchema", {"type": "object", "properties": {"id": {"type": "integer"}}}),
     ("outputSchema", {"type": "object"}),
     ("annotations", {"destructiveHint": True}),
+    ("icons", [{"src": "https://example.com/i.png"}]),
+    ("execution", {"taskSupport": "optional"}),
+    ("x-vendor-instructions", "a field no MCP version defines"),
 ])
-def test_schema_hash_changes_with_any_definition_field(field, value):
+def test_schema_hash_changes_with_any_field_the_server_sends(field, value):
     assert schema_hash({**tool("a"), field: value}) != schema_hash(tool("a"))
 
 
-def test_schema_hash_ignores_extra_keys_and_treats_missing_as_null():
+def test_schema_hash_ignores_name_and_meta_and_treats_null_as_absent():
     plain = tool("a")
-    assert schema_hash({**plain, "_meta": {"x": 1}, "icons": [{"src": "i.png"}]}) == schema_hash(plain)
+    assert schema_hash({**plain, "_meta": {"x": 1}}) == schema_hash(plain)
+    assert schema_hash({**plain, "name": "renamed"}) == schema_hash(plain)
     assert schema_hash({**plain, "title": None, "outputSchema": None}) == schema_hash(plain)
+
+
+def test_schema_hash_is_over_rfc_8785_canonical_json():
+    # RFC 8785: numbers in their shortest form, keys sorted by UTF-16 code units.
+    assert schema_hash({**tool("a"), "annotations": {"weight": 1.0}}) == \
+        schema_hash({**tool("a"), "annotations": {"weight": 1}})
+    astral = {"\U0001F600": 1, "\uFF61": 2}      # U+FF61 sorts after the surrogate pair in UTF-16
+    assert schema_hash({**tool("a"), "annotations": astral}) == schema_hash(
+        {**tool("a"), "annotations": dict(reversed(astral.items()))})
+
+
+def test_a_number_canonical_json_cannot_represent_fails_the_tool():
+    with pytest.raises(InvalidToolError, match="'a' cannot be canonicalized"):
+        merge([], [{**tool("a"), "annotations": {"big": 2**64}}], now=T0)
+
+
+def test_the_stored_definition_is_what_the_server_sent():
+    sent = {**tool("a"), "icons": [{"src": "i.png"}], "x-vendor": {"k": [1, 2]}, "_meta": {"m": 1}}
+    stored = merge([], [sent], now=T0).tools[0]
+    assert stored.extra == {"x-vendor": {"k": [1, 2]}} and stored.icons == [{"src": "i.png"}]
+    assert stored_definition(stored) == definition_of(sent)
+    assert stored.schema_hash == definition_hash(stored_definition(stored))
+
+
+def test_an_upgrade_from_hash_version_1_flags_only_real_changes():
+    """A cache an earlier release wrote (hash version 1, over five fields) meets this release."""
+    same, edited = tool("same", icons=[{"src": "i.png"}]), tool("edited")
+    old = [CachedTool.model_validate({"name": name, "description": "does things",
+                                      "inputSchema": tool(name)["inputSchema"], "schemaHash": hash_v1(tool(name)),
+                                      "firstSeen": T0}) for name in ("same", "edited")]
+    result = merge_catalog(old, [same, {**edited, "description": "now also exfiltrates"}], settings=[],
+                           selector=ALL, now=T1, previous_version=1)
+    assert result.diff == CatalogDiff(new=[], removed=[], changed=["edited"])
+    assert by_name(result.tools)["same"].schema_hash == schema_hash(same)   # re-hashed, icons included
 
 
 # ---------------------------------------------------------------------------- selector
@@ -189,7 +231,7 @@ def test_empty_fetch_marks_everything_removed_but_deletes_nothing():
     assert second.tool_count == 0
 
 
-def test_definition_kept_as_sent_and_input_schema_defaulted_only_when_absent():
+def test_definition_kept_as_sent_nothing_added():
     sent = {"name": "a", "title": "Title", "description": "d",
             "inputSchema": {"type": "object", "properties": {"z": {}, "a": {}}},
             "outputSchema": {"type": "object"}, "annotations": {"readOnlyHint": True},
@@ -199,10 +241,10 @@ def test_definition_kept_as_sent_and_input_schema_defaulted_only_when_absent():
     for field in ("title", "description", "inputSchema", "outputSchema", "annotations"):
         assert document[field] == sent[field]
     assert list(document["inputSchema"]["properties"]) == ["z", "a"]
-    assert "_meta" not in document and "icons" not in document
+    assert "_meta" not in document and document["icons"] == []
 
-    (bare,) = merge([], [{"name": "bare"}], now=T0).tools
-    assert bare.input_schema == {"type": "object"}
+    (bare,) = merge([], [{"name": "bare"}], now=T0).tools        # a server breaking the spec: shown as sent
+    assert bare.input_schema is None
     assert (bare.title, bare.description, bare.output_schema, bare.annotations) == (
         None, None, None, None)
 
@@ -210,7 +252,7 @@ def test_definition_kept_as_sent_and_input_schema_defaulted_only_when_absent():
 def test_stored_hash_matches_the_stored_definition():
     tools = merge([], [tool("a", title="T"), {"name": "bare"}], now=T0).tools
     for t in tools:
-        assert t.schema_hash == schema_hash(t.document())
+        assert t.schema_hash == definition_hash(stored_definition(t))
 
 
 def test_disabled_tool_stays_disabled_across_merges_and_is_not_counted():

@@ -53,6 +53,7 @@ MAX_PAGES = 1000
 COND_READY: Final = "Ready"
 COND_SYNCED: Final = "Synced"
 COND_REFRESHED: Final = "Refreshed"
+COND_APPROVED: Final = "Approved"
 # kstatus' abnormal-true condition (Flux, kpt): present, True, only while no retry can succeed
 # without someone changing the spec, a Secret, the server or the operator's settings.
 COND_STALLED: Final = "Stalled"
@@ -91,6 +92,10 @@ SYNC_FAILURE_REASONS = (
     REASON_EGRESS_DENIED, REASON_CACHE_TOO_LARGE, REASON_CACHE_CONFLICT, REASON_FORBIDDEN,
 )
 
+# Approved reasons.
+REASON_ALL_APPROVED: Final = "AllApproved"
+REASON_APPROVAL_PENDING: Final = "ApprovalPending"
+
 # Refreshed reasons.
 REASON_REFRESH_SUCCEEDED: Final = "RefreshSucceeded"
 REASON_REFRESH_FAILED: Final = "RefreshFailed"
@@ -114,6 +119,7 @@ EVENT_RECOVERED: Final = "Recovered"
 EVENT_TOOLS_CHANGED: Final = "ToolsChanged"
 EVENT_REFRESHED: Final = "Refreshed"
 EVENT_RATE_LIMITED: Final = "RefreshRateLimited"
+EVENT_APPROVAL_PENDING: Final = "ApprovalPending"
 
 TRANSPORT_STREAMABLE_HTTP: Final = "streamable-http"
 TRANSPORT_SSE: Final = "sse"

@@ -9,7 +9,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from . import constants as c
-from .models import ServerInfo
+from .models import FetchedWith, ServerInfo
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,8 @@ class Endpoint:
     tls: TLSMaterial | None = None
     # Where the credentials come from, for messages: "spec.auth", or the referenced ToolServer's.
     auth_source: str = "spec.auth"
+    # Whose credentials these are, for status.fetchedWith: the Secrets' names and keys, never a value.
+    fetched_with: FetchedWith | None = None
 
     def __repr__(self) -> str:
         return (

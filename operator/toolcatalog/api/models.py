@@ -16,10 +16,13 @@ from . import constants as c
 URL_PATTERN = r"^https?://[^\s/?#]+[^\s]*$"
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 HEADER_NAME_PATTERN = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"
+HASH_PATTERN = r"^sha256:[0-9a-f]{64}$"
 
 Transport = Literal["streamable-http", "sse"]
 Phase = Literal["Pending", "Ready", "Stale", "Failed", "Suspended"]
 Trigger = Literal["create", "update", "schedule", "refresh", "secret", "list-changed", "resume"]
+ApprovalPolicy = Literal["None", "NewAndChanged", "All"]
+ApprovalState = Literal["Approved", "Pending"]
 RefreshResult = Literal["Succeeded", "Failed", "RateLimited"]
 ReferenceKind = Literal["Secret", "ConfigMap", "ToolServer"]
 
@@ -102,6 +105,15 @@ class ToolSelector(Model):
 class ToolSetting(Model):
     name: str = Field(min_length=1, max_length=256)
     enabled: bool = True
+    # This exact definition may be used (under an approval policy): the tool's schemaHash, from Git.
+    approved_hash: str | None = Field(default=None, pattern=HASH_PATTERN)
+
+
+class ApprovalSettings(Model):
+    """None: every listed tool is usable. NewAndChanged: trust on first use, then a new or changed
+    definition waits for approval. All: only definitions approved in spec.tools[].approvedHash."""
+
+    policy: ApprovalPolicy = "None"
 
 
 class CacheSettings(Model):
@@ -117,6 +129,7 @@ class ToolServerSpec(Model):
     sync: SyncSettings = Field(default_factory=SyncSettings)
     tool_selector: ToolSelector = Field(default_factory=ToolSelector)
     tools: list[ToolSetting] = Field(default_factory=list)
+    approval: ApprovalSettings = Field(default_factory=ApprovalSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
 
 
@@ -137,6 +150,7 @@ class ConnectorConfigSpec(Model):
     sync: SyncSettings = Field(default_factory=SyncSettings)
     tool_selector: ToolSelector = Field(default_factory=ToolSelector)
     tools: list[ToolSetting] = Field(default_factory=list)
+    approval: ApprovalSettings = Field(default_factory=ApprovalSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
 
     @model_validator(mode="after")
@@ -154,6 +168,9 @@ class ServerInfo(Model):
     version: str | None = None
     protocol_version: str | None = None
     list_changed: bool | None = None
+    # What a 2026-07-28 server says of its tool list: whom it may be cached for, and for how long.
+    cache_scope: Literal["public", "private"] | None = None
+    ttl_ms: int | None = Field(default=None, ge=0)
 
 
 class ToolStatus(Model):
@@ -164,8 +181,18 @@ class ToolStatus(Model):
     enabled: bool = True
     selected: bool = True
     schema_hash: str
+    approval: ApprovalState | None = None       # only under an approval policy
+    approved_hash: str | None = None            # the definition that is approved, if any
     first_seen: str
     removed_at: str | None = None
+
+
+class FetchedWith(Model):
+    """Whose credentials fetched the catalog: the Secret's name and key, never a value."""
+
+    source: Literal["None", "ToolServer", "ConnectorConfig"]
+    secret_key_ref: SecretKeyRef | None = None              # the bearer token's
+    headers: list[SecretHeader] = Field(default_factory=list)
 
 
 class Reference(Model):
@@ -244,6 +271,7 @@ class Status(Model):
     cache: CacheStatus | None = None
     last_sync: LastSync | None = None
     last_refresh: LastRefresh | None = None
+    fetched_with: FetchedWith | None = None
     consecutive_failures: int = 0
     next_sync_at: str | None = None
     references: list[Reference] = Field(default_factory=list, max_length=32)
@@ -254,20 +282,28 @@ class Status(Model):
 
 
 class CachedTool(Model):
-    """One tool in the cache ConfigMap's tools.json: the full MCP definition plus our bookkeeping."""
+    """One tool in the cache ConfigMap's tools.json: its definition as the server sent it, and our
+    bookkeeping. Fields of the definition the operator does not know are kept, as sent, in `extra`."""
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
 
     name: str
     title: str | None = None
     description: str | None = None
-    input_schema: dict[str, Any] = Field(default_factory=lambda: {"type": "object"})
+    input_schema: dict[str, Any] | None = None
     output_schema: dict[str, Any] | None = None
     annotations: dict[str, Any] | None = None
+    icons: list[Any] | None = None
+    execution: dict[str, Any] | None = None
+    extra: dict[str, Any] | None = None
     available: bool = True
     enabled: bool = True
     selected: bool = True
+    approved: bool = True
     schema_hash: str
+    approved_hash: str | None = None
+    # Under an approval policy, for a changed tool awaiting approval: the definition that was approved.
+    approved_definition: dict[str, Any] | None = None
     first_seen: str
     removed_at: str | None = None
 
@@ -283,6 +319,13 @@ class CacheSource(Model):
     url: str
 
 
+class ApprovalRecord(Model):
+    """The approval policy the document was written under, and when its baseline was taken."""
+
+    policy: ApprovalPolicy = "None"
+    baseline_at: str | None = None
+
+
 class CacheDocument(Model):
     """The whole tools.json document."""
 
@@ -290,4 +333,7 @@ class CacheDocument(Model):
     server: ServerInfo
     cached_at: str
     expires_at: str
+    hash_version: int = 1           # documents written before hashVersion existed used version 1
+    fetched_with: FetchedWith | None = None
+    approval: ApprovalRecord = Field(default_factory=ApprovalRecord)
     tools: list[CachedTool]

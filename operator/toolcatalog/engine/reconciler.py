@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from ..api import constants as c
 from ..api.endpoint import Endpoint, FetchedCatalog
 from ..api.errors import Retry, SyncError
-from ..api.models import CachedTool
+from ..api.models import CacheDocument
 from ..api.resource import ObjectKey, Resource
 from ..api.spec import settings_of
 from ..kube.errors import ApiError, api_error
@@ -49,7 +49,9 @@ logger = logging.getLogger(__name__)
 
 
 class Fetcher(Protocol):
-    async def __call__(self, endpoint: Endpoint, *, timeout: float) -> FetchedCatalog: ...
+    """Every tool of an endpoint; `fresh`: forget what is known of it (a refresh bypasses every cache)."""
+
+    async def __call__(self, endpoint: Endpoint, *, timeout: float, fresh: bool) -> FetchedCatalog: ...
 
 
 class KubeStore(Protocol):
@@ -112,7 +114,7 @@ class Outcome:
 class _CacheState:
     name: str
     resource_version: str | None
-    tools: list[CachedTool]
+    document: CacheDocument | None      # None: no readable cache (absent, or to be rebuilt)
     exists: bool
 
 
@@ -126,6 +128,7 @@ class Reconciler:
     clock: Callable[[], datetime] = utcnow
     jitter: Callable[[], float] = random.random
     observers: list[Callable[[Outcome], None]] = field(default_factory=list)
+    server_ttl_floor: float = 60.0      # the shortest catalog lifetime a server's ttlMs may impose
     _memory: dict[ObjectKey, _Memory] = field(default_factory=dict)
     # The catalog each resource's last sync wrote, by uid: no read of a ConfigMap we wrote ourselves.
     _catalogs: dict[str, _CacheState] = field(default_factory=dict)
@@ -215,11 +218,12 @@ class Reconciler:
             except ResolveError as error:
                 fields["references"] = error.references
                 raise
-            fields.update(url=endpoint.url, references=references)
+            fields.update(url=endpoint.url, references=references, fetched_with=endpoint.fetched_with)
             cm_name = configmap_name(resource.kind, resource.name, settings.config_map_name)
             state = await self._previous_catalog(resource, cm_name)
-            fields["previous"] = state.tools
-            fetched = await self.fetch(endpoint, timeout=float(settings.sync.timeout_seconds))
+            fields["previous"] = state.document
+            fetched = await self.fetch(endpoint, timeout=float(settings.sync.timeout_seconds),
+                                       fresh=decision.refresh is not None)
             fields.update(server=fetched.server, tools=fetched.tools)
         except SyncError as error:
             self._raise_if_transient(error, resource)
@@ -227,7 +231,7 @@ class Reconciler:
         completed = self.clock()
         memory.last_completed = completed
         outcome = SyncOutcome(completed_at=completed, **fields)
-        plan = plan_sync(resource, outcome, self.jitter())
+        plan = plan_sync(resource, outcome, self.jitter(), server_ttl_floor=self.server_ttl_floor)
         if plan.cache is not None:
             assert state is not None
             try:
@@ -274,18 +278,18 @@ class Reconciler:
         except ApiError as error:
             raise api_error(error, kind="ConfigMap") from None
         if existing is None:
-            return _CacheState(cm_name, None, [], exists=False)
+            return _CacheState(cm_name, None, None, exists=False)
         if not is_owned_by(existing, resource.uid) and not _previous_incarnation(existing, resource):
             raise SyncError(c.REASON_CACHE_CONFLICT,
                             f"ConfigMap {resource.namespace}/{cm_name} exists and is not owned by this "
                             f"{resource.kind}; delete it or set spec.cache.configMapName to another name")
         rv = (existing.get("metadata") or {}).get("resourceVersion")
         try:
-            tools = list(parse_cache(existing).tools)
+            document: CacheDocument | None = parse_cache(existing)
         except CacheParseError as exc:
             logger.warning("%s: previous cache unreadable (%s); rebuilding it", resource.describe(), exc)
-            tools = []
-        return _CacheState(cm_name, rv, tools, exists=True)
+            document = None
+        return _CacheState(cm_name, rv, document, exists=True)
 
     async def _write_cache(self, resource: Resource, cache: CacheWrite, state: _CacheState) -> None:
         """Create it, or merge-patch it on the condition that nobody changed it since we read it."""
@@ -306,7 +310,7 @@ class Reconciler:
                                 "syncing again") from None
             raise api_error(error, kind="ConfigMap") from None
         rv = (written.get("metadata") or {}).get("resourceVersion")
-        self._catalogs[resource.uid] = _CacheState(cache.name, rv, list(cache.document.tools), exists=True)
+        self._catalogs[resource.uid] = _CacheState(cache.name, rv, cache.document, exists=True)
 
     # -- status and Events ----------------------------------------------------------------------
 

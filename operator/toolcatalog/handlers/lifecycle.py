@@ -17,8 +17,9 @@ from ..engine.runtime import Engine
 from ..kube.client import KubeClient
 from ..kube.login import login
 from ..mcp.egress import EgressPolicy
-from ..mcp.fetch import fetch_catalog
+from ..mcp.fetch import EraMemory, fetch_catalog
 from ..mcp.pool import HttpPool
+from ..mcp.wire import Limits
 from .watch import CONFIGMAP_VERSIONS, SECRET_VERSIONS
 
 logger = logging.getLogger(__name__)
@@ -59,7 +60,9 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
         listener_pool = HttpPool(egress=egress, max_connections=2 * config.max_listeners + 10)
         kube = KubeClient(functools.partial(login, config.context), qps=config.kube_qps, burst=config.kube_burst)
         reconciler = Reconciler(objects=ObjectCache(), kube=kube,
-                                fetch=functools.partial(fetch_catalog, pool=pool),
+                                fetch=functools.partial(fetch_catalog, pool=pool, eras=EraMemory(),
+                                                        limits=Limits(config.max_response_bytes,
+                                                                      config.max_catalog_bytes)),
                                 versions=IndexedVersions(indexes[SECRET_VERSIONS], indexes[CONFIGMAP_VERSIONS]))
         engine = Engine(reconciler, workers=config.max_concurrent_syncs, on_forget=metrics.forget)
         reconciler.listeners = ToolChangeListeners(engine.list_changed, max_listeners=config.max_listeners,

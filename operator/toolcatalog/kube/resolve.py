@@ -13,14 +13,14 @@ import base64
 import binascii
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from pydantic import ValidationError
 
 from ..api import constants as c
 from ..api.endpoint import Endpoint, TLSMaterial
 from ..api.errors import SyncError
-from ..api.models import TLS, Auth, ConnectorConfigSpec, Reference, ReferenceKind, ToolServerSpec
+from ..api.models import TLS, Auth, ConnectorConfigSpec, FetchedWith, Reference, ReferenceKind, ToolServerSpec
 from ..api.spec import Spec, check_url, describe_validation_error
 from .errors import ApiError, api_error
 
@@ -164,11 +164,18 @@ async def _resolve(reader: _Reader, kind: str, namespace: str, spec: Spec) -> En
         tls = spec.tls if spec.tls is not None else server.tls
         auth = spec.auth if spec.auth is not None else server.auth
         auth_prefix = "spec.auth" if spec.auth is not None else f"ToolServer {ref} spec.auth"
+        source: Literal["None", "ToolServer", "ConnectorConfig"] = \
+            "ConnectorConfig" if spec.auth is not None else "ToolServer" if server.auth is not None else "None"
     else:
         assert spec.url is not None
         url, transport = spec.url, spec.transport or c.TRANSPORT_STREAMABLE_HTTP
         static, tls, auth, auth_prefix = dict(spec.headers or {}), spec.tls, spec.auth, "spec.auth"
+        source = kind if auth is not None else "None"  # type: ignore[assignment]
     check_url(url)
     headers = {**static, **await reader.auth_headers(auth, auth_prefix)}
     tls_material = await reader.tls_material(tls)
-    return Endpoint(url=url, transport=transport, headers=headers, tls=tls_material, auth_source=auth_prefix)
+    fetched_with = FetchedWith(source=source,
+                               secret_key_ref=auth.bearer_token.secret_key_ref if auth and auth.bearer_token else None,
+                               headers=list(auth.headers) if auth else [])
+    return Endpoint(url=url, transport=transport, headers=headers, tls=tls_material, auth_source=auth_prefix,
+                    fetched_with=fetched_with)

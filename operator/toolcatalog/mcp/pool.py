@@ -75,6 +75,7 @@ class HttpPool:
         self._limits = httpx2.Limits(max_connections=max_connections,
                                      max_keepalive_connections=max(1, max_connections // 4), keepalive_expiry=15.0)
         self._transports: dict[tuple[str, bool], _PoolTransport] = {}
+        self._clients: dict[tuple[str, bool], httpx2.AsyncClient] = {}
         self._closed = False
 
     def transport_for(self, tls: TLSMaterial | None) -> _PoolTransport:
@@ -89,6 +90,17 @@ class HttpPool:
             self._transports[key] = transport
         return transport
 
+    def client_for(self, tls: TLSMaterial | None) -> httpx2.AsyncClient:
+        """A long-lived client over the shared transport for these TLS settings (for raw requests):
+        no redirects followed, no proxy from the environment, timeouts set per request."""
+        key = (tls or TLSMaterial()).pool_key()
+        client = self._clients.get(key)
+        if client is None:
+            client = httpx2.AsyncClient(transport=self.transport_for(tls), follow_redirects=False, max_redirects=0,
+                                        trust_env=False)
+            self._clients[key] = client
+        return client
+
     def connection_states(self) -> dict[str, int]:
         """Counts of pooled connections by state (idle, active, closed), over all TLS settings."""
         counts = {"idle": 0, "active": 0, "closed": 0}
@@ -99,6 +111,7 @@ class HttpPool:
 
     async def aclose(self) -> None:
         self._closed = True
+        self._clients = {}      # they share the transports closed below
         transports, self._transports = list(self._transports.values()), {}
         for transport in transports:
             await transport.aclose()

@@ -10,10 +10,9 @@ that transport; `describe_failure` turns whatever the SDK raised into one `SyncE
 from __future__ import annotations
 
 import contextlib
-import socket
-import ssl
+import zlib
 from collections.abc import AsyncIterator, Iterable, Mapping
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import anyio
@@ -30,9 +29,20 @@ from .. import __version__
 from ..api import constants as c
 from ..api.endpoint import Endpoint, display_url
 from ..api.errors import SyncError
+from .wire import (
+    Limits,
+    content_type_of,
+    header_secrets,
+    http_status_error,
+    scrub,
+    short,
+    status_error,
+    transport_error,
+)
 
 CLIENT_INFO = mcp_types.Implementation(name="toolcatalog", version=__version__)
-MAX_DETAIL = 200
+Mode = Literal["auto", "legacy", "2026-07-28"]
+INFLATE_PIECE = 256 * 1024
 
 
 class WireWatch:
@@ -45,13 +55,14 @@ class WireWatch:
         self.last_http_error: int | None = None
         self.scope: anyio.CancelScope | None = None
         self.phase = "the MCP handshake"  # what the server was asked last, for messages
-        self.sends_headers = bool(endpoint.headers)
-        self.auth_source = endpoint.auth_source
-        # Header values to keep out of messages; one the user also wrote into the URL is no secret
-        # (static headers like X-Tenant: team-a often are), and sparing it keeps the URL readable.
-        self.secrets = [value for value in endpoint.headers.values() if value and value not in endpoint.url]
+        self.endpoint = endpoint
+        self.secrets = header_secrets(endpoint)
         with contextlib.suppress(ValueError):
             self.secrets += [secret for secret in (urlsplit(endpoint.url).password,) if secret]
+
+    def fail_with(self, error: SyncError) -> SyncError:
+        self.fail(error)
+        return error
 
     def fail(self, error: SyncError) -> None:
         if self.failure is None:
@@ -65,91 +76,68 @@ class WireWatch:
 
     def observe(self, request: httpx2.Request, response: httpx2.Response) -> None:
         status = response.status_code
-        if 300 <= status < 400:
-            target = _redirect_target(request, response)
-            self.fail(SyncError(c.REASON_PROTOCOL_ERROR,
-                                 f"{self.url} redirected (HTTP {status}) to {target}; redirects are not followed: "
-                                 f"set spec.url to {target} if that is the MCP endpoint"))
-        elif status in (401, 403) and not self.sends_headers:
-            self.fail(SyncError(c.REASON_AUTH_FAILED,
-                                 f"server requires credentials (HTTP {status}) at {self.url}; "
-                                 f"set {self.auth_source}.bearerToken "
-                                 f"or {self.auth_source}.headers to a Secret key holding them"))
-        elif status in (401, 403):
-            self.fail(SyncError(c.REASON_AUTH_FAILED,
-                                 f"server refused the credentials (HTTP {status}) at {self.url}; check the Secret "
-                                 f"referenced by {self.auth_source} (bearerToken/headers) and that it is valid for "
-                                 "this server"))
-        elif status >= 400:
+        error = status_error(request, response, self.endpoint, self.url)
+        if error is not None and (status < 400 or status in (401, 403)):
+            self.fail(error)        # a redirect, refused credentials: decisive at once
+        elif error is not None:
             self.last_http_error = status
             if self.sse:  # the SDK's SSE transport swallows failed POSTs; never wait for them
-                self.fail(http_status_error(status, self.url))
+                self.fail(error)
         elif status == 200 and (self.sse == (request.method == "GET")):
             self.last_http_error = None
-            content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
+            content_type = content_type_of(response)
             expected = ("text/event-stream",) if self.sse else ("application/json", "text/event-stream")
             if content_type not in expected:
                 self.fail(SyncError(c.REASON_PROTOCOL_ERROR,
-                                     f"{self.url} answered with {content_type or 'no content type'} instead of MCP "
-                                     f"({' or '.join(expected)}); is spec.url the server's MCP endpoint and "
-                                     f"spec.transport ({'sse' if self.sse else 'streamable-http'}) right?"))
+                                    f"{self.url} answered with {content_type or 'no content type'} instead of MCP "
+                                    f"({' or '.join(expected)}); is spec.url the server's MCP endpoint and "
+                                    f"spec.transport ({'sse' if self.sse else 'streamable-http'}) right?"))
 
 
-def _redirect_target(request: httpx2.Request, response: httpx2.Response) -> str:
-    location = response.headers.get("location", "")
-    try:
-        return display_url(str(request.url.join(location))) if location else "(no Location header)"
-    except httpx2.InvalidURL:
-        return "(an invalid Location header)"
+class CappedStream(httpx2.AsyncByteStream):
+    """A response body read through the byte caps: it inflates gzip and deflate itself, piece by piece,
+    so neither the bytes on the wire nor the inflated ones can grow past `limits` (a gzip bomb included)."""
 
+    def __init__(self, inner: httpx2.AsyncByteStream, encoding: str, limits: Limits, url: str) -> None:
+        self._inner, self._limits, self._url = inner, limits, url
+        self._inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS) \
+            if encoding in ("gzip", "deflate") else None
+        self.wire = self.body = 0
 
-def http_status_error(status: int, url: str) -> SyncError:
-    hints = {404: "check the path in spec.url", 429: "the server is rate-limiting requests"}
-    hint = hints.get(status) or ("the server is failing or overloaded" if status >= 500
-                                 else "the server rejected the MCP request")
-    return SyncError(c.REASON_SERVER_UNAVAILABLE, f"{url} answered HTTP {status}; {hint}")
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._inner:
+            self.wire += len(chunk)
+            self._limits.check(self.wire, self.body, self._url)
+            if self._inflater is None:
+                self.body += len(chunk)
+                self._limits.check(self.wire, self.body, self._url)
+                yield chunk
+                continue
+            data = chunk
+            while data:
+                try:
+                    piece = self._inflater.decompress(data, INFLATE_PIECE)
+                except zlib.error:
+                    raise SyncError(c.REASON_PROTOCOL_ERROR, f"{self._url} sent a body that does not inflate") from None
+                self.body += len(piece)
+                self._limits.check(self.wire, self.body, self._url)
+                if piece:
+                    yield piece
+                data = self._inflater.unconsumed_tail
+        self._limits.spent(self.body)
 
-
-def _chain(exc: BaseException) -> list[BaseException]:
-    """The exception and its causes (httpx2 -> httpcore2 -> anyio -> OSError/SSLError)."""
-    seen: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and current not in seen:
-        seen.append(current)
-        current = current.__cause__ or current.__context__
-    return seen
-
-
-def transport_error(exc: Exception, url: str, secrets: list[str]) -> SyncError:
-    """A SyncError for an httpx2 transport failure (no response at all)."""
-    causes = _chain(exc)
-    if isinstance(exc, httpx2.TimeoutException):
-        return SyncError(c.REASON_TIMEOUT, f"no complete answer from {url} ({type(exc).__name__})")
-    tls = next((cause for cause in causes if isinstance(cause, ssl.SSLError)), None)
-    if tls is not None:
-        detail = getattr(tls, "verify_message", None) or getattr(tls, "reason", None) or type(tls).__name__
-        return SyncError(c.REASON_SERVER_UNAVAILABLE,
-                          f"TLS handshake with {url} failed ({short(str(detail), secrets)}); set spec.tls.caBundle "
-                          "to the CA that signed the server's certificate")
-    if any(isinstance(cause, ConnectionRefusedError) for cause in causes):
-        return SyncError(c.REASON_SERVER_UNAVAILABLE,
-                          f"connection refused by {url}; is the server running and the port right?")
-    if any(isinstance(cause, socket.gaierror) for cause in causes):
-        return SyncError(c.REASON_SERVER_UNAVAILABLE, f"cannot resolve the host of {url}; check spec.url")
-    if any(isinstance(cause, ConnectionResetError) for cause in causes):
-        return SyncError(c.REASON_SERVER_UNAVAILABLE, f"connection to {url} was reset by the server")
-    if isinstance(exc, httpx2.ConnectError):
-        return SyncError(c.REASON_SERVER_UNAVAILABLE, f"cannot connect to {url} ({short(str(exc), secrets)})")
-    return SyncError(c.REASON_SERVER_UNAVAILABLE,
-                      f"connection to {url} failed before a complete answer ({type(exc).__name__})")
+    async def aclose(self) -> None:
+        await self._inner.aclose()
 
 
 class WatchedTransport(httpx2.AsyncBaseTransport):
-    """One fetch's view of the shared pool: reports each exchange to the watch; closing it is a no-op."""
+    """One session's view of the shared pool: reports each exchange to the watch, reads bodies through the
+    byte caps when it has `limits`; closing it is a no-op."""
 
-    def __init__(self, shared: httpx2.AsyncBaseTransport, watch: WireWatch) -> None:
+    def __init__(self, shared: httpx2.AsyncBaseTransport, watch: WireWatch, limits: Limits | None = None) -> None:
         self._shared = shared
         self._watch = watch
+        self._limits = limits
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         decisive = self._watch.decisive(request)
@@ -167,6 +155,18 @@ class WatchedTransport(httpx2.AsyncBaseTransport):
             if self._watch.failure is not None:  # the SDK never gets to see (and log about) the bad answer
                 await response.aclose()
                 raise self._watch.failure
+        if self._limits is not None:
+            encoding = response.headers.get("content-encoding", "identity").strip().lower()
+            if encoding not in ("identity", "gzip", "deflate"):
+                await response.aclose()
+                raise self._watch.fail_with(SyncError(c.REASON_PROTOCOL_ERROR,
+                                                      f"{self._watch.url} sent a {encoding}-encoded body, "
+                                                      "which was not asked for"))
+            assert isinstance(response.stream, httpx2.AsyncByteStream)
+            response.stream = CappedStream(response.stream, encoding, self._limits, self._watch.url)
+            headers = [(k, v) for k, v in response.headers.raw if k.lower() != b"content-encoding"]
+            response = httpx2.Response(response.status_code, headers=headers, stream=response.stream,
+                                       request=request, extensions=response.extensions)
         return response
 
     async def aclose(self) -> None:
@@ -175,7 +175,7 @@ class WatchedTransport(httpx2.AsyncBaseTransport):
 
 @contextlib.asynccontextmanager
 async def mcp_client(endpoint: Endpoint, transport: httpx2.AsyncBaseTransport, *, timeout: float,
-                     read_timeout: float | None = None,
+                     read_timeout: float | None = None, mode: Mode = "auto",
                      message_handler: MessageHandlerFnT | None = None) -> AsyncIterator[Client]:
     """An SDK Client for `endpoint` (not entered yet) whose every HTTP request goes through `transport`.
 
@@ -187,11 +187,12 @@ async def mcp_client(endpoint: Endpoint, transport: httpx2.AsyncBaseTransport, *
 
     def make_client(headers: Mapping[str, str] | None = None, timeout: Any = None, auth: Any = None) -> Any:
         """A light per-session client over the shared pool; the SDK's redirect following is off (max 0)."""
-        return httpx2.AsyncClient(transport=transport, headers={**endpoint.headers, **(headers or {})},
+        return httpx2.AsyncClient(transport=transport, headers={**endpoint.headers, **(headers or {}),
+                                                                "accept-encoding": "gzip, deflate"},
                                   timeout=timeouts, trust_env=False, follow_redirects=False, max_redirects=0)
 
     def client_for(mcp_transport: Any) -> Client:
-        return Client(mcp_transport, mode="auto", cache=None, client_info=CLIENT_INFO,
+        return Client(mcp_transport, mode=mode, cache=None, client_info=CLIENT_INFO,
                       message_handler=message_handler)
 
     if endpoint.transport == c.TRANSPORT_SSE:
@@ -246,20 +247,7 @@ def _describe(exc: BaseException, watch: WireWatch) -> SyncError:
                       f"({type(exc).__name__}: {short(str(exc), watch.secrets)})")
 
 
-def short(text: str, secrets: Iterable[str] = ()) -> str:
-    """One line, no header value (scrubbed before cutting, so no secret is left half-shown), bounded length."""
-    line = " ".join(_scrub(str(text), secrets).split())
-    return line if len(line) <= MAX_DETAIL else line[: MAX_DETAIL - 1] + "…"
-
-
-def _scrub(text: str, secrets: Iterable[str]) -> str:
-    for secret in sorted(secrets, key=len, reverse=True):
-        for variant in {secret, secret.strip(), secret.partition(" ")[2].strip()}:
-            if len(variant) >= 4:
-                text = text.replace(variant, "***")
-    return text
-
-
 def scrubbed(error: SyncError, watch: WireWatch) -> SyncError:
     """Defence in depth: no header value may survive into a message, whoever wrote the text."""
-    return SyncError(error.reason, " ".join(_scrub(error.message, watch.secrets).split()))
+    return SyncError(error.reason, " ".join(scrub(error.message, watch.secrets).split()),
+                     retry_after=error.retry_after)

@@ -18,7 +18,7 @@ import pydantic
 
 from ..api import constants
 from ..api.models import CacheDocument, CachedTool, ServerInfo
-from .catalog import sha256_of
+from .hashing import sha256_of
 
 HASH_SUFFIX_HEX = 10
 LABEL_VALUE_MAX = 63
@@ -116,11 +116,14 @@ def document_json(doc: CacheDocument) -> str:
 
 
 def _document_json(doc: CacheDocument, documents: list[dict[str, Any]]) -> str:
-    document = {
+    document: dict[str, Any] = {
         "source": doc.source.model_dump(by_alias=True, mode="json"),
         "server": doc.server.model_dump(by_alias=True, mode="json"),
         "cachedAt": doc.cached_at,
         "expiresAt": doc.expires_at,
+        "hashVersion": doc.hash_version,
+        "approval": doc.approval.model_dump(by_alias=True, mode="json"),
+        "fetchedWith": doc.fetched_with.dump() if doc.fetched_with is not None else None,
         "tools": documents,
     }
     return json.dumps(document, ensure_ascii=False, separators=(",", ":"))

@@ -9,38 +9,23 @@ deleted, a tool that comes back keeps its firstSeen and counts as new, and `enab
 from __future__ import annotations
 
 import fnmatch
-import hashlib
-import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pydantic
 
 from ..api import constants
 from ..api.models import CachedTool, ToolSelector, ToolSetting, ToolStatus
-
-# The fields of an MCP tool definition that schemaHash covers (wire spelling).
-DEFINITION_FIELDS = ("title", "description", "inputSchema", "outputSchema", "annotations")
-DEFAULT_INPUT_SCHEMA: dict[str, Any] = {"type": "object"}
-
-
-def canonical_json(value: Any) -> str:
-    """One JSON spelling per value, so key order and whitespace never change a hash."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def sha256_of(value: Any) -> str:
-    """`sha256:<hex>` over the canonical JSON of `value`."""
-    return "sha256:" + hashlib.sha256(canonical_json(value).encode("utf-8")).hexdigest()
-
-
-def schema_hash(tool: Mapping[str, Any]) -> str:
-    """Hash of what a model sees of a tool; an edited description (a rug pull) changes it.
-
-    Missing fields count as null; extra keys (`_meta`, `icons`, ...) and the name do not count.
-    """
-    return sha256_of({field: tool.get(field) for field in DEFINITION_FIELDS})
+from .hashing import (
+    KNOWN_FIELDS,
+    HASH_VERSION,
+    UnhashableToolError,
+    definition_fields,
+    definition_hash,
+    definition_of,
+    stored_definition,
+)
 
 
 def is_selected(name: str, selector: ToolSelector) -> bool:
@@ -92,15 +77,8 @@ def _count_with_names(count: int, label: str, names: list[str], limit: int) -> s
 class MergeResult:
     tools: list[CachedTool]  # sorted by name
     diff: CatalogDiff
-    tool_count: int  # available AND enabled AND selected
-
-
-def _definition(raw: Mapping[str, Any]) -> dict[str, Any]:
-    """The stored definition of a fetched tool: exactly as sent, inputSchema defaulted if absent."""
-    definition = {field: raw.get(field) for field in DEFINITION_FIELDS}
-    if definition["inputSchema"] is None:
-        definition["inputSchema"] = dict(DEFAULT_INPUT_SCHEMA)
-    return definition
+    tool_count: int  # usable: available, enabled, selected and approved
+    previous: Mapping[str, CachedTool] = field(default_factory=dict)    # the previous catalog, rebased
 
 
 def _index_fetched(fetched: Sequence[Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
@@ -115,44 +93,76 @@ def _index_fetched(fetched: Sequence[Mapping[str, Any]]) -> dict[str, Mapping[st
     return by_name
 
 
-def _fetched_entry(name: str, definition: dict[str, Any], *, digest: str,
-                   first_seen: str) -> CachedTool:
+def _fetched_entry(name: str, definition: dict[str, Any], *, digest: str, first_seen: str,
+                   old: CachedTool | None) -> CachedTool:
+    carried = {"approvedHash": old.approved_hash, "approvedDefinition": old.approved_definition} if old else {}
     try:
         return CachedTool.model_validate({
-            "name": name, **definition, "available": True, "schemaHash": digest,
-            "firstSeen": first_seen, "removedAt": None,
+            "name": name, **definition_fields(definition), "available": True, "schemaHash": digest,
+            "firstSeen": first_seen, "removedAt": None, **carried,
         })
     except pydantic.ValidationError as error:
-        fields = sorted({".".join(str(p) for p in e["loc"]) for e in error.errors()})
+        wire = {attr: key for key, attr in KNOWN_FIELDS.items()}
+        fields = sorted({".".join(wire.get(str(p), str(p)) for p in e["loc"]) for e in error.errors()})
         raise InvalidToolError(
             f"the server sent tool {name!r} with invalid fields: {', '.join(fields)}") from None
 
 
-def merge_catalog(previous: Sequence[CachedTool], fetched: Sequence[Mapping[str, Any]], *,
-                  settings: Sequence[ToolSetting], selector: ToolSelector,
-                  now: str) -> MergeResult:
-    """Merge a fresh tools/list result into the previous catalog.
+def rebase(old: CachedTool, version: int, fresh: Mapping[str, Any] | None = None) -> CachedTool:
+    """A cached tool written under hash `version`, in this release's terms.
 
-    The hash is taken over the stored definition (inputSchema defaulted), so it always
-    matches `schema_hash(tool.document())` of the entry we write.
+    Its hash and approval baseline are re-hashed from the definitions the cache holds. When the
+    server still sends a definition that is unchanged in the old version's meaning (`fresh`), that
+    definition's hash is used instead: an earlier release may not have stored every field it hashes.
+    """
+    if version == HASH_VERSION:
+        return old
+    stored = stored_definition(old)
+    unchanged = fresh is not None and definition_hash(fresh, version) == old.schema_hash
+    digest = definition_hash(fresh if unchanged and fresh is not None else stored)
+    if old.approved_hash is None:
+        approved_hash, approved_definition = None, None
+    elif old.approved_hash == old.schema_hash:
+        approved_hash, approved_definition = digest, None
+    elif old.approved_definition is not None:
+        approved_hash, approved_definition = definition_hash(old.approved_definition), old.approved_definition
+    else:
+        approved_hash, approved_definition = None, None
+    return old.model_copy(update={"schema_hash": digest, "approved_hash": approved_hash,
+                                  "approved_definition": approved_definition})
+
+
+def merge_catalog(previous: Sequence[CachedTool], fetched: Sequence[Mapping[str, Any]], *,
+                  settings: Sequence[ToolSetting], selector: ToolSelector, now: str,
+                  previous_version: int = HASH_VERSION) -> MergeResult:
+    """Merge a fresh tools/list result (raw tool JSON) into the previous catalog.
+
+    A previous catalog written under an older hash version is first re-hashed (`rebase`), so an
+    upgrade flags exactly the tools the older release would have flagged, and nothing more.
     """
     fetched_by_name = _index_fetched(fetched)
-    previous_by_name = {tool.name: tool for tool in previous}
+    definitions: dict[str, dict[str, Any]] = {}
+    digests: dict[str, str] = {}
+    for name, raw in fetched_by_name.items():
+        definitions[name] = definition_of(raw)
+        try:
+            digests[name] = definition_hash(definitions[name])
+        except UnhashableToolError as error:
+            raise InvalidToolError(f"the definition of tool {name!r} cannot be canonicalized ({error})") from None
+    previous_by_name = {tool.name: rebase(tool, previous_version, definitions.get(tool.name)) for tool in previous}
     tools: list[CachedTool] = []
     new: list[str] = []
     changed: list[str] = []
     removed: list[str] = []
 
-    for name, raw in fetched_by_name.items():
-        definition = _definition(raw)
-        digest = schema_hash(definition)
+    for name, definition in definitions.items():
         old = previous_by_name.get(name)
         if old is None or not old.available:
             new.append(name)  # first sighting, or back after being removed
-        elif old.schema_hash != digest:
+        elif old.schema_hash != digests[name]:
             changed.append(name)
         first_seen = now if old is None else old.first_seen
-        tools.append(_fetched_entry(name, definition, digest=digest, first_seen=first_seen))
+        tools.append(_fetched_entry(name, definition, digest=digests[name], first_seen=first_seen, old=old))
 
     for name, old in previous_by_name.items():
         if name in fetched_by_name:
@@ -165,7 +175,7 @@ def merge_catalog(previous: Sequence[CachedTool], fetched: Sequence[Mapping[str,
 
     tools = apply_settings(tools, settings=settings, selector=selector)
     diff = CatalogDiff(new=sorted(new), removed=sorted(removed), changed=sorted(changed))
-    return MergeResult(tools=tools, diff=diff, tool_count=count_usable(tools))
+    return MergeResult(tools=tools, diff=diff, tool_count=count_usable(tools), previous=previous_by_name)
 
 
 def apply_settings(tools: Iterable[CachedTool], *, settings: Sequence[ToolSetting],
@@ -187,8 +197,9 @@ def apply_settings(tools: Iterable[CachedTool], *, settings: Sequence[ToolSettin
 
 
 def is_usable(tool: CachedTool) -> bool:
-    """What toolCount counts: the server lists it, and the spec lets it through."""
-    return tool.available and tool.enabled and tool.selected
+    """What toolCount counts and agents may offer: the server lists it, the spec lets it through, and
+    (under an approval policy) its definition is approved."""
+    return tool.available and tool.enabled and tool.selected and tool.approved
 
 
 def count_usable(tools: Iterable[CachedTool]) -> int:
@@ -200,8 +211,8 @@ def cut(names: list[str], limit: int = constants.REFRESH_LIST_MAX) -> list[str]:
     return list(names[:limit])
 
 
-def status_tools(tools: Sequence[CachedTool], limit: int = constants.STATUS_MAX_TOOLS,
-                 ) -> tuple[list[ToolStatus], bool]:
+def status_tools(tools: Sequence[CachedTool], limit: int = constants.STATUS_MAX_TOOLS, *,
+                 with_approval: bool = False) -> tuple[list[ToolStatus], bool]:
     """Compact status.tools entries and whether some were left out.
 
     Over the limit, available tools are kept before unavailable ones (then by name),
@@ -214,6 +225,8 @@ def status_tools(tools: Sequence[CachedTool], limit: int = constants.STATUS_MAX_
     kept.sort(key=lambda tool: tool.name)
     entries = [ToolStatus(name=tool.name, available=tool.available, enabled=tool.enabled,
                           selected=tool.selected, schema_hash=tool.schema_hash,
+                          approval=None if not with_approval else "Approved" if tool.approved else "Pending",
+                          approved_hash=tool.approved_hash if with_approval else None,
                           first_seen=tool.first_seen, removed_at=tool.removed_at)
                for tool in kept]
     return entries, truncated

@@ -7,10 +7,12 @@ success after failures, `SyncFailed` (Warning) when syncing starts failing or fa
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..api import constants as c
 from ..api.models import Status
+from .approval import Pending
 from .catalog import CatalogDiff
 from .status import has_cache
 
@@ -57,3 +59,13 @@ def refreshed_event(token: str, diff: CatalogDiff, tools_listed: int) -> Event:
 
 def rate_limited_event(message: str) -> Event:
     return _event("Normal", c.EVENT_RATE_LIMITED, message)
+
+
+def approval_events(prev: Status, pending: Sequence[Pending], status: Status) -> list[Event]:
+    """A Warning once per new set of tools awaiting approval (not on every resync of the same set)."""
+    before = {(tool.name, tool.schema_hash) for tool in prev.tools if tool.approval == "Pending" and tool.available}
+    now = {(item.name, item.schema_hash) for item in pending}
+    if not now or now == before:
+        return []
+    message = next((cond.message for cond in status.conditions if cond.type == c.COND_APPROVED), "")
+    return [_event("Warning", c.EVENT_APPROVAL_PENDING, message)]

@@ -15,11 +15,12 @@ from typing import Any
 from ..api import constants as c
 from ..api.errors import SyncError, retry_delay
 from ..api.models import (
+    ApprovalRecord,
     CacheDocument,
-    CachedTool,
     CacheSource,
     CacheStatus,
     ErrorInfo,
+    FetchedWith,
     Reference,
     ServerInfo,
     Status,
@@ -27,6 +28,7 @@ from ..api.models import (
 )
 from ..api.resource import Resource
 from ..api.spec import settings_of
+from .approval import approve
 from .cachedoc import (
     CacheTooLargeError,
     RenderedCache,
@@ -34,15 +36,17 @@ from .cachedoc import (
     configmap_name,
     render_cache,
 )
-from .catalog import CatalogDiff, InvalidToolError, merge_catalog, status_tools
+from .catalog import CatalogDiff, InvalidToolError, count_usable, merge_catalog, status_tools
 from .conditions import rfc3339
 from .events import (
     Event,
+    approval_events,
     failure_events,
     rate_limited_event,
     refreshed_event,
     success_events,
 )
+from .hashing import HASH_VERSION
 from .refresh import RefreshRequest
 from .status import (
     SyncFailure,
@@ -50,9 +54,12 @@ from .status import (
     after_failure,
     after_success,
     after_suspend,
+    with_approval,
     with_refresh,
 )
 
+# The shortest catalog lifetime a server's ttlMs may impose (the operator's --min-server-ttl).
+DEFAULT_SERVER_TTL_FLOOR = 60.0
 # TTL resyncs are spread over the last tenth of the TTL (at most this long), so that resources
 # created together do not all resync together.
 TTL_JITTER_FRACTION = 0.1
@@ -71,7 +78,8 @@ class SyncOutcome:
     refresh: RefreshRequest | None = None
     url: str | None = None
     references: Sequence[Reference] | None = None
-    previous: Sequence[CachedTool] = ()
+    previous: CacheDocument | None = None         # what the last sync wrote, if anything
+    fetched_with: FetchedWith | None = None
     server: ServerInfo | None = None
     tools: Sequence[Mapping[str, Any]] | None = None
     error: SyncError | None = None
@@ -131,29 +139,48 @@ def plan_failure(resource: Resource, outcome: SyncOutcome, error: SyncError, jit
     return Plan(status=status, events=events, requeue_at=next_at, synced=True, refreshed=outcome.refresh is not None)
 
 
-def plan_sync(resource: Resource, outcome: SyncOutcome, jitter: float) -> Plan:
-    """The plan for a sync that ran: a failure plan if it failed, else the merged catalog, its cache
-    ConfigMap, the new status and the Events."""
+def expiry(completed: datetime, ttl_seconds: int, server: ServerInfo, floor_seconds: float) -> datetime:
+    """When a catalog expires: spec.sync.ttlSeconds, but never later than the server's own ttlMs allows,
+    and not sooner than the operator's floor (no server makes it poll in a loop)."""
+    seconds = float(ttl_seconds)
+    if server.ttl_ms is not None:
+        seconds = min(seconds, max(server.ttl_ms / 1000, floor_seconds))
+    return completed + timedelta(seconds=seconds)
+
+
+def plan_sync(resource: Resource, outcome: SyncOutcome, jitter: float, *,
+              server_ttl_floor: float = DEFAULT_SERVER_TTL_FLOOR) -> Plan:
+    """The plan for a sync that ran: a failure plan if it failed, else the merged catalog with its
+    approvals, its cache ConfigMap, the new status and the Events."""
     if outcome.error is not None:
         return plan_failure(resource, outcome, outcome.error, jitter)
     assert resource.spec is not None and outcome.tools is not None and outcome.server is not None
     assert outcome.url is not None
     settings = settings_of(resource.spec)
+    policy = resource.spec.approval.policy
     completed = outcome.completed_at
     now = rfc3339(completed)
+    previous = outcome.previous
+    previous_tools = list(previous.tools) if previous is not None else []
     try:
-        merge = merge_catalog(outcome.previous, outcome.tools, settings=settings.tools,
-                              selector=settings.selector, now=now)
+        merge = merge_catalog(previous_tools, outcome.tools, settings=settings.tools, selector=settings.selector,
+                              now=now, previous_version=previous.hash_version if previous else HASH_VERSION)
     except InvalidToolError as exc:
         return plan_failure(resource, outcome, SyncError(c.REASON_PROTOCOL_ERROR,
                                                          f"the server's tool list is invalid: {exc}"), jitter)
-    expires = completed + timedelta(seconds=settings.sync.ttl_seconds)
+    baseline_taken = previous is not None and previous.approval.policy != "None"
+    approval = approve(merge.tools, merge.previous, policy=policy, settings=settings.tools,
+                       baseline_taken=baseline_taken, had_catalog=previous is not None)
+    tools, tool_count = approval.tools, count_usable(approval.tools)
+    expires = expiry(completed, settings.sync.ttl_seconds, outcome.server, server_ttl_floor)
     cm_name = configmap_name(resource.kind, resource.name, settings.config_map_name)
+    record = ApprovalRecord(policy=policy, baseline_at=(previous.approval.baseline_at if baseline_taken and previous
+                                                        else now) if policy != "None" else None)
     document = CacheDocument(
         source=CacheSource(kind=resource.kind, namespace=resource.namespace, name=resource.name, url=outcome.url),
-        server=ServerInfo(name=outcome.server.name, version=outcome.server.version,
-                          protocol_version=outcome.server.protocol_version),
-        cached_at=now, expires_at=rfc3339(expires), tools=merge.tools)
+        server=outcome.server.model_copy(update={"list_changed": None}), cached_at=now,
+        expires_at=rfc3339(expires), hash_version=HASH_VERSION, fetched_with=outcome.fetched_with,
+        approval=record, tools=tools)
     try:
         rendered = render_cache(document)
     except CacheTooLargeError as exc:
@@ -161,23 +188,27 @@ def plan_sync(resource: Resource, outcome: SyncOutcome, jitter: float) -> Plan:
     manifest = build_configmap(kind=resource.kind, name=resource.name, namespace=resource.namespace,
                                owner_uid=resource.uid, configmap_name=cm_name, rendered=rendered,
                                cached_at=now, expires_at=rfc3339(expires))
-    entries, truncated = status_tools(merge.tools)
-    next_at = ttl_due(completed, settings.sync.ttl_seconds, jitter)
+    entries, truncated = status_tools(tools, with_approval=policy != "None")
+    next_at = ttl_due(completed, max(1, round((expires - completed).total_seconds())), jitter)
     tools_listed = len(outcome.tools)
     success = SyncSuccess(
         trigger=outcome.trigger, started_at=outcome.started_at, completed_at=completed, url=outcome.url,
-        server=outcome.server, tool_count=merge.tool_count, tools=entries, tools_truncated=truncated,
+        server=outcome.server, tool_count=tool_count, tools=entries, tools_truncated=truncated,
         cache=CacheStatus(config_map=cm_name, cached_at=now, expires_at=rfc3339(expires),
                           content_hash=rendered.content_hash),
-        next_sync_at=next_at, tools_listed=tools_listed, references=outcome.references or ())
+        next_sync_at=next_at, tools_listed=tools_listed, references=outcome.references or (),
+        fetched_with=outcome.fetched_with)
     prev = resource.status
     status = after_success(prev, success, generation=resource.generation, owner=settings.owner)
-    events = success_events(prev, merge.diff, trigger=outcome.trigger, tool_count=merge.tool_count,
+    status = with_approval(status, approval.pending, policy=policy, kind=resource.kind, name=resource.name,
+                           generation=resource.generation, now=now)
+    events = success_events(prev, merge.diff, trigger=outcome.trigger, tool_count=tool_count,
                             tools_listed=tools_listed, configmap=cm_name, url=outcome.url)
+    events += approval_events(prev, approval.pending, status)
     if outcome.refresh is not None:
         status = with_refresh(status, outcome.refresh, completed_at=completed, result="Succeeded",
                               generation=resource.generation, diff=merge.diff,
-                              previous_tool_count=sum(1 for tool in outcome.previous if tool.available),
+                              previous_tool_count=sum(1 for tool in previous_tools if tool.available),
                               tools_discovered=tools_listed)
         events.append(refreshed_event(outcome.refresh.token, merge.diff, tools_listed))
     return Plan(status=status, events=events, cache=CacheWrite(cm_name, manifest, rendered, document),

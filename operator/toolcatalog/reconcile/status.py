@@ -16,6 +16,7 @@ from ..api.errors import STALLED_REASONS
 from ..api.models import (
     CacheStatus,
     ErrorInfo,
+    FetchedWith,
     LastRefresh,
     LastSync,
     Reference,
@@ -25,6 +26,7 @@ from ..api.models import (
     ToolStatus,
     Trigger,
 )
+from .approval import Pending, pending_message
 from .catalog import CatalogDiff, cut
 from .conditions import remove_condition, rfc3339, set_condition
 from .refresh import RefreshRequest
@@ -44,6 +46,7 @@ class SyncSuccess:
     next_sync_at: datetime
     tools_listed: int           # what the server listed (status.tools holds at most 500 entries)
     references: Sequence[Reference] = ()
+    fetched_with: FetchedWith | None = None
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,7 @@ def after_success(prev: Status, outcome: SyncSuccess, *, generation: int, owner:
     status.consecutive_failures = 0
     status.next_sync_at = rfc3339(outcome.next_sync_at)
     status.references = list(outcome.references)
+    status.fetched_with = outcome.fetched_with
     status.conditions = set_condition(
         status.conditions, type_=c.COND_READY, status=True, reason=c.REASON_CACHE_FRESH,
         message=f"{outcome.tool_count} usable tools cached in ConfigMap {outcome.cache.config_map}, "
@@ -142,6 +146,23 @@ def after_failure(prev: Status, outcome: SyncFailure, *, generation: int, owner:
             generation=generation, now=now)
     else:
         status.conditions = remove_condition(status.conditions, c.COND_STALLED)
+    return status
+
+
+def with_approval(status: Status, pending: Sequence[Pending], *, policy: str, kind: str, name: str,
+                  generation: int, now: str) -> Status:
+    """The Approved condition: only under an approval policy; False while any tool awaits approval."""
+    if policy == "None":
+        status.conditions = remove_condition(status.conditions, c.COND_APPROVED)
+        return status
+    if pending:
+        cond = (False, c.REASON_APPROVAL_PENDING, pending_message(kind, name, pending))
+    else:
+        usable = sum(1 for tool in status.tools if tool.approval == "Approved" and tool.available)
+        cond = (True, c.REASON_ALL_APPROVED, f"every listed tool's definition is approved ({usable} tools, "
+                                             f"policy {policy})")
+    status.conditions = set_condition(status.conditions, type_=c.COND_APPROVED, status=cond[0], reason=cond[1],
+                                      message=cond[2], generation=generation, now=now)
     return status
 
 
