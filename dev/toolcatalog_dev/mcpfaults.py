@@ -17,10 +17,14 @@ from typing import Any, Literal
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-Mode = Literal["ok", "garbage", "http500", "redirect", "repeat-cursor", "bad-tools", "leaky-error"]
-MODES: tuple[str, ...] = ("ok", "garbage", "http500", "redirect", "repeat-cursor", "bad-tools", "leaky-error")
+Mode = Literal["ok", "garbage", "http500", "redirect", "repeat-cursor", "bad-tools", "duplicate-tools",
+               "leaky-error"]
+MODES: tuple[str, ...] = ("ok", "garbage", "http500", "redirect", "repeat-cursor", "bad-tools", "duplicate-tools",
+                          "leaky-error")
 REDIRECT_TARGET = "/moved"
 REPEATED_CURSOR = "same-cursor-again"
+LEGACY_REFUSAL = json.dumps({"jsonrpc": "2.0", "id": "server-error",
+                             "error": {"code": -32600, "message": "Bad Request: Missing session ID"}}).encode()
 
 
 def bearer_token(headers: Any) -> str | None:
@@ -42,6 +46,8 @@ class TrafficLog:
         self._requests = 0
         self._last_headers: dict[str, str] = {}
         self._paths: list[str] = []
+        self._methods: list[str] = []
+        self._protocol_headers: list[str] = []
         self._connections: set[tuple[str, int]] = set()
 
     def count_request(self, scope: Scope, headers: dict[str, str]) -> None:
@@ -49,6 +55,8 @@ class TrafficLog:
             self._requests += 1
             self._last_headers = headers
             self._paths.append(scope["path"])
+            self._methods.append(scope["method"])
+            self._protocol_headers.append(headers.get("mcp-protocol-version", ""))
             client = scope.get("client")
             if client:
                 self._connections.add((client[0], client[1]))
@@ -101,6 +109,17 @@ class TrafficLog:
             return list(self._paths)
 
     @property
+    def methods(self) -> list[str]:
+        with self.lock:
+            return list(self._methods)
+
+    @property
+    def protocol_headers(self) -> list[str]:
+        """The MCP-Protocol-Version header of each request ("" when it had none)."""
+        with self.lock:
+            return list(self._protocol_headers)
+
+    @property
     def connections(self) -> int:
         with self.lock:
             return len(self._connections)
@@ -118,6 +137,7 @@ class TrafficLog:
             self._list_calls = self._listens = self._requests = 0     # open listens stay open
             self._last_headers = {}
             self._paths = []
+            self._methods, self._protocol_headers = [], []
             self._connections = set()
 
 
@@ -130,10 +150,11 @@ class FaultLayer:
     """
 
     def __init__(self, inner: ASGIApp, traffic: TrafficLog,
-                 settings: Callable[[], tuple[str, Collection[str] | None]]) -> None:
+                 settings: Callable[[], tuple[str, Collection[str] | None]], *, legacy: bool = False) -> None:
         self._inner = inner
         self._traffic = traffic
         self._settings = settings
+        self._legacy = legacy
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         inner = self._inner
@@ -146,19 +167,25 @@ class FaultLayer:
             mode, tokens = self._settings()
         if tokens is not None and bearer_token(headers) not in tokens:
             await respond(send, 401, b"unauthorized", "text/plain", {"www-authenticate": "Bearer"})
+        elif self._legacy and scope["method"] == "POST" and headers.get("mcp-protocol-version") == "2026-07-28":
+            # What an mcp 1.x server (handshake era only) answers a stateless request: a new session's id
+            # and a JSON-RPC refusal.
+            await respond(send, 400, LEGACY_REFUSAL, "application/json",
+                          {"mcp-session-id": f"legacy-{self._traffic.requests}"})
         elif mode == "http500":
             await respond(send, 500, b"internal server error", "text/plain")
         elif mode == "garbage":
             await respond(send, 200, b"<html><body>Welcome to nginx!</body></html>", "text/html")
         elif mode == "redirect" and scope["path"] != REDIRECT_TARGET:
             await respond(send, 307, b"", "text/plain", {"location": REDIRECT_TARGET})
-        elif mode == "bad-tools" and scope["method"] == "POST":
-            await self._answer_bad_tools(scope, receive, send)
+        elif mode in ("bad-tools", "duplicate-tools") and scope["method"] == "POST":
+            await self._answer_bad_tools(scope, receive, send, duplicate=mode == "duplicate-tools")
         else:
             await inner(scope, receive, send)
 
-    async def _answer_bad_tools(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Answer tools/list with malformed tool entries; pass everything else through."""
+    async def _answer_bad_tools(self, scope: Scope, receive: Receive, send: Send, *, duplicate: bool) -> None:
+        """Answer tools/list with malformed tool entries (or one tool listed twice, each time with another
+        definition); pass everything else through."""
         body = b""
         while True:
             message = await receive()
@@ -171,8 +198,11 @@ class FaultLayer:
             rpc = None
         if isinstance(rpc, dict) and rpc.get("method") == "tools/list":
             self._traffic.count_list_call()
-            result = {"tools": [{"name": 42, "inputSchema": "x"}], "ttlMs": 0, "cacheScope": "private",
-                      "resultType": "complete"}
+            tools: list[dict[str, Any]] = [{"name": 42, "inputSchema": "x"}]
+            if duplicate:
+                tools = [{"name": "twice", "description": description, "inputSchema": {"type": "object"}}
+                         for description in ("the harmless one", "the other one")]
+            result = {"tools": tools, "ttlMs": 0, "cacheScope": "private", "resultType": "complete"}
             reply = {"jsonrpc": "2.0", "id": rpc.get("id"), "result": result}
             await respond(send, 200, json.dumps(reply).encode(), "application/json")
             return

@@ -118,10 +118,12 @@ def make_self_signed_cert(directory: str, host: str = "127.0.0.1") -> SelfSigned
         return SelfSignedCert(certfile=certfile, keyfile=keyfile, pem=fh.read())
 
 
-def _page(tools: list[dict[str, Any]], next_cursor: str | None) -> types.ListToolsResult:
-    """One tools/list page; ttlMs 0 so a client that honours server cache hints still refetches."""
+def _page(tools: list[dict[str, Any]], next_cursor: str | None, ttl_ms: int = 0,
+          cache_scope: Literal["public", "private"] = "private") -> types.ListToolsResult:
+    """One tools/list page; ttlMs 0 (by default) so a client that honours server cache hints still refetches."""
     return types.ListToolsResult(
-        tools=[types.Tool.model_validate(tool) for tool in tools], next_cursor=next_cursor, ttl_ms=0
+        tools=[types.Tool.model_validate(tool) for tool in tools], next_cursor=next_cursor, ttl_ms=ttl_ms,
+        cache_scope=cache_scope,
     )
 
 
@@ -173,9 +175,10 @@ class McpTestServer:
     open unless a test asks for it. `notify_tools_changed()` publishes a tools
     list-changed event to every open listen stream; with `notify_on_change`,
     setting `tools` does that too. With `legacy=True` (read at start; streamable
-    HTTP only) it refuses `server/discover`, so clients fall back to the
-    handshake era, where there is no listen: `notify_tools_changed()` then sends
-    `notifications/tools/list_changed` to every session that has pinged it.
+    HTTP only) it refuses `server/discover` and stateless 2026-07-28 requests the way
+    an mcp 1.x server does, so clients fall back to the handshake era, where there is no listen:
+    `notify_tools_changed()` then sends `notifications/tools/list_changed` to every session that has
+    pinged it. `ttl_ms` and `cache_scope` are the cache hints of its 2026-07-28 answers.
     """
 
     def __init__(
@@ -192,6 +195,8 @@ class McpTestServer:
         list_changed: bool = False,
         notify_on_change: bool = False,
         legacy: bool = False,
+        ttl_ms: int = 0,
+        cache_scope: Literal["public", "private"] = "private",
         host: str = "127.0.0.1",
         port: int | None = None,
         cert: SelfSignedCert | None = None,
@@ -222,6 +227,7 @@ class McpTestServer:
         self.list_changed = list_changed  # read at start()
         self.notify_on_change = notify_on_change
         self.legacy = legacy  # read at start()
+        self.ttl_ms, self.cache_scope = ttl_ms, cache_scope     # the cache hints of 2026-07-28 answers
         self._legacy_sessions: dict[str, Any] = {}  # by Mcp-Session-Id: handshake-era sessions that pinged
         self._listen_handler: ListenHandler | None = None
         self._bus: InMemorySubscriptionBus | None = None
@@ -364,6 +370,14 @@ class McpTestServer:
         return self._traffic.last_headers
 
     @property
+    def methods(self) -> list[str]:
+        return self._traffic.methods
+
+    @property
+    def protocol_headers(self) -> list[str]:
+        return self._traffic.protocol_headers
+
+    @property
     def paths(self) -> list[str]:
         """Paths of all HTTP requests, in arrival order."""
         return self._traffic.paths
@@ -436,16 +450,16 @@ class McpTestServer:
             size = page_size or 1
             if mode == "repeat-cursor":  # page 1, then page 2 for ever, always with the same cursor
                 offset = 0 if cursor is None else size
-                return _page(tools[offset : offset + size], REPEATED_CURSOR)
+                return _page(tools[offset : offset + size], REPEATED_CURSOR, self.ttl_ms, self.cache_scope)
             start = 0
             if cursor is not None:
                 if not cursor.isdigit():
                     raise MCPError(code=-32602, message=f"invalid cursor {cursor!r}")
                 start = int(cursor)
             if page_size is None:
-                return _page(tools[start:], None)
+                return _page(tools[start:], None, self.ttl_ms, self.cache_scope)
             end = start + page_size
-            return _page(tools[start:end], str(end) if end < len(tools) else None)
+            return _page(tools[start:end], str(end) if end < len(tools) else None, self.ttl_ms, self.cache_scope)
 
         bus, listen_handler, listen = None, None, None
         if self.list_changed:  # at 2026-07-28, tools.listChanged is advertised exactly when listen is served
@@ -500,7 +514,7 @@ class McpTestServer:
                     Mount(SSE_MESSAGES_PATH, app=sse.handle_post_message),
                 ]
             )
-        return self._watch_startup(FaultLayer(inner, self._traffic, self._fault_settings))
+        return self._watch_startup(FaultLayer(inner, self._traffic, self._fault_settings, legacy=self.legacy))
 
     def _fault_settings(self) -> tuple[str, dict[str, list[dict[str, Any]]] | None]:
         with self._lock:

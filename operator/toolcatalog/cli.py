@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 
+from .api.redact import Redactor
 from .config import DEFAULT_EGRESS_DENY, OperatorConfig
 
 # Loggers that could see credentials or full bodies at DEBUG stay at INFO whatever --debug says.
@@ -55,6 +56,14 @@ def _run_parser(sub: argparse._SubParsersAction, env: Mapping[str, str]) -> None
                           "i.e. cloud metadata; env TOOLCATALOG_EGRESS_DENY; empty: none)")
     run.add_argument("--egress-allow", metavar="CIDRS", type=_csv, default=_csv(default("EGRESS_ALLOW", "")),
                      help="if set, the only networks the operator may connect to (env TOOLCATALOG_EGRESS_ALLOW)")
+    run.add_argument("--min-server-ttl", type=float, metavar="SECONDS", default=float(default("MIN_SERVER_TTL", "60")),
+                     help="the shortest cache lifetime a server's ttlMs may impose (default 60)")
+    run.add_argument("--max-response-bytes", type=int, metavar="BYTES",
+                     default=int(default("MAX_RESPONSE_BYTES", str(8 * 1024 * 1024))),
+                     help="the largest answer read from an MCP server, on the wire and inflated (default 8 MiB)")
+    run.add_argument("--max-catalog-bytes", type=int, metavar="BYTES",
+                     default=int(default("MAX_CATALOG_BYTES", str(32 * 1024 * 1024))),
+                     help="the most bytes of tool definitions read for one catalog, inflated (default 32 MiB)")
     run.add_argument("--kube-qps", type=float, default=float(default("KUBE_QPS", "50")), metavar="QPS",
                      help="requests a second the operator makes to the API server, on average (default 50)")
     run.add_argument("--kube-burst", type=int, default=int(default("KUBE_BURST", "100")), metavar="N",
@@ -77,19 +86,45 @@ def config_from(args: argparse.Namespace) -> OperatorConfig:
         max_concurrent_syncs=args.max_concurrent_syncs, max_listeners=args.max_listeners,
         metrics_port=args.metrics_port, metrics_address=args.metrics_address, liveness=args.liveness,
         egress_deny=tuple(args.egress_deny), egress_allow=tuple(args.egress_allow),
-        kube_qps=args.kube_qps, kube_burst=args.kube_burst, verbose=args.verbose or args.debug, quiet=args.quiet)
+        min_server_ttl=args.min_server_ttl, max_response_bytes=args.max_response_bytes,
+        max_catalog_bytes=args.max_catalog_bytes, kube_qps=args.kube_qps, kube_burst=args.kube_burst,
+        verbose=args.verbose or args.debug, quiet=args.quiet)
 
 
-def configure_logging(config: OperatorConfig) -> None:
+class RedactingFilter(logging.Filter):
+    """Masks every credential the operator has read, in every record of every logger, at every level
+    (the MCP SDK's and kopf's included): the message, its arguments and any traceback."""
+
+    def __init__(self, redactor: Redactor) -> None:
+        super().__init__()
+        self.redactor = redactor
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not len(self.redactor):
+            return True
+        message = record.getMessage()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        record.msg, record.args = self.redactor.redact(message), ()
+        if record.exc_text:
+            record.exc_text = self.redactor.redact(record.exc_text)
+        record.exc_info = None
+        return True
+
+
+def configure_logging(config: OperatorConfig, redactor: Redactor) -> None:
     import kopf
 
     kopf.configure(debug=config.verbose, verbose=config.verbose, quiet=config.quiet, log_prefix=True)
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(max(logging.INFO, logging.getLogger().level))
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactingFilter(redactor))
 
 
 def run_operator(config: OperatorConfig) -> int:
-    configure_logging(config)
+    redactor = Redactor()
+    configure_logging(config, redactor)
 
     import kopf
 
@@ -97,7 +132,7 @@ def run_operator(config: OperatorConfig) -> int:
 
     try:
         asyncio.run(kopf.operator(
-            registry=build_registry(config),
+            registry=build_registry(config, redactor),
             standalone=config.standalone,
             clusterwide=not config.namespaces,
             namespaces=config.namespaces,

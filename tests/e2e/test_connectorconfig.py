@@ -107,7 +107,8 @@ async def make_secret(api: Any, name: str, token: str, namespace: str | None = N
 def token_server(**kwargs: Any) -> McpTestServer:
     """One server, three credentials, three different tool lists; unknown tokens get 401."""
     tokens = {SERVER_TOKEN: SHARED_TOOLS, ALICE_TOKEN: ALICE_TOOLS, BOB_TOKEN: BOB_TOOLS}
-    return McpTestServer(tokens=tokens, **kwargs)
+    # Cacheable for a day: spec.sync.ttlSeconds (an hour by default) decides, not the server's hint.
+    return McpTestServer(tokens=tokens, **{"ttl_ms": 86_400_000, **kwargs})
 
 
 async def shared_toolserver(api: Any, url: str, name: str = "shared", **spec: Any) -> None:

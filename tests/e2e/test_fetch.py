@@ -14,7 +14,7 @@ from toolcatalog.api import constants as c
 from toolcatalog.api.endpoint import Endpoint, TLSMaterial
 from toolcatalog.api.errors import SyncError as FetchError
 from toolcatalog.mcp.egress import EgressPolicy
-from toolcatalog.mcp.fetch import fetch_catalog
+from toolcatalog.mcp.fetch import EraMemory, fetch_catalog
 from toolcatalog.mcp.pool import HttpPool
 from toolcatalog_dev.mcpserver import (
     REDIRECT_TARGET,
@@ -333,3 +333,45 @@ async def test_tls_verification_failure_is_server_unavailable_with_a_tls_hint(
 async def test_tls_insecure_skip_verify_connects(tls_server: McpTestServer, pool: HttpPool) -> None:
     ep = Endpoint(url=tls_server.url, tls=TLSMaterial(insecure_skip_verify=True))
     assert len((await fetch_catalog(ep, pool=pool, timeout=TIMEOUT)).tools) == 3
+
+
+# ---------------------------------------------------------------------------- protocol eras
+
+
+async def test_a_2026_07_28_server_is_listed_with_one_stateless_request_per_page(pool: HttpPool) -> None:
+    async with McpTestServer(tools=make_tools(7), page_size=3, ttl_ms=300_000, cache_scope="public",
+                             server_name="modern-mcp", list_changed=True) as server:
+        eras = EraMemory()
+        catalog = await fetch_catalog(endpoint(server), pool=pool, timeout=TIMEOUT, eras=eras)
+        first = server.requests
+        assert first == 3 + 1                       # three pages, one server/discover beside the first
+        assert (catalog.server.name, catalog.server.protocol_version) == ("modern-mcp", "2026-07-28")
+        assert (catalog.server.ttl_ms, catalog.server.cache_scope, catalog.server.list_changed) == (
+            300_000, "public", True)
+        again = await fetch_catalog(endpoint(server), pool=pool, timeout=TIMEOUT, eras=eras)
+        assert server.requests - first == 3         # what it speaks is remembered: pages only
+        assert [t["name"] for t in again.tools] == [f"tool_{i:03d}" for i in range(7)]
+        await fetch_catalog(endpoint(server), pool=pool, timeout=TIMEOUT, eras=eras, fresh=True)
+        assert server.requests - first == 3 + 4     # a refresh asks again
+
+
+async def test_a_handshake_era_server_gets_a_session_and_its_era_is_remembered(pool: HttpPool) -> None:
+    async with McpTestServer(tools=make_tools(4), page_size=2, legacy=True) as server:
+        eras = EraMemory()
+        catalog = await fetch_catalog(endpoint(server), pool=pool, timeout=TIMEOUT, eras=eras)
+        assert [t["name"] for t in catalog.tools] == [f"tool_{i:03d}" for i in range(4)]
+        assert catalog.server.protocol_version != "2026-07-28" and catalog.server.ttl_ms is None
+        assert "DELETE" in server.methods            # the session the refused probe opened is closed
+        server.reset_counters()
+        await fetch_catalog(endpoint(server), pool=pool, timeout=TIMEOUT, eras=eras)
+        assert server.list_calls == 2 and not any(h == "2026-07-28" for h in server.protocol_headers)
+
+
+async def test_tool_definitions_are_kept_as_the_server_sent_them(pool: HttpPool) -> None:
+    tools = make_tools(1)
+    tools[0]["icons"] = [{"src": "https://example.com/icon.png", "mimeType": "image/png"}]
+    async with McpTestServer(tools=tools) as server:
+        catalog = await fetch_catalog(endpoint(server), pool=pool, timeout=TIMEOUT)
+    assert catalog.tools[0]["icons"] == tools[0]["icons"]
+    assert {k: v for k, v in catalog.tools[0].items() if k != "icons"} == {k: v for k, v in tools[0].items()
+                                                                          if k != "icons"}

@@ -137,7 +137,7 @@ async def test_rate_limited_refresh_then_forced_refresh(api, operator, waiter):
         assert "refresh-force" in refreshed["message"]
         assert obj["status"]["lastSync"] == synced["status"]["lastSync"] and server.list_calls == calls
 
-        await refresh(api, "limited", "forced", force="true")
+        await refresh(api, "limited", "forced", force="forced")      # force binds to its token
         obj = await waiter.status(TS, "limited", answered("forced"), "forced refresh answered", operator=operator)
     assert obj["status"]["lastRefresh"]["result"] == "Succeeded" and obj["status"]["lastRefresh"]["force"] is True
     assert server.list_calls > calls
@@ -242,3 +242,25 @@ async def test_refreshes_of_different_resources_run_concurrently_up_to_the_limit
         for name in names:
             await waiter.status(TS, name, answered("together"), "refresh answered", operator=operator)
     assert server.max_active_lists == 2
+
+
+async def test_force_and_reason_never_apply_to_a_later_refresh(api, operator, waiter):
+    """The sequence a new user tried: a forced refresh with a reason, then a plain `kubectl annotate`
+    of the token alone. Both annotations are still on the object; neither applies to the second."""
+    with McpTestServer() as server:
+        await api.create(toolserver("stale", server.url, sync={"minIntervalSeconds": 3600}))
+        await waiter.status(TS, "stale", lambda o: condition(o, "Synced").get("status") == "True", "first sync",
+                            operator=operator)
+        await refresh(api, "stale", "t1", reason="deployed v2", force="t1")
+        first = (await waiter.status(TS, "stale", answered("t1"), "t1 answered", operator=operator))["status"]
+        assert (first["lastRefresh"]["result"], first["lastRefresh"]["force"], first["lastRefresh"]["reason"]) == (
+            "Succeeded", True, "deployed v2")
+        calls = server.list_calls
+        await api.annotate(TS, api.ns, "stale", {"toolcatalog.dev/refresh": "x1"})      # nothing else
+        obj = await waiter.status(TS, "stale", answered("x1"), "x1 answered", operator=operator)
+        annotations = obj["metadata"]["annotations"]
+        assert annotations["toolcatalog.dev/refresh-force"] == "t1"       # still there...
+        assert annotations["toolcatalog.dev/refresh-reason"] == "deployed v2"
+    record = obj["status"]["lastRefresh"]
+    assert (record["result"], record["force"]) == ("RateLimited", False)   # ...and not applied
+    assert "reason" not in record and server.list_calls == calls

@@ -56,7 +56,7 @@ async def test_sync_writes_status_configmap_and_event(api, operator, waiter):
     # kopf keeps its bookkeeping out of status, and under our annotation prefix only.
     assert set(status) <= {"observedGeneration", "phase", "url", "owner", "server", "toolCount", "tools",
                            "toolsTruncated", "cache", "lastSync", "lastRefresh", "consecutiveFailures",
-                           "nextSyncAt", "conditions"}
+                           "nextSyncAt", "conditions", "references", "fetchedWith"}
     assert not [k for k in obj["metadata"].get("annotations", {}) if "kopf.zalando.org" in k]
     assert not obj["metadata"].get("finalizers")
 

@@ -164,6 +164,7 @@ class FakeFetcher:
         self.list_changed = list_changed
         self.endpoints: list[Endpoint] = []
         self.fresh: list[bool] = []
+        self.server_hints: dict[str, Any] = {}
 
     async def __call__(self, endpoint: Endpoint, *, timeout: float, fresh: bool = False) -> FetchedCatalog:
         self.endpoints.append(endpoint)
@@ -171,7 +172,7 @@ class FakeFetcher:
         if self.error is not None:
             raise self.error
         return FetchedCatalog(server=ServerInfo(name="fake", version="1", protocol_version="2026-07-28",
-                                                list_changed=self.list_changed),
+                                                list_changed=self.list_changed, **self.server_hints),
                               tools=copy.deepcopy(self.tools), pages=1)
 
     @property

@@ -84,7 +84,7 @@ def test_a_refresh_is_rate_limited_against_the_last_sync_before_it_unless_forced
     recent = with_status(lastSync={**SYNCED["lastSync"], "completedAt": "2026-11-21T11:59:55Z"})
     limited = decide(resource(recent, annotations=token), Observed(now=NOW))
     assert limited.action == "rate-limited" and "sync.minIntervalSeconds=10" in limited.message
-    forced = decide(resource(recent, annotations={**token, c.ANN_REFRESH_FORCE: "true"}), Observed(now=NOW))
+    forced = decide(resource(recent, annotations={**token, c.ANN_REFRESH_FORCE: "t1"}), Observed(now=NOW))
     assert (forced.action, forced.trigger, forced.refresh.force) == ("sync", "refresh", True)
     assert decide(resource(SYNCED, annotations=token), Observed(now=NOW)).trigger == "refresh"   # an hour ago
     # Seen 20 s after the sync that had ended before it: runs, whatever ended meanwhile.

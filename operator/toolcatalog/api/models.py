@@ -192,7 +192,7 @@ class FetchedWith(Model):
 
     source: Literal["None", "ToolServer", "ConnectorConfig"]
     secret_key_ref: SecretKeyRef | None = None              # the bearer token's
-    headers: list[SecretHeader] = Field(default_factory=list)
+    headers: list[SecretHeader] | None = None
 
 
 class Reference(Model):

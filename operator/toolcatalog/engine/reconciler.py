@@ -21,6 +21,7 @@ from ..api import constants as c
 from ..api.endpoint import Endpoint, FetchedCatalog
 from ..api.errors import Retry, SyncError
 from ..api.models import CacheDocument
+from ..api.redact import Redactor
 from ..api.resource import ObjectKey, Resource
 from ..api.spec import settings_of
 from ..kube.errors import ApiError, api_error
@@ -129,6 +130,7 @@ class Reconciler:
     jitter: Callable[[], float] = random.random
     observers: list[Callable[[Outcome], None]] = field(default_factory=list)
     server_ttl_floor: float = 60.0      # the shortest catalog lifetime a server's ttlMs may impose
+    redactor: Redactor = field(default_factory=Redactor)    # every credential read, to mask it everywhere
     _memory: dict[ObjectKey, _Memory] = field(default_factory=dict)
     # The catalog each resource's last sync wrote, by uid: no read of a ConfigMap we wrote ourselves.
     _catalogs: dict[str, _CacheState] = field(default_factory=dict)
@@ -214,7 +216,8 @@ class Reconciler:
             settings = settings_of(resource.spec)
             try:
                 endpoint, references = await resolve_endpoint(self.kube, resource.kind, resource.namespace,
-                                                              resource.spec, read_toolserver=self._read_toolserver)
+                                                              resource.spec, read_toolserver=self._read_toolserver,
+                                                              redactor=self.redactor)
             except ResolveError as error:
                 fields["references"] = error.references
                 raise

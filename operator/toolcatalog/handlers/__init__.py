@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import kopf
 
+from ..api.redact import Redactor
 from ..config import OperatorConfig
 from . import lifecycle, watch
 
 
-def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
+def build_registry(config: OperatorConfig, redactor: Redactor) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
     watch.register(registry)
-    lifecycle.register(registry, config)
+    lifecycle.register(registry, config, redactor)
     return registry

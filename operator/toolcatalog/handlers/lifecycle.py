@@ -8,6 +8,7 @@ from typing import Any
 
 import kopf
 
+from ..api.redact import Redactor
 from ..config import OperatorConfig
 from ..engine import metrics
 from ..engine.listeners import ToolChangeListeners
@@ -47,7 +48,7 @@ class IndexedVersions:
         return self._first(self._configmaps, namespace, name)
 
 
-def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
+def register(registry: kopf.OperatorRegistry, config: OperatorConfig, redactor: Redactor) -> None:
 
     @kopf.on.startup(registry=registry)
     async def start(settings: kopf.OperatorSettings, memo: Any, **indexes: Any) -> None:
@@ -63,7 +64,8 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
                                 fetch=functools.partial(fetch_catalog, pool=pool, eras=EraMemory(),
                                                         limits=Limits(config.max_response_bytes,
                                                                       config.max_catalog_bytes)),
-                                versions=IndexedVersions(indexes[SECRET_VERSIONS], indexes[CONFIGMAP_VERSIONS]))
+                                versions=IndexedVersions(indexes[SECRET_VERSIONS], indexes[CONFIGMAP_VERSIONS]),
+                                server_ttl_floor=config.min_server_ttl, redactor=redactor)
         engine = Engine(reconciler, workers=config.max_concurrent_syncs, on_forget=metrics.forget)
         reconciler.listeners = ToolChangeListeners(engine.list_changed, max_listeners=config.max_listeners,
                                                    pool=listener_pool)

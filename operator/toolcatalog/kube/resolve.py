@@ -21,6 +21,7 @@ from ..api import constants as c
 from ..api.endpoint import Endpoint, TLSMaterial
 from ..api.errors import SyncError
 from ..api.models import TLS, Auth, ConnectorConfigSpec, FetchedWith, Reference, ReferenceKind, ToolServerSpec
+from ..api.redact import Redactor
 from ..api.spec import Spec, check_url, describe_validation_error
 from .errors import ApiError, api_error
 
@@ -48,6 +49,7 @@ class _Reader:
     kube: Reads
     namespace: str
     read_toolserver: ReadToolServer | None = None
+    redactor: Redactor | None = None
     references: list[Reference] = field(default_factory=list)
     _seen: set[tuple[str, str]] = field(default_factory=set)
 
@@ -88,10 +90,13 @@ class _Reader:
             raise SyncError(c.REASON_SECRET_NOT_FOUND,
                             f"{field_path}: Secret {self.namespace}/{name} has no key {key!r}")
         try:
-            return base64.b64decode(data[key]).decode("utf-8")
+            value = base64.b64decode(data[key]).decode("utf-8")
         except (binascii.Error, UnicodeDecodeError):
             raise SyncError(c.REASON_INVALID_SPEC, f"{field_path}: Secret {self.namespace}/{name} key {key!r} "
                                                    "is not UTF-8 text") from None
+        if self.redactor is not None:
+            self.redactor.add(value)        # from now on, masked wherever it might show up
+        return value
 
     async def configmap_value(self, name: str, key: str, field_path: str) -> str:
         configmap = await self.read("ConfigMap", name)
@@ -133,12 +138,13 @@ class _Reader:
 
 
 async def resolve_endpoint(kube: Reads, kind: str, namespace: str, spec: Spec, *,
-                           read_toolserver: ReadToolServer | None = None) -> tuple[Endpoint, list[Reference]]:
+                           read_toolserver: ReadToolServer | None = None,
+                           redactor: Redactor | None = None) -> tuple[Endpoint, list[Reference]]:
     """The effective endpoint: a ConnectorConfig inherits from its ToolServer, its own auth wins.
 
     Returns it with the references read; raises ResolveError (a SyncError) otherwise.
     """
-    reader = _Reader(kube, namespace, read_toolserver)
+    reader = _Reader(kube, namespace, read_toolserver, redactor)
     try:
         endpoint = await _resolve(reader, kind, namespace, spec)
     except SyncError as error:
@@ -176,6 +182,6 @@ async def _resolve(reader: _Reader, kind: str, namespace: str, spec: Spec) -> En
     tls_material = await reader.tls_material(tls)
     fetched_with = FetchedWith(source=source,
                                secret_key_ref=auth.bearer_token.secret_key_ref if auth and auth.bearer_token else None,
-                               headers=list(auth.headers) if auth else [])
+                               headers=list(auth.headers) if auth and auth.headers else None)
     return Endpoint(url=url, transport=transport, headers=headers, tls=tls_material, auth_source=auth_prefix,
                     fetched_with=fetched_with)

@@ -18,8 +18,8 @@ import pydantic
 from ..api import constants
 from ..api.models import CachedTool, ToolSelector, ToolSetting, ToolStatus
 from .hashing import (
-    KNOWN_FIELDS,
     HASH_VERSION,
+    KNOWN_FIELDS,
     UnhashableToolError,
     definition_fields,
     definition_hash,

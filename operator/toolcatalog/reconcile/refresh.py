@@ -2,6 +2,12 @@
 
 Pure. A refresh is pending while `toolcatalog.dev/refresh` holds a value that
 `status.lastRefresh.token` has not answered yet; removing the annotation asks for nothing.
+
+Force and reason apply to the refresh they were given with, never to a later one, without the
+operator ever writing the annotations back: `toolcatalog.dev/refresh-force` forces only when its
+value is the refresh token itself (as Flux's `reconcile.fluxcd.io/forceAt` must equal
+`requestedAt`), and `toolcatalog.dev/refresh-reason` is recorded only when it is not the reason
+the last answered refresh already recorded (a reason left behind belongs to that refresh).
 """
 
 from __future__ import annotations
@@ -12,8 +18,6 @@ from datetime import datetime
 
 from ..api import constants as c
 from ..api.models import Status
-
-FORCE_VALUES = ("true", "1", "yes")
 
 
 @dataclass(frozen=True)
@@ -34,9 +38,11 @@ def pending_refresh(annotations: Mapping[str, str], status: Status, *, requested
         return None
     if status.last_refresh is not None and status.last_refresh.token == token:
         return None
-    force = str(annotations.get(c.ANN_REFRESH_FORCE, "")).strip().lower() in FORCE_VALUES
-    return RefreshRequest(token=token, reason=annotations.get(c.ANN_REFRESH_REASON) or None, force=force,
-                          requested_at=requested_at)
+    force = annotations.get(c.ANN_REFRESH_FORCE, "").strip() == token.strip()
+    reason = annotations.get(c.ANN_REFRESH_REASON) or None
+    if reason is not None and status.last_refresh is not None and status.last_refresh.reason == reason:
+        reason = None       # left behind by the refresh that recorded it
+    return RefreshRequest(token=token, reason=reason, force=force, requested_at=requested_at)
 
 
 def rate_limit_message(request: RefreshRequest, *, last_completed: datetime | None,
@@ -49,5 +55,5 @@ def rate_limit_message(request: RefreshRequest, *, last_completed: datetime | No
     if age >= min_interval_seconds:
         return None
     return (f"refresh {request.token!r} not run: the last sync ended {max(age, 0):.1f}s before it was "
-            f"requested, less than sync.minIntervalSeconds={min_interval_seconds}; set "
-            f"{c.ANN_REFRESH_FORCE}=\"true\" to bypass")
+            f"requested, less than sync.minIntervalSeconds={min_interval_seconds}; to bypass the limit, set "
+            f"{c.ANN_REFRESH_FORCE} to the refresh token (kubectl toolcatalog refresh --force does)")
