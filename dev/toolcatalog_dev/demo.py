@@ -263,7 +263,8 @@ class Demo:
         await asyncio.to_thread(server.publish_update)
         token, reason = new_refresh_token(), "tasks-demo released a new version"
         self.step(f"kubectl toolcatalog refresh toolserver/{name} --force --reason {reason!r}  (annotations:"
-                  f" {c.ANN_REFRESH}={token}, {c.ANN_REFRESH_FORCE}=true: bypass the rate limit)")
+                  f" {c.ANN_REFRESH}={token}, {c.ANN_REFRESH_FORCE}={token}: the same token, so the force applies"
+                  " to this refresh only and bypasses the rate limit)")
         requested = time.monotonic()
         await api.patch(TS, ns, name, refresh_patch(token, reason=reason, force=True))
 

@@ -56,6 +56,9 @@ def _run_parser(sub: argparse._SubParsersAction, env: Mapping[str, str]) -> None
                           "i.e. cloud metadata; env TOOLCATALOG_EGRESS_DENY; empty: none)")
     run.add_argument("--egress-allow", metavar="CIDRS", type=_csv, default=_csv(default("EGRESS_ALLOW", "")),
                      help="if set, the only networks the operator may connect to (env TOOLCATALOG_EGRESS_ALLOW)")
+    run.add_argument("--max-sync-timeout", type=float, metavar="SECONDS",
+                     default=float(default("MAX_SYNC_TIMEOUT", "60")),
+                     help="the longest one sync may take, whatever spec.sync.timeoutSeconds says (default 60)")
     run.add_argument("--min-server-ttl", type=float, metavar="SECONDS", default=float(default("MIN_SERVER_TTL", "60")),
                      help="the shortest cache lifetime a server's ttlMs may impose (default 60)")
     run.add_argument("--max-response-bytes", type=int, metavar="BYTES",
@@ -86,8 +89,9 @@ def config_from(args: argparse.Namespace) -> OperatorConfig:
         max_concurrent_syncs=args.max_concurrent_syncs, max_listeners=args.max_listeners,
         metrics_port=args.metrics_port, metrics_address=args.metrics_address, liveness=args.liveness,
         egress_deny=tuple(args.egress_deny), egress_allow=tuple(args.egress_allow),
-        min_server_ttl=args.min_server_ttl, max_response_bytes=args.max_response_bytes,
-        max_catalog_bytes=args.max_catalog_bytes, kube_qps=args.kube_qps, kube_burst=args.kube_burst,
+        max_sync_timeout=args.max_sync_timeout, min_server_ttl=args.min_server_ttl,
+        max_response_bytes=args.max_response_bytes, max_catalog_bytes=args.max_catalog_bytes,
+        kube_qps=args.kube_qps, kube_burst=args.kube_burst,
         verbose=args.verbose or args.debug, quiet=args.quiet)
 
 

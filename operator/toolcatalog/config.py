@@ -25,6 +25,8 @@ class OperatorConfig:
     liveness: str | None = None                 # e.g. http://0.0.0.0:8080/healthz
     egress_deny: tuple[str, ...] = field(default=DEFAULT_EGRESS_DENY)
     egress_allow: tuple[str, ...] = ()          # non-empty: only these networks may be reached
+    max_sync_timeout: float = 60.0              # caps spec.sync.timeoutSeconds: one server cannot hold a sync longer
+    slow_after: float = 2.0                     # a sync still running after this steps aside from its worker
     min_server_ttl: float = 60.0                # the shortest cache lifetime a server's ttlMs may impose
     max_response_bytes: int = 8 * 1024 * 1024   # one answer from an MCP server, on the wire and inflated
     max_catalog_bytes: int = 32 * 1024 * 1024   # every page of one catalog, inflated

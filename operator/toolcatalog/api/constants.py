@@ -38,6 +38,8 @@ GZIP_THRESHOLD_BYTES = 512 * 1024
 CONFIGMAP_MAX_BYTES = 1024 * 1024 - 16 * 1024
 
 STATUS_MAX_TOOLS = 500
+STATUS_NAME_MAX = 128        # MCP's tool-name rule: 1 to 128 characters
+SERVER_TEXT_MAX = 256        # a server's name and version, as status and the cache record them
 REFRESH_LIST_MAX = 100
 MAX_NAME_LENGTH = 253
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
@@ -22,6 +21,7 @@ from .models import (
     ToolServerSpec,
     ToolSetting,
 )
+from .validation import spec_problems, url_problems
 
 Spec = ToolServerSpec | ConnectorConfigSpec
 
@@ -59,9 +59,13 @@ def describe_validation_error(kind: str, error: ValidationError) -> str:
 def parse_spec(kind: str, spec: Mapping[str, Any]) -> Spec:
     model = ToolServerSpec if kind == c.KIND_TOOLSERVER else ConnectorConfigSpec
     try:
-        return model.model_validate(dict(spec))
+        parsed = model.model_validate(dict(spec))
     except ValidationError as exc:
         raise SyncError(c.REASON_INVALID_SPEC, describe_validation_error(kind, exc)) from None
+    problems = spec_problems(spec)
+    if problems:
+        raise SyncError(c.REASON_INVALID_SPEC, f"{kind} spec is invalid: " + "; ".join(problems))
+    return parsed
 
 
 def settings_of(spec: Spec) -> Settings:
@@ -75,17 +79,11 @@ def settings_of(spec: Spec) -> Settings:
 
 
 def check_url(url: str) -> None:
-    """http(s) with a host and no credentials; raises SyncError InvalidSpec naming what to fix."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname
-    except ValueError:
-        raise SyncError(c.REASON_INVALID_SPEC, "spec.url is not a valid URL") from None
-    if parts.scheme not in ("http", "https") or not host:
-        raise SyncError(c.REASON_INVALID_SPEC,
-                        f"spec.url must be an http:// or https:// URL with a host, got scheme {parts.scheme!r}")
-    if parts.username or parts.password:
-        raise SyncError(c.REASON_INVALID_SPEC, "spec.url must not carry credentials; use spec.auth with a Secret")
+    """http(s) with a host in a standard form and no credentials; raises SyncError InvalidSpec naming
+    what to fix (the same words the admission webhook rejects it with)."""
+    problems = url_problems(url)
+    if problems:
+        raise SyncError(c.REASON_INVALID_SPEC, "; ".join(problems))
 
 
 def names_of(spec: Spec, *, inherited: Spec | None = None) -> Named:

@@ -43,6 +43,7 @@ from ..reconcile.plan import (
     plan_suspend,
     plan_sync,
 )
+from ..reconcile.scrub import scrub_catalog, scrub_error
 from ..reconcile.status import merge_patch
 from .objects import ObjectCache
 
@@ -130,6 +131,7 @@ class Reconciler:
     jitter: Callable[[], float] = random.random
     observers: list[Callable[[Outcome], None]] = field(default_factory=list)
     server_ttl_floor: float = 60.0      # the shortest catalog lifetime a server's ttlMs may impose
+    max_sync_timeout: float = 60.0      # the operator's cap on spec.sync.timeoutSeconds
     redactor: Redactor = field(default_factory=Redactor)    # every credential read, to mask it everywhere
     _memory: dict[ObjectKey, _Memory] = field(default_factory=dict)
     # The catalog each resource's last sync wrote, by uid: no read of a ConfigMap we wrote ourselves.
@@ -225,12 +227,13 @@ class Reconciler:
             cm_name = configmap_name(resource.kind, resource.name, settings.config_map_name)
             state = await self._previous_catalog(resource, cm_name)
             fields["previous"] = state.document
-            fetched = await self.fetch(endpoint, timeout=float(settings.sync.timeout_seconds),
-                                       fresh=decision.refresh is not None)
-            fields.update(server=fetched.server, tools=fetched.tools)
+            timeout = min(float(settings.sync.timeout_seconds), self.max_sync_timeout)
+            fetched = await self.fetch(endpoint, timeout=timeout, fresh=decision.refresh is not None)
+            tools, server = scrub_catalog(fetched.tools, fetched.server, self.redactor)
+            fields.update(server=server, tools=tools)
         except SyncError as error:
             self._raise_if_transient(error, resource)
-            fields["error"] = error
+            fields["error"] = scrub_error(error, self.redactor)
         completed = self.clock()
         memory.last_completed = completed
         outcome = SyncOutcome(completed_at=completed, **fields)
@@ -241,7 +244,7 @@ class Reconciler:
                 await self._write_cache(resource, plan.cache, state)
             except SyncError as error:
                 self._raise_if_transient(error, resource)
-                plan = plan_failure(resource, outcome, error, self.jitter())
+                plan = plan_failure(resource, outcome, scrub_error(error, self.redactor), self.jitter())
         self._update_listener(resource, plan, endpoint)
         return plan
 

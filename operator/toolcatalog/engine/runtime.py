@@ -4,6 +4,11 @@ Every trigger only enqueues a key (`enqueue`); `max_concurrent_syncs` workers ta
 queue and reconcile them, one reconcile per key at a time. What a reconcile asks for next (a resync
 at expiresAt, a retry) goes back into the queue's delay heap; a Kubernetes API failure backs off
 per key, exponentially with jitter.
+
+No tenant starves the others: a reconcile still running after `slow_after` seconds (a server that
+accepts and never answers) steps aside into a bounded pool of slow reconciles, freeing its worker
+for the next key; one namespace may hold at most half of that pool. A healthy resource therefore
+never waits behind hung servers for longer than `slow_after`.
 """
 
 from __future__ import annotations
@@ -22,12 +27,15 @@ logger = logging.getLogger(__name__)
 
 
 class Engine:
-    def __init__(self, reconciler: Reconciler, *, workers: int = 10,
-                 on_forget: Callable[[ObjectKey], None] | None = None) -> None:
+    def __init__(self, reconciler: Reconciler, *, workers: int = 10, slow_after: float = 2.0,
+                 slow_capacity: int | None = None, on_forget: Callable[[ObjectKey], None] | None = None) -> None:
         self.reconciler = reconciler
         self.objects: ObjectCache = reconciler.objects
         self.queue: WorkQueue[ObjectKey] = WorkQueue()
         self.workers = max(1, workers)
+        self.slow_after = slow_after
+        self.slow_capacity = slow_capacity if slow_capacity is not None else max(50, 5 * self.workers)
+        self._slow: dict[asyncio.Task[None], str] = {}     # slow reconciles, by namespace
         self._tasks: list[asyncio.Task[None]] = []
         self._on_forget = on_forget
         self.reconciles = 0
@@ -72,13 +80,24 @@ class Engine:
     async def stop(self, timeout: float = 10.0) -> None:
         """Stop taking keys; give the reconciles in flight `timeout` seconds to finish, then cancel them."""
         self.queue.shut_down()
-        if not self._tasks:
+        running = [*self._tasks, *self._slow]
+        if not running:
             return
-        done, pending = await asyncio.wait(self._tasks, timeout=timeout)
+        _, pending = await asyncio.wait(running, timeout=timeout)
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
         self._tasks = []
+
+    @property
+    def slow(self) -> int:
+        return len(self._slow)
+
+    def _room_for_slow(self, namespace: str) -> bool:
+        if len(self._slow) >= self.slow_capacity:
+            return False
+        mine = sum(1 for owner in self._slow.values() if owner == namespace)
+        return mine < max(1, self.slow_capacity // 2)
 
     async def _work(self) -> None:
         while True:
@@ -86,18 +105,32 @@ class Engine:
                 key = await self.queue.get()
             except ShutDown:
                 return
-            try:
-                self.reconciles += 1
-                delay = await self.reconciler.reconcile(key)
-            except TransientError as error:
-                backoff = self.queue.add_rate_limited(key)
-                logger.warning("%s; retrying in %.1fs", error, backoff)
-            except Exception:
-                backoff = self.queue.add_rate_limited(key)
-                logger.exception("%s %s/%s: reconcile failed unexpectedly; retrying in %.1fs", *key, backoff)
+            task = asyncio.ensure_future(self._reconcile(key))
+            done, _ = await asyncio.wait({task}, timeout=self.slow_after)
+            if task in done:
+                continue
+            if self._room_for_slow(key[1]):         # it steps aside; this worker takes the next key
+                self._slow[task] = key[1]
+                task.add_done_callback(self._slow.pop)
+                logger.debug("%s %s/%s: still syncing after %.0fs; it steps aside", *key, self.slow_after)
             else:
-                self.queue.forget(key)
-                if delay is not None and self.objects.get(key) is not None:   # not deleted meanwhile
-                    self.queue.add_after(key, delay)
-            finally:
-                self.queue.done(key)
+                await task                          # no room: this worker waits (backpressure)
+
+    async def _reconcile(self, key: ObjectKey) -> None:
+        try:
+            self.reconciles += 1
+            delay = await self.reconciler.reconcile(key)
+        except TransientError as error:
+            backoff = self.queue.add_rate_limited(key)
+            logger.warning("%s; retrying in %.1fs", error, backoff)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            backoff = self.queue.add_rate_limited(key)
+            logger.exception("%s %s/%s: reconcile failed unexpectedly; retrying in %.1fs", *key, backoff)
+        else:
+            self.queue.forget(key)
+            if delay is not None and self.objects.get(key) is not None:   # not deleted meanwhile
+                self.queue.add_after(key, delay)
+        finally:
+            self.queue.done(key)

@@ -65,8 +65,10 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig, redactor: 
                                                         limits=Limits(config.max_response_bytes,
                                                                       config.max_catalog_bytes)),
                                 versions=IndexedVersions(indexes[SECRET_VERSIONS], indexes[CONFIGMAP_VERSIONS]),
-                                server_ttl_floor=config.min_server_ttl, redactor=redactor)
-        engine = Engine(reconciler, workers=config.max_concurrent_syncs, on_forget=metrics.forget)
+                                server_ttl_floor=config.min_server_ttl, max_sync_timeout=config.max_sync_timeout,
+                                redactor=redactor)
+        engine = Engine(reconciler, workers=config.max_concurrent_syncs, slow_after=config.slow_after,
+                        on_forget=metrics.forget)
         reconciler.listeners = ToolChangeListeners(engine.list_changed, max_listeners=config.max_listeners,
                                                    pool=listener_pool)
         reconciler.observers.append(metrics.observe)

@@ -1,8 +1,10 @@
 """The pure half of the kubectl plugin: what it sends, how it reads the answer, what it prints.
 
 The target parsing, the refresh token and annotation patch, matching status.lastRefresh to a
-token, the refresh report and the tools table. No I/O: plugin.py does the API calls, so every
-line a user reads can be unit-tested without a cluster.
+token, the refresh report, the tools table and the table layout the other commands share.
+No I/O: cluster.py and operations.py do the API calls, so every line a user reads can be
+unit-tested without a cluster. approval.py (approve, diff) and fleet.py (search, status) are
+the pure halves of the newer commands.
 """
 
 from __future__ import annotations
@@ -50,6 +52,14 @@ class NotFoundError(PluginError):
     """The API server answered 404."""
 
 
+class ForbiddenError(PluginError):
+    """The API server answered 403: RBAC does not allow this read or write."""
+
+
+class ConflictError(PluginError):
+    """The API server answered 409: the object changed since it was read."""
+
+
 # ---------------------------------------------------------------------------- refresh request
 
 
@@ -61,6 +71,10 @@ class ResourceRef:
     @property
     def plural(self) -> str:
         return c.PLURAL[self.kind]
+
+    @property
+    def short(self) -> str:  # how the tables name it: mcpts/clickup
+        return f"{c.SHORT_NAMES[self.kind][0]}/{self.name}"
 
     def __str__(self) -> str:  # how kubectl names it: toolserver/clickup
         return f"{self.kind.lower()}/{self.name}"
@@ -92,14 +106,26 @@ def new_refresh_token(now: datetime | None = None) -> str:
 def refresh_patch(token: str, *, reason: str | None = None, force: bool = False) -> dict[str, Any]:
     """One merge-patch of the three refresh annotations.
 
-    An absent reason or force is removed (None), so a previous request's values are not
-    recorded again with this one.
+    Force is bound to this request: the operator forces a refresh only when
+    `toolcatalog.dev/refresh-force` equals the refresh token (as Flux's `forceAt` must equal
+    `requestedAt`), so a force left behind never applies to a later request. An absent reason
+    or force is removed (None) all the same, so `kubectl get -o yaml` shows only this request's.
     """
     return {"metadata": {"annotations": {
         c.ANN_REFRESH: token,
         c.ANN_REFRESH_REASON: reason or None,
-        c.ANN_REFRESH_FORCE: "true" if force else None,
+        c.ANN_REFRESH_FORCE: token if force else None,
     }}}
+
+
+def reason_note(reason: str | None, token: str, obj: dict[str, Any]) -> str | None:
+    """A note when the operator will not record `reason`: it records a reason only when it differs
+    from the one the last answered refresh recorded (a reason left behind belongs to that one)."""
+    last = (obj.get("status") or {}).get("lastRefresh") or {}
+    if not reason or not isinstance(last, dict) or last.get("token") == token or last.get("reason") != reason:
+        return None
+    return (f"note: the last refresh already recorded the reason {printable(reason)!r}; the operator records"
+            " a reason only when it differs from the last one, so this refresh will show none")
 
 
 def find_condition(obj: dict[str, Any], type_: str) -> Condition | None:
@@ -278,16 +304,14 @@ def tool_rows(tools: Sequence[CachedTool], *, show_selected: bool) -> list[list[
     return rows
 
 
-def format_tools_table(tools: Sequence[CachedTool], *, show_selected: bool = False,
-                       terminal_width: int | None = None) -> str:
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]], *,
+                 descriptions: Sequence[str | None] | None = None,
+                 terminal_width: int | None = None) -> str:
     """kubectl-style table: upper-case headers, columns padded by 3 spaces, no trailing blanks.
 
-    The description fills what the terminal has left (at least 20 chars), or 60 chars when
-    the width is unknown, and is always cut to one line.
+    With `descriptions`, a last DESCRIPTION column fills what the terminal has left (at least
+    20 chars), or 60 chars when the width is unknown, and is always cut to one line.
     """
-    headers = ["NAME", "AVAILABLE", "ENABLED"] + (["SELECTED"] if show_selected else [])
-    headers += ["FIRST SEEN"]
-    rows = tool_rows(tools, show_selected=show_selected)
     widths = [max(len(cell) for cell in column) for column in zip(headers, *rows, strict=True)]
     used = sum(widths) + COLUMN_GAP * len(widths)
     if terminal_width:
@@ -295,9 +319,20 @@ def format_tools_table(tools: Sequence[CachedTool], *, show_selected: bool = Fal
     else:
         description_width = DEFAULT_DESCRIPTION_WIDTH
     lines = []
-    for cells, description in ([(headers, "DESCRIPTION")]
-                               + [(row, one_line(tool.description, description_width))
-                                  for row, tool in zip(rows, tools, strict=True)]):
+    for index, cells in enumerate([headers, *rows]):
         padded = "".join(cell.ljust(width + COLUMN_GAP) for cell, width in zip(cells, widths, strict=True))
-        lines.append((padded + description).rstrip())
+        if descriptions is None:
+            lines.append(padded.rstrip())
+            continue
+        text = "DESCRIPTION" if index == 0 else one_line(descriptions[index - 1], description_width)
+        lines.append((padded + text).rstrip())
     return "\n".join(lines)
+
+
+def format_tools_table(tools: Sequence[CachedTool], *, show_selected: bool = False,
+                       terminal_width: int | None = None) -> str:
+    """The `tools` table: name, available, enabled (selected), first seen, description."""
+    headers = ["NAME", "AVAILABLE", "ENABLED"] + (["SELECTED"] if show_selected else [])
+    headers += ["FIRST SEEN"]
+    return format_table(headers, tool_rows(tools, show_selected=show_selected),
+                        descriptions=[tool.description for tool in tools], terminal_width=terminal_width)

@@ -200,7 +200,8 @@ async def _forget_session(pool: HttpPool, endpoint: Endpoint, session_id: str) -
 
 
 def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
+    """A server's name or version: text, bounded (a hostile server could send megabytes)."""
+    return value[: c.SERVER_TEXT_MAX] if isinstance(value, str) and value else None
 
 
 async def _in_session(endpoint: Endpoint, pool: HttpPool, timeout: float, limits: Limits, max_pages: int,
@@ -214,8 +215,8 @@ async def _in_session(endpoint: Endpoint, pool: HttpPool, timeout: float, limits
             watch.scope = abort
             async with mcp_client(endpoint, transport, timeout=timeout, mode=mode) as client, client:
                 tools = client.server_capabilities.tools
-                server = ServerInfo(name=client.server_info.name if client.server_info else None,
-                                    version=(client.server_info.version or None) if client.server_info else None,
+                server = ServerInfo(name=_text(client.server_info.name) if client.server_info else None,
+                                    version=_text(client.server_info.version) if client.server_info else None,
                                     protocol_version=client.protocol_version,
                                     list_changed=bool(tools.list_changed) if tools else None)
                 pages = Pages(watch.url, max_pages)

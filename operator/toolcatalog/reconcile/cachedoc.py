@@ -133,6 +133,8 @@ def render_cache(doc: CacheDocument) -> RenderedCache:
     """The ConfigMap content for `doc`: plain JSON up to 512 KiB, deterministic gzip above."""
     documents = _sorted_documents(doc.tools)
     raw = _document_json(doc, documents).encode("utf-8")
+    if len(raw) > MAX_DECOMPRESSED_BYTES:       # the operator must always be able to read its cache back
+        raise CacheTooLargeError(len(raw), len(raw), MAX_DECOMPRESSED_BYTES)
     digest = _content_hash(doc.server, documents)
     if len(raw) <= constants.GZIP_THRESHOLD_BYTES:
         return RenderedCache(data={constants.CM_KEY_JSON: raw.decode("utf-8")}, binary_data=None,

@@ -9,6 +9,7 @@ deleted, a tool that comes back keeps its firstSeen and counts as new, and `enab
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -211,6 +212,14 @@ def cut(names: list[str], limit: int = constants.REFRESH_LIST_MAX) -> list[str]:
     return list(names[:limit])
 
 
+def status_name(name: str) -> str:
+    """A tool's name as status shows it: MCP names are 1 to 128 characters; a longer one is cut and ends in
+    a hash of the whole (still unique; the cache ConfigMap holds the full name), so status stays small."""
+    if len(name) <= constants.STATUS_NAME_MAX:
+        return name
+    return f"{name[: constants.STATUS_NAME_MAX - 18]}~{hashlib.sha256(name.encode()).hexdigest()[:17]}"
+
+
 def status_tools(tools: Sequence[CachedTool], limit: int = constants.STATUS_MAX_TOOLS, *,
                  with_approval: bool = False) -> tuple[list[ToolStatus], bool]:
     """Compact status.tools entries and whether some were left out.
@@ -223,7 +232,7 @@ def status_tools(tools: Sequence[CachedTool], limit: int = constants.STATUS_MAX_
     if truncated:
         kept = sorted(kept, key=lambda tool: (not tool.available, tool.name))[:limit]
     kept.sort(key=lambda tool: tool.name)
-    entries = [ToolStatus(name=tool.name, available=tool.available, enabled=tool.enabled,
+    entries = [ToolStatus(name=status_name(tool.name), available=tool.available, enabled=tool.enabled,
                           selected=tool.selected, schema_hash=tool.schema_hash,
                           approval=None if not with_approval else "Approved" if tool.approved else "Pending",
                           approved_hash=tool.approved_hash if with_approval else None,
