@@ -48,10 +48,10 @@ class Named:
 
 
 def describe_validation_error(kind: str, error: ValidationError) -> str:
-    """A human message naming each bad field, without echoing input values."""
+    """A human message naming each bad field as admission does (spec.tools[0].name), without echoing input values."""
     parts = []
     for item in error.errors(include_input=False, include_url=False):
-        location = ".".join(str(part) for part in item["loc"]) or "spec"
+        location = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in item["loc"])[1:] or "spec"
         parts.append(f"spec.{location}: {item['msg']}" if location != "spec" else item["msg"])
     return f"{kind} spec is invalid: " + "; ".join(parts)
 

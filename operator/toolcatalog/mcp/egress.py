@@ -100,8 +100,16 @@ class EgressPolicy:
         await self.permitted_addresses(host)
 
 
+def _normalise_network(network: IPNetwork) -> IPNetwork:
+    """An IPv4-mapped IPv6 network (::ffff:169.254.0.0/112) is that IPv4 network, as its addresses are."""
+    if isinstance(network, ipaddress.IPv6Network) and network.prefixlen >= 96 \
+            and network.network_address.ipv4_mapped is not None:
+        return ipaddress.IPv4Network((network.network_address.ipv4_mapped, network.prefixlen - 96))
+    return network
+
+
 def _longest_match(ip: IPAddress, networks: Iterable[IPNetwork]) -> IPNetwork | None:
-    matches = [net for net in networks if net.version == ip.version and ip in net]
+    matches = [net for net in map(_normalise_network, networks) if net.version == ip.version and ip in net]
     return max(matches, key=lambda net: net.prefixlen, default=None)
 
 
