@@ -15,10 +15,12 @@ import httpx2
 
 # Kinds whose plural is not lower(kind) + "s", and resources that are not namespaced.
 _PLURALS = {"Endpoints": "endpoints", "NetworkPolicy": "networkpolicies", "Ingress": "ingresses",
+            "ValidatingAdmissionPolicy": "validatingadmissionpolicies",
             "PodSecurityPolicy": "podsecuritypolicies", "Policy": "policies"}
 CLUSTER_SCOPED = {"namespaces", "customresourcedefinitions", "clusterroles", "clusterrolebindings", "nodes",
                   "validatingwebhookconfigurations", "mutatingwebhookconfigurations", "persistentvolumes",
-                  "apiservices", "priorityclasses", "storageclasses"}
+                  "apiservices", "priorityclasses", "storageclasses", "validatingadmissionpolicies",
+                  "validatingadmissionpolicybindings"}
 
 
 class ApiError(Exception):

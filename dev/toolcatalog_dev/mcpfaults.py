@@ -226,8 +226,12 @@ class FaultLayer:
                 break
         rpc = json.loads(body or b"{}")
         encoded = base64.b64encode(token.encode()).decode()
-        if rpc.get("method") != "tools/list":
-            reply: dict[str, Any] = {"jsonrpc": "2.0", "id": rpc.get("id"), "result": {}}
+        if rpc.get("method") == "initialize":      # a malformed handshake that quotes it (the SDK's era)
+            reply: dict[str, Any] = {"jsonrpc": "2.0", "id": rpc.get("id"), "result": {
+                "protocolVersion": f"Bearer {token}", "capabilities": {"tools": token},
+                "serverInfo": {"name": token, "version": encoded}}}
+        elif rpc.get("method") != "tools/list":
+            reply = {"jsonrpc": "2.0", "id": rpc.get("id"), "result": {}}
         else:
             self._traffic.count_list_call()
             tools = [{"name": "echo", "title": f"Token {token}",
@@ -239,6 +243,9 @@ class FaultLayer:
             reply = {"jsonrpc": "2.0", "id": rpc.get("id"), "result": {
                 "tools": tools, "ttlMs": 0, "cacheScope": "private", "resultType": "complete",
                 "_meta": {"io.modelcontextprotocol/serverInfo": {"name": f"srv-{token}", "version": encoded}}}}
+        if rpc.get("method") == "initialize":      # as an SSE stream, which the SDK logs line by line
+            await respond(send, 200, f"event: message\ndata: {json.dumps(reply)}\n\n".encode(), "text/event-stream")
+            return
         await respond(send, 200, json.dumps(reply).encode(), "application/json")
 
     async def _answer_bad_tools(self, scope: Scope, receive: Receive, send: Send, *, duplicate: bool) -> None:

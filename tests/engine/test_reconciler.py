@@ -286,3 +286,42 @@ async def test_a_servers_ttl_shortens_the_cache_but_never_below_the_floor_and_fe
     world.fetch.server_hints = {"ttl_ms": 5, "cache_scope": "public"}           # a server asking to be polled
     world.clock.advance(200)
     assert await world.reconcile("demo") == pytest.approx(60)                 # the floor: 60 s
+
+
+@pytest.mark.parametrize("status_code", [413, 422])
+async def test_a_refused_status_write_puts_the_previous_cache_back_and_fails_for_good(status_code):
+    world = World()
+    world.apply("demo", {"url": URL, "sync": {"ttlSeconds": 60}})
+    await world.reconcile("demo")
+    cm_before = world.kube.get("ConfigMap", "toolserver-demo")
+    tools_before = world.status("demo")["tools"]
+    world.fetch.tools = [tool("a"), tool("b"), tool("c")]
+    world.kube.fail["patch_status"] = ApiError(status_code, "Refused", f"status: HTTP {status_code}")
+    world.clock.advance(61)
+    delay = await world.reconcile("demo")
+    cm_after = world.kube.get("ConfigMap", "toolserver-demo")
+    assert cm_after["data"] == cm_before["data"] and cm_after.get("binaryData") == cm_before.get("binaryData")
+    assert cm_after["metadata"]["annotations"] == cm_before["metadata"]["annotations"]
+    status = world.status("demo")
+    assert status["tools"] == tools_before and status["lastSync"]["result"] == "Failed"
+    reason = "CacheTooLarge" if status_code == 413 else "WriteRejected"
+    assert world.condition("demo", "Synced")["reason"] == reason
+    assert world.condition("demo", "Stalled")["status"] == "True"
+    assert delay is not None and delay >= 600          # not retried in a loop
+    assert world.kube.events[-1]["reason"] == "SyncFailed"
+
+
+async def test_a_refused_first_status_write_leaves_no_catalog_in_the_configmap_it_created():
+    world = World()
+    world.apply("demo")
+    world.kube.fail["patch_status"] = ApiError(413, "RequestEntityTooLarge", "status: HTTP 413")
+    await world.reconcile("demo")
+    cm = world.kube.get("ConfigMap", "toolserver-demo")
+    assert cm is not None and not cm.get("data") and not cm.get("binaryData")
+    assert not any(key.startswith("toolcatalog.dev/") for key in cm["metadata"].get("annotations") or {})
+    status = world.status("demo")
+    assert "tools" not in status and world.condition("demo", "Synced")["reason"] == "CacheTooLarge"
+    world.clock.advance(1800)
+    await world.reconcile("demo")                       # the slow retry, now accepted: the cache is filled
+    assert world.condition("demo", "Synced")["status"] == "True"
+    assert cached_names(world) == ["a", "b"]

@@ -110,3 +110,13 @@ async def test_check_raises_egress_denied_for_a_denied_literal() -> None:
         await EgressPolicy().check("169.254.169.254")
     assert caught.value.reason == c.REASON_EGRESS_DENIED
     assert "169.254.169.254" in caught.value.message
+
+
+@pytest.mark.parametrize("address", ["64:ff9b::a9fe:a9fe", "2002:a9fe:a9fe::1", "::169.254.169.254"])
+def test_a_denied_ipv4_network_is_not_reachable_through_nat64_6to4_or_ipv4_compatible_addresses(address):
+    verdict = EgressPolicy().verdict(address)
+    assert verdict is not None and "reaches 169.254.169.254" in verdict
+
+
+def test_a_translation_prefix_itself_is_not_denied_by_default():
+    assert EgressPolicy().verdict("64:ff9b::808:808") is None       # 8.8.8.8 through NAT64: a public address

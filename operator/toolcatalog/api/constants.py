@@ -38,6 +38,7 @@ GZIP_THRESHOLD_BYTES = 512 * 1024
 CONFIGMAP_MAX_BYTES = 1024 * 1024 - 16 * 1024
 
 STATUS_MAX_TOOLS = 500
+STATUS_MAX_BYTES = 512 * 1024  # what one status write may hold: far below the API server's request limit
 STATUS_NAME_MAX = 128        # MCP's tool-name rule: 1 to 128 characters
 SERVER_TEXT_MAX = 256        # a server's name and version, as status and the cache record them
 REFRESH_LIST_MAX = 100
@@ -85,13 +86,14 @@ REASON_TOOLSERVER_NOT_FOUND: Final = "ToolServerNotFound"
 REASON_EGRESS_DENIED: Final = "EgressDenied"
 REASON_CACHE_TOO_LARGE: Final = "CacheTooLarge"
 REASON_CACHE_CONFLICT: Final = "CacheConflict"
+REASON_WRITE_REJECTED: Final = "WriteRejected"      # the API server refused a write as invalid (a policy, a schema)
 REASON_CONFIGMAP_NOT_FOUND = "ConfigMapNotFound"   # a CA bundle's ConfigMap or key is missing
 REASON_FORBIDDEN = "Forbidden"                     # the operator's RBAC does not allow a read it needs
 REASON_API_UNAVAILABLE = "ApiUnavailable"          # the Kubernetes API failed (5xx, 429, timeout): retried
 SYNC_FAILURE_REASONS = (
     REASON_SERVER_UNAVAILABLE, REASON_AUTH_FAILED, REASON_TIMEOUT, REASON_PROTOCOL_ERROR,
     REASON_INVALID_SPEC, REASON_SECRET_NOT_FOUND, REASON_CONFIGMAP_NOT_FOUND, REASON_TOOLSERVER_NOT_FOUND,
-    REASON_EGRESS_DENIED, REASON_CACHE_TOO_LARGE, REASON_CACHE_CONFLICT, REASON_FORBIDDEN,
+    REASON_EGRESS_DENIED, REASON_CACHE_TOO_LARGE, REASON_CACHE_CONFLICT, REASON_WRITE_REJECTED, REASON_FORBIDDEN,
 )
 
 # Approved reasons.

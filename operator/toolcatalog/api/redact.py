@@ -16,6 +16,13 @@ from urllib.parse import quote
 
 MASK = "***"
 MIN_SECRET_LENGTH = 4
+# The userinfo of a URL (`https://user:password@host`): invalid in a spec, but a spec is logged as
+# written (kopf's DEBUG lines), so logs mask it whatever the redactor has seen.
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^/\s@'\"<>]+@")
+
+
+def mask_userinfo(text: str) -> str:
+    return _USERINFO.sub(rf"\1{MASK}@", text) if "@" in text else text
 
 
 def derived_forms(secret: str) -> set[str]:

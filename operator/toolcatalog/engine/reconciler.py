@@ -10,6 +10,7 @@ by the work queue's backoff.
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 from collections.abc import Callable, Mapping
@@ -32,6 +33,7 @@ from ..reconcile.cachedoc import (
     configmap_patch,
     is_owned_by,
     parse_cache,
+    restore_patch,
 )
 from ..reconcile.decide import Decision, Observed, decide
 from ..reconcile.plan import (
@@ -118,6 +120,25 @@ class _CacheState:
     resource_version: str | None
     document: CacheDocument | None      # None: no readable cache (absent, or to be rebuilt)
     exists: bool
+    content: Mapping[str, Any] | None = None    # its data, binaryData and annotations: to put back if need be
+
+
+class StatusRejected(Exception):
+    """The API server refused a status write for good (400, 413, 422): retrying the same write cannot help."""
+
+    def __init__(self, error: SyncError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+@dataclass
+class _Sync:
+    """A sync's plan, with what it needs if the status write is then refused."""
+
+    plan: Plan
+    outcome: SyncOutcome
+    state: _CacheState | None
+    wrote_cache: bool = False
 
 
 @dataclass
@@ -171,6 +192,7 @@ class Reconciler:
             return _seconds_until(decision.due, now)
         logger.debug("%s: %s%s", resource.describe(), decision.action,
                      f" ({decision.trigger})" if decision.trigger else "")
+        run: _Sync | None = None
         if decision.action == "rate-limited":
             assert decision.refresh is not None
             plan = plan_rate_limited(resource, decision.refresh, decision.message, now)
@@ -179,8 +201,20 @@ class Reconciler:
             if self.listeners is not None:
                 self.listeners.stop(key)
         else:
-            plan = await self._sync(resource, decision, memory)
-        wrote = await self._write(resource, plan)
+            run = await self._sync(resource, decision, memory)
+            plan = run.plan
+        try:
+            wrote = await self._write(resource, plan)
+        except StatusRejected as rejected:
+            if run is None:
+                raise TransientError(f"{resource.describe()}: writing status failed: {rejected.error.message}") \
+                    from None
+            # Cache and status must describe one catalog: put the previous cache back, record the failure.
+            if run.wrote_cache:
+                assert run.plan.cache is not None and run.state is not None
+                await self._restore_cache(resource, run.plan.cache, run.state)
+            plan = plan_failure(resource, run.outcome, scrub_error(rejected.error, self.redactor), self.jitter())
+            wrote = await self._write(resource, plan)
         self._tell(Outcome(key, decision, plan, wrote))
         return _seconds_until(plan.requeue_at, self.clock())
 
@@ -204,7 +238,7 @@ class Reconciler:
 
     # -- a sync ---------------------------------------------------------------------------------
 
-    async def _sync(self, resource: Resource, decision: Decision, memory: _Memory) -> Plan:
+    async def _sync(self, resource: Resource, decision: Decision, memory: _Memory) -> _Sync:
         assert decision.trigger is not None
         started = self.clock()
         memory.list_changed = False
@@ -238,15 +272,18 @@ class Reconciler:
         memory.last_completed = completed
         outcome = SyncOutcome(completed_at=completed, **fields)
         plan = plan_sync(resource, outcome, self.jitter(), server_ttl_floor=self.server_ttl_floor)
+        wrote_cache = False
         if plan.cache is not None:
             assert state is not None
             try:
+                _check_status_size(plan)
                 await self._write_cache(resource, plan.cache, state)
+                wrote_cache = True
             except SyncError as error:
                 self._raise_if_transient(error, resource)
                 plan = plan_failure(resource, outcome, scrub_error(error, self.redactor), self.jitter())
         self._update_listener(resource, plan, endpoint)
-        return plan
+        return _Sync(plan, outcome, state, wrote_cache)
 
     @staticmethod
     def _raise_if_transient(error: SyncError, resource: Resource) -> None:
@@ -290,12 +327,14 @@ class Reconciler:
                             f"ConfigMap {resource.namespace}/{cm_name} exists and is not owned by this "
                             f"{resource.kind}; delete it or set spec.cache.configMapName to another name")
         rv = (existing.get("metadata") or {}).get("resourceVersion")
+        if not existing.get("data") and not existing.get("binaryData"):    # emptied: no catalog yet
+            return _CacheState(cm_name, rv, None, exists=True, content=existing)
         try:
             document: CacheDocument | None = parse_cache(existing)
         except CacheParseError as exc:
             logger.warning("%s: previous cache unreadable (%s); rebuilding it", resource.describe(), exc)
             document = None
-        return _CacheState(cm_name, rv, document, exists=True)
+        return _CacheState(cm_name, rv, document, exists=True, content=existing)
 
     async def _write_cache(self, resource: Resource, cache: CacheWrite, state: _CacheState) -> None:
         """Create it, or merge-patch it on the condition that nobody changed it since we read it."""
@@ -316,7 +355,25 @@ class Reconciler:
                                 "syncing again") from None
             raise api_error(error, kind="ConfigMap") from None
         rv = (written.get("metadata") or {}).get("resourceVersion")
-        self._catalogs[resource.uid] = _CacheState(cache.name, rv, cache.document, exists=True)
+        self._catalogs[resource.uid] = _CacheState(cache.name, rv, cache.document, exists=True,
+                                                   content=cache.manifest)
+
+    async def _restore_cache(self, resource: Resource, cache: CacheWrite, before: _CacheState) -> None:
+        """Undo this sync's cache write: the previous content back; a ConfigMap this sync created is
+        emptied (no catalog, as status says; the operator may not delete ConfigMaps, by design)."""
+        written = self._catalogs.pop(resource.uid, None)
+        patch = restore_patch(before.content if before.exists and before.content is not None else {},
+                              cache.manifest)
+        if written is not None and written.resource_version:
+            patch["metadata"]["resourceVersion"] = written.resource_version
+        try:
+            await self.kube.patch_configmap(resource.namespace, cache.name, patch)
+        except ApiError as error:
+            if error.status != 404:
+                raise TransientError(f"{resource.describe()}: putting the previous cache back failed: "
+                                     f"{error.message}") from None
+        logger.warning("%s: status write refused; ConfigMap %s put back as it was", resource.describe(),
+                       cache.name)
 
     # -- status and Events ----------------------------------------------------------------------
 
@@ -330,6 +387,8 @@ class Reconciler:
             except ApiError as error:
                 if error.status == 404:
                     return False        # deleted meanwhile
+                if error.status in (400, 413, 422):
+                    raise StatusRejected(api_error(error)) from None
                 raise TransientError(f"{resource.describe()}: writing status failed: {error.message}") from None
             self.objects.observe(resource.kind, answer)
             logger.debug("%s: status patched (%s)", resource.describe(), ", ".join(sorted(patch)))
@@ -349,6 +408,15 @@ class Reconciler:
                 observer(outcome)
             except Exception:       # an observer must never fail a reconcile
                 logger.exception("reconcile observer %r failed", observer)
+
+
+def _check_status_size(plan: Plan) -> None:
+    """The status a sync is about to record fits in one request: checked before the cache is written."""
+    size = len(json.dumps(plan.status.dump(), separators=(",", ":")))
+    if size > c.STATUS_MAX_BYTES:
+        raise SyncError(c.REASON_CACHE_TOO_LARGE,
+                        f"the status would be {size} bytes, more than the {c.STATUS_MAX_BYTES} the operator "
+                        "writes; list fewer tools (spec.toolSelector)")
 
 
 def _previous_incarnation(configmap: Mapping[str, Any], resource: Resource) -> bool:

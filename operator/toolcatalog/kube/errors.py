@@ -44,12 +44,13 @@ class ApiError(Exception):
 # status -> (sync reason, what to tell the user); None in the first place: the reason depends on what
 # was read (404: the kind of the missing object).
 _TABLE: dict[int, tuple[str | None, str]] = {
+    400: (c.REASON_WRITE_REJECTED, "the API server refused the request as malformed"),
     401: (c.REASON_FORBIDDEN, "the API server refused the operator's credentials"),
     403: (c.REASON_FORBIDDEN, "the operator's RBAC does not allow this; grant it (see deploy/rbac.yaml)"),
     404: (None, "it does not exist"),
     409: (c.REASON_API_UNAVAILABLE, "it changed meanwhile; retrying"),
     413: (c.REASON_CACHE_TOO_LARGE, "the API server refused the request as too large"),
-    422: (c.REASON_CACHE_TOO_LARGE, "the API server refused the object"),
+    422: (c.REASON_WRITE_REJECTED, "the API server refused the object (a schema or an admission policy)"),
     429: (c.REASON_API_UNAVAILABLE, "the API server is throttling requests; retrying"),
 }
 MISSING = {"Secret": c.REASON_SECRET_NOT_FOUND, "ConfigMap": c.REASON_CONFIGMAP_NOT_FOUND,

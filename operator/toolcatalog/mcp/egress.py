@@ -45,11 +45,26 @@ def parse_networks(text: str | Iterable[str]) -> list[IPNetwork]:
     return networks
 
 
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")      # RFC 6052's well-known prefix: the last 32 bits are IPv4
+
+
 def _normalise(address: IPAddress) -> IPAddress:
     """IPv4-mapped IPv6 (::ffff:169.254.169.254) is the IPv4 address for policy purposes."""
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return address.ipv4_mapped
     return address
+
+
+def _embedded_ipv4(address: IPAddress) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 one reaches through a translation: 6to4 (2002:a9fe:a9fe::), NAT64
+    (64:ff9b::a9fe:a9fe) or the deprecated IPv4-compatible form (::169.254.169.254)."""
+    if not isinstance(address, ipaddress.IPv6Address):
+        return None
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address in _NAT64 or (int(address) >> 32 == 0 and int(address) > 1):     # not :: nor ::1
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
 
 
 @dataclass(frozen=True)
@@ -71,6 +86,11 @@ class EgressPolicy:
         best_deny = _longest_match(ip, self.deny)
         if best_deny is not None and (best_allow is None or best_deny.prefixlen >= best_allow.prefixlen):
             return f"{ip} is in denied network {best_deny} ({DENY_FLAG})"
+        embedded = _embedded_ipv4(ip)       # a denied IPv4 network is not reachable through a translation
+        if embedded is not None and (embedded_deny := _longest_match(embedded, self.deny)) is not None:
+            embedded_allow = _longest_match(embedded, self.allow or [])
+            if embedded_allow is None or embedded_deny.prefixlen >= embedded_allow.prefixlen:
+                return f"{ip} reaches {embedded}, in denied network {embedded_deny} ({DENY_FLAG})"
         if self.allow is not None and best_allow is None:
             return f"{ip} is not in any allowed network ({ALLOW_FLAG})"
         return None

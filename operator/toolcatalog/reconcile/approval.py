@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from ..api import constants as c
 from ..api.models import ApprovalPolicy, CachedTool, ToolSetting
+from .catalog import status_name
 from .hashing import stored_definition
 
 POLICY_NONE = "None"
@@ -98,7 +99,7 @@ def _approved_definition(tool: CachedTool, old: CachedTool | None, approved_hash
 def pending_message(kind: str, name: str, pending: Sequence[Pending], limit: int = 10) -> str:
     """The Approved condition's message: what waits, why, and how to approve it."""
     count = len(pending)
-    shown = ", ".join(f"{item.name} ({item.why})" for item in pending[:limit])
+    shown = ", ".join(f"{status_name(item.name)} ({item.why})" for item in pending[:limit])
     if count > limit:
         shown += f" and {count - limit} more"
     noun = "tool awaits" if count == 1 else "tools await"

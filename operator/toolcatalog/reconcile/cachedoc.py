@@ -206,6 +206,21 @@ def configmap_patch(manifest: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+_CACHE_ANNOTATIONS = (constants.ANN_CACHED_AT, constants.ANN_EXPIRES_AT, constants.ANN_CONTENT_HASH)
+
+
+def restore_patch(previous: Mapping[str, Any], written: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge-patch body putting back the cache content `previous` (a ConfigMap as read, or a manifest we
+    wrote) over `written`: its data, binaryData and our annotations, with the labels and owner of `written`.
+    Used when the status write after a cache write is refused, so that both keep describing one catalog."""
+    patch = configmap_patch(written)
+    before = (previous.get("metadata") or {}).get("annotations") or {}
+    patch["metadata"]["annotations"] = {key: before.get(key) for key in _CACHE_ANNOTATIONS}
+    patch["data"] = dict(previous["data"]) if previous.get("data") else None
+    patch["binaryData"] = dict(previous["binaryData"]) if previous.get("binaryData") else None
+    return patch
+
+
 def is_owned_by(configmap: Mapping[str, Any], owner_uid: str) -> bool:
     """True when the ConfigMap has a controller ownerReference to that uid (ours to overwrite)."""
     references = (configmap.get("metadata") or {}).get("ownerReferences") or []

@@ -68,7 +68,7 @@ class CatalogDiff:
 def _count_with_names(count: int, label: str, names: list[str], limit: int) -> str:
     if not names:
         return f"{count} {label}"
-    shown = ", ".join(names[:limit])
+    shown = ", ".join(status_name(name) for name in names[:limit])
     if len(names) > limit:
         shown += f" and {len(names) - limit} more"
     return f"{count} {label} ({shown})"
@@ -89,7 +89,7 @@ def _index_fetched(fetched: Sequence[Mapping[str, Any]]) -> dict[str, Mapping[st
         if not isinstance(name, str) or not name:
             raise InvalidToolError(f"tools/list entry #{position} has no tool name")
         if name in by_name:
-            raise DuplicateToolError(f"the server listed the tool {name!r} more than once")
+            raise DuplicateToolError(f"the server listed the tool {status_name(name)!r} more than once")
         by_name[name] = raw
     return by_name
 
@@ -106,7 +106,7 @@ def _fetched_entry(name: str, definition: dict[str, Any], *, digest: str, first_
         wire = {attr: key for key, attr in KNOWN_FIELDS.items()}
         fields = sorted({".".join(wire.get(str(p), str(p)) for p in e["loc"]) for e in error.errors()})
         raise InvalidToolError(
-            f"the server sent tool {name!r} with invalid fields: {', '.join(fields)}") from None
+            f"the server sent tool {status_name(str(name))!r} with invalid fields: {', '.join(fields)}") from None
 
 
 def rebase(old: CachedTool, version: int, fresh: Mapping[str, Any] | None = None) -> CachedTool:
@@ -149,7 +149,8 @@ def merge_catalog(previous: Sequence[CachedTool], fetched: Sequence[Mapping[str,
         try:
             digests[name] = definition_hash(definitions[name])
         except UnhashableToolError as error:
-            raise InvalidToolError(f"the definition of tool {name!r} cannot be canonicalized ({error})") from None
+            raise InvalidToolError(f"the definition of tool {status_name(name)!r} cannot be canonicalized "
+                                   f"({error})") from None
     previous_by_name = {tool.name: rebase(tool, previous_version, definitions.get(tool.name)) for tool in previous}
     tools: list[CachedTool] = []
     new: list[str] = []
@@ -209,7 +210,7 @@ def count_usable(tools: Iterable[CachedTool]) -> int:
 
 def cut(names: list[str], limit: int = constants.REFRESH_LIST_MAX) -> list[str]:
     """The first `limit` names, for lastRefresh lists (the *Count fields carry the full size)."""
-    return list(names[:limit])
+    return [status_name(name) for name in names[:limit]]
 
 
 def status_name(name: str) -> str:
