@@ -3,6 +3,9 @@ reading status.lastRefresh, the refresh report, the tools table, usage errors an
 
 import io
 import json
+import shlex
+import threading
+from contextlib import closing
 from datetime import UTC, datetime
 
 import pytest
@@ -21,13 +24,17 @@ from toolcatalog.api.models import (
     ToolSetting,
 )
 from toolcatalog.kubectl.approval import (
+    ToolArg,
     approval_lines,
+    approve_hint,
     diff_tool,
+    parse_tool_words,
     pending_tools,
     plan_approval,
     policy_note,
     spec_tools_yaml,
 )
+from toolcatalog.kubectl.cluster import READ_CONCURRENCY, connect, read_each
 from toolcatalog.kubectl.fleet import (
     Found,
     Hit,
@@ -47,6 +54,7 @@ from toolcatalog.kubectl.format import (
     EXIT_SUCCEEDED,
     EXIT_TIMEOUT,
     EXIT_USAGE,
+    ForbiddenError,
     PluginError,
     RefreshOutcome,
     ResourceRef,
@@ -59,9 +67,11 @@ from toolcatalog.kubectl.format import (
     printable,
     reason_note,
     refresh_patch,
+    suggested_command,
     timeout_message,
+    tool_json,
 )
-from toolcatalog.kubectl.plugin import main
+from toolcatalog.kubectl.plugin import build_parser, main
 from toolcatalog.reconcile.approval import approve
 from toolcatalog.reconcile.catalog import CatalogDiff, merge_catalog
 from toolcatalog.reconcile.hashing import HASH_VERSION, stored_definition
@@ -275,18 +285,31 @@ def test_the_table_has_kubectl_headers_and_aligned_columns():
         tool("c", None, enabled=False),
     ])
     assert table.splitlines() == [
-        "NAME                 AVAILABLE   ENABLED   FIRST SEEN             DESCRIPTION",
-        "a                    true        true      2026-11-21T12:00:01Z   Short.",
-        "a_much_longer_name   false       true      2026-11-21T12:00:01Z   Line one....",
-        "c                    true        false     2026-11-21T12:00:01Z   <none>",
+        "NAME                 AVAILABLE   ENABLED   APPROVAL   FIRST SEEN             DESCRIPTION",
+        "a                    true        true      -          2026-11-21T12:00:01Z   Short.",
+        "a_much_longer_name   false       true      -          2026-11-21T12:00:01Z   Line one....",
+        "c                    true        false     -          2026-11-21T12:00:01Z   <none>",
     ]
 
 
 def test_the_selected_column_appears_when_asked_for():
     table = format_tools_table([tool("a", selected=False)], show_selected=True)
-    assert table.splitlines()[0].split() == ["NAME", "AVAILABLE", "ENABLED", "SELECTED", "FIRST",
+    assert table.splitlines()[0].split() == ["NAME", "AVAILABLE", "ENABLED", "SELECTED", "APPROVAL", "FIRST",
                                              "SEEN", "DESCRIPTION"]
-    assert table.splitlines()[1].split()[:4] == ["a", "true", "true", "false"]
+    assert table.splitlines()[1].split()[:5] == ["a", "true", "true", "false", "-"]
+
+
+def test_the_approval_column_says_approved_or_pending_under_a_policy_and_json_carries_it():
+    tools = [tool("a", approved_hash="sha256:x"), tool("b", approved=False, approved_hash="sha256:y")]
+    assert [line.split()[:4] for line in format_tools_table(tools, policy="All").splitlines()] == [
+        ["NAME", "AVAILABLE", "ENABLED", "APPROVAL"], ["a", "true", "true", "Approved"],
+        ["b", "true", "true", "Pending"]]
+    assert [line.split()[3] for line in format_tools_table(tools).splitlines()[1:]] == ["-", "-"]
+    entry = tool_json(tools[1], "NewAndChanged")
+    assert list(entry)[list(entry).index("approved") + 1] == "approval"
+    assert (entry["approved"], entry["approval"], entry["approvedHash"]) == (False, "Pending", "sha256:y")
+    assert {key: value for key, value in entry.items() if key != "approval"} == tools[1].document()
+    assert tool_json(tools[0], "None")["approval"] == "-"
 
 
 def test_descriptions_are_cut_to_the_terminal_or_to_60_chars():
@@ -488,6 +511,103 @@ def test_print_is_the_whole_spec_tools_as_yaml_and_the_report_says_would():
     assert approval_lines(plan, dry_run=True)[0].startswith("toolserver/tasks: would approve task_create at ")
 
 
+HEX = "0123456789abcdef" * 4
+
+
+@pytest.mark.parametrize("words, parsed", [
+    (["task_create"], [ToolArg("task_create")]),
+    ([f"task_create@sha256:{HEX}"], [ToolArg("task_create", f"sha256:{HEX}")]),
+    ([f"task_create@SHA256:{HEX.upper()}"], [ToolArg("task_create", f"sha256:{HEX}")]),   # as typed from a UI
+    (["a", f"b@sha256:{HEX}"], [ToolArg("a"), ToolArg("b", f"sha256:{HEX}")]),
+    ([f"me@host@sha256:{HEX}"], [ToolArg("me@host", f"sha256:{HEX}")]),     # the last @ is the pin's
+    (["user@example", "v@2"], [ToolArg("user@example"), ToolArg("v@2")]),   # an @ alone is part of a name
+])
+def test_a_tool_may_be_pinned_to_a_definition_hash(words, parsed):
+    assert parse_tool_words(words) == parsed
+
+
+@pytest.mark.parametrize("word", ["task_create@sha256:abc", f"task_create@sha256:{HEX}0", f"@sha256:{HEX}",
+                                  f"task_create@sha256:{HEX[:-1]}g"])
+def test_a_malformed_pin_is_a_usage_error(word):
+    with pytest.raises(PluginError) as raised:
+        parse_tool_words([word])
+    assert raised.value.exit_code == EXIT_USAGE
+    assert "a pinned tool is TOOL@sha256: and 64 hex digits" in raised.value.message
+
+
+def test_a_pin_that_is_the_current_definition_approves_it_and_plain_names_mix_with_pins():
+    current = AFTER["task_create"].schema_hash
+    plan = plan_approval(TASKS, "team-a", resource(), RUG_PULLED, [f"task_create@{current}", "attachment_add"])
+    assert plan.tools == [{"name": "task_create", "approvedHash": current},
+                          {"name": "attachment_add", "approvedHash": AFTER["attachment_add"].schema_hash}]
+    assert plan == plan_approval(TASKS, "team-a", resource(), RUG_PULLED, ["task_create", "attachment_add"])
+    already = plan_approval(TASKS, "team-a", resource(), RUG_PULLED,
+                            [f"task_delete@{AFTER['task_delete'].schema_hash}"])
+    assert not already.writes and already.items[0].change == "already"
+
+
+def test_a_pin_that_is_not_the_current_definition_refuses_the_whole_request():
+    """The reviewer saw (and pinned) the definition before the rug pull; the server changed it since."""
+    reviewed, current = BEFORE["task_create"].schema_hash, AFTER["task_create"].schema_hash
+    with pytest.raises(PluginError) as raised:
+        plan_approval(TASKS, "team-a", resource(), RUG_PULLED, ["attachment_add", f"task_create@{reviewed}"])
+    assert raised.value.exit_code == EXIT_USAGE
+    assert raised.value.message == (
+        f"toolserver/tasks: nothing was approved: task_create is now at {current}, not at the pinned {reviewed}."
+        " Review the current definition: kubectl toolcatalog diff -n team-a toolserver/tasks task_create")
+    with pytest.raises(PluginError) as raised:    # even when that tool is approved: the pin is not current
+        plan_approval(TASKS, "team-a", resource(), RUG_PULLED, [f"task_delete@sha256:{HEX}", f"task_create@{reviewed}"],
+                      all_pending=True)
+    assert raised.value.message.splitlines() == [
+        "toolserver/tasks: nothing was approved:",
+        f"task_delete is now at {AFTER['task_delete'].schema_hash}, not at the pinned sha256:{HEX}. Review the"
+        " current definition: kubectl toolcatalog diff -n team-a toolserver/tasks task_delete",
+        f"task_create is now at {current}, not at the pinned {reviewed}. Review the current definition:"
+        " kubectl toolcatalog diff -n team-a toolserver/tasks task_create"]
+
+
+def test_a_pin_is_refused_when_the_cached_definition_does_not_hash_to_its_hash():
+    """A ConfigMap edited by hand: what the reviewer saw is not what the hash approves."""
+    current = AFTER["task_create"].schema_hash
+    edited = AFTER["task_create"].model_copy(update={"description": "Create a task."})
+    with pytest.raises(PluginError) as raised:
+        plan_approval(TASKS, "team-a", resource(), document([edited]), [f"task_create@{current}"])
+    assert raised.value.message.startswith(
+        f"toolserver/tasks: nothing was approved: task_create: the definition in the cache hashes to"
+        f" {BEFORE['task_create'].schema_hash}, not to its schemaHash {current}")
+    assert diff_tool(TASKS, document([edited]), "task_create").approve_command is None
+
+
+def test_an_unknown_name_is_refused_before_any_pin_is_checked():
+    with pytest.raises(PluginError) as raised:
+        plan_approval(TASKS, "team-a", resource(), RUG_PULLED, [f"task_craete@sha256:{HEX}"])
+    assert "has no tool 'task_craete' in its cache" in raised.value.message
+
+
+def test_diff_ends_with_the_approve_command_pinned_to_what_it_showed():
+    for name in ("task_create", "attachment_add"):
+        result = diff_tool(TASKS, RUG_PULLED, name, namespace="team-a")
+        shown_hash = result.text.splitlines()[1].split()[-1]       # +++ NAME current sha256:...
+        assert shown_hash == AFTER[name].schema_hash
+        assert result.approve_command == f"kubectl toolcatalog approve -n team-a toolserver/tasks {name}@{shown_hash}"
+        assert approve_hint(result) == ["to approve exactly this definition (refused if it changes before you do):",
+                                        f"  {result.approve_command}"]
+        args = build_parser().parse_args(shlex.split(result.approve_command)[2:])   # what the plugin will read
+        assert (args.command, args.namespace, args.target) == ("approve", "team-a", "toolserver/tasks")
+        assert plan_approval(TASKS, "team-a", resource(), RUG_PULLED, args.words).items[0].schema_hash == shown_hash
+    assert diff_tool(TASKS, RUG_PULLED, "task_create").approve_command.endswith(
+        f" approve toolserver/tasks task_create@{AFTER['task_create'].schema_hash}")    # no namespace known
+    for same in (diff_tool(TASKS, RUG_PULLED, "task_delete"),
+                 diff_tool(TASKS, document(synced(V2, policy="None"), policy="None"), "task_create")):
+        assert same.exit_code == 0 and same.approve_command is None and approve_hint(same) == []
+
+
+def test_suggested_commands_quote_what_a_shell_would_change():
+    assert suggested_command("diff", "toolserver/tasks", "it's $HOME", namespace="team-a") == \
+        "kubectl toolcatalog diff -n team-a toolserver/tasks 'it'\"'\"'s $HOME'"
+    assert shlex.split(suggested_command("approve", "mcpcc/x", "a b@sha256:1"))[-1] == "a b@sha256:1"
+
+
 def test_diff_of_a_changed_tool_is_a_unified_diff_of_sorted_pretty_json():
     result = diff_tool(TASKS, RUG_PULLED, "task_create")
     assert result.exit_code == 1 and result.notes == []
@@ -672,8 +792,94 @@ def test_skip_notes_name_the_namespace_or_the_kinds_in_it():
                                    "note: skipped connectorconfigs in namespace team-c: forbidden"]
 
 
+# ---------------------------------------------------------------------------- many reads at once
+#
+# cluster.read_each sends the reads across namespaces and caches a few at a time. Here the reads are
+# plain functions that rendezvous with each other (no sleeps): the cluster tests run the real ones.
+
+
+def test_reads_run_at_most_eight_at_a_time():
+    lock, in_flight, most = threading.Lock(), [0], [0]
+    together = threading.Barrier(8, timeout=10)     # 8 reads must be in flight at once, or this breaks
+
+    def read(arg: int) -> int:
+        with lock:
+            in_flight[0] += 1
+            most[0] = max(most[0], in_flight[0])
+        together.wait()
+        with lock:
+            in_flight[0] -= 1
+        return arg * 10
+
+    assert [answer for _, answer in read_each(read, list(range(16)))] == [arg * 10 for arg in range(16)]
+    assert most[0] == 8
+
+
+def test_answers_come_in_the_order_of_the_reads_with_errors_in_place():
+    last_done = threading.Event()
+
+    def read(arg: str) -> str:
+        if arg == "first":
+            assert last_done.wait(timeout=10)       # finishes after the last one
+        if arg.startswith("forbidden"):
+            raise ForbiddenError(f"{arg}: no")
+        if arg == "last":
+            last_done.set()
+        return arg.upper()
+
+    args = ["first", "forbidden-b", "c", "last"]
+    answers = list(read_each(read, args))
+    assert [arg for arg, _ in answers] == args
+    assert answers[0][1] == "FIRST" and answers[2][1] == "C" and answers[3][1] == "LAST"
+    assert isinstance(answers[1][1], ForbiddenError) and answers[1][1].message == "forbidden-b: no"
+
+
+def test_a_caller_that_stops_early_cancels_the_reads_not_started():
+    started: list[int] = []
+    release = threading.Event()
+
+    def read(arg: int) -> int:
+        started.append(arg)
+        if arg == 0:
+            raise PluginError("the API server answered 500")
+        assert release.wait(timeout=10)
+        return arg
+
+    with pytest.raises(PluginError), closing(read_each(read, list(range(100)), limit=4)) as answers:
+        for _, answer in answers:
+            if isinstance(answer, PluginError):
+                raise answer
+    release.set()
+    assert len(started) <= 4 + 1        # the first four, and at most one that took the place of the failed one
+
+
+def test_the_client_keeps_a_connection_for_each_read_in_flight(tmp_path, monkeypatch):
+    """A pool smaller than the reads in flight would drop connections (urllib3 warns on stderr); the
+    client's default is 5 per CPU, so 5 on a one-CPU machine."""
+    import multiprocessing
+
+    monkeypatch.setattr(multiprocessing, "cpu_count", lambda: 1)
+    config = tmp_path / "kubeconfig"
+    config.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "clusters": [{"name": "c", "cluster": {"server": "http://127.0.0.1:9"}}],
+        "users": [{"name": "u", "user": {}}], "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}]}))
+    cluster = connect(kubeconfig=str(config))
+    try:
+        assert cluster.api_client.configuration.connection_pool_maxsize == READ_CONCURRENCY
+    finally:
+        cluster.close()
+
+
+def test_one_read_or_a_limit_of_one_runs_in_the_callers_thread():
+    caller = threading.get_ident()
+    assert list(read_each(lambda arg: threading.get_ident(), ["only"])) == [("only", caller)]
+    assert [answer for _, answer in read_each(lambda arg: threading.get_ident(), [1, 2], limit=1)] == [caller] * 2
+
+
 @pytest.mark.parametrize("argv, says", [
     (["approve", "toolserver/x"], "name the tools to approve, or pass --all-pending"),
+    (["approve", "toolserver/x", "a", "b@sha256:12"], "'b@sha256:12': a pinned tool is TOOL@sha256: and 64 hex"),
     (["approve", "pods/x", "t"], "unknown kind 'pods'"),
     (["diff", "toolserver/x"], "name exactly one tool to compare"),
     (["diff", "toolserver", "x", "a", "b"], "name exactly one tool to compare"),

@@ -2,12 +2,14 @@
 
 `approve` takes each tool's current schemaHash from the cache document (status.tools may be
 truncated), and sets spec.tools[].approvedHash to it, keeping every other entry and field of
-spec.tools. The patch carries the resourceVersion that was read, so a concurrent edit makes the
-API server answer 409 instead of being overwritten (plugin.py re-reads and retries once).
+spec.tools. A tool named `TOOL@sha256:HEX` is pinned: approved only when its current definition
+is that one (the hash `diff` shows in its `+++` header), else nothing at all is written. The
+patch carries the resourceVersion that was read, so a concurrent edit makes the API server
+answer 409 instead of being overwritten (plugin.py re-reads and retries once).
 
 `diff` shows what changed against the approved definition: a unified diff of the pretty-printed
 JSON (sorted keys, 2-space indent) of the cache's `approvedDefinition` and the definition the
-server sends now.
+server sends now, and the `approve` command, pinned, that approves exactly what it showed.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import copy
 import difflib
 import json
+import re
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,11 +25,20 @@ from typing import Any, Literal
 
 import yaml
 
-from ..api.models import CacheDocument, CachedTool
+from ..api.models import HASH_PATTERN, CacheDocument, CachedTool
 from ..reconcile.hashing import UnhashableToolError, definition_hash, stored_definition
-from .format import EXIT_FAILED, EXIT_SUCCEEDED, EXIT_USAGE, PluginError, ResourceRef, printable
+from .format import (
+    EXIT_FAILED,
+    EXIT_SUCCEEDED,
+    EXIT_USAGE,
+    POLICY_NONE,
+    PluginError,
+    ResourceRef,
+    printable,
+    suggested_command,
+)
 
-POLICY_NONE = "None"
+PIN_MARK = "@sha256:"           # TOOL@sha256:HEX
 DIFF_SAME = EXIT_SUCCEEDED      # as diff(1) and kubectl diff: 0 no difference, 1 differences
 DIFF_DIFFERENT = EXIT_FAILED
 
@@ -62,6 +74,64 @@ class ApprovalPlan:
         return {"metadata": {"resourceVersion": self.resource_version}, "spec": {"tools": self.tools}}
 
 
+@dataclass(frozen=True)
+class ToolArg:
+    """A tool `approve` was asked for: `TOOL`, or `TOOL@sha256:HEX` pinned to one definition."""
+
+    name: str
+    pin: str | None = None
+
+
+def parse_tool_words(words: Sequence[str]) -> list[ToolArg]:
+    """`TOOL` or `TOOL@sha256:HEX` (64 hex digits, as `diff` prints them); a bad pin is a usage error."""
+    args = []
+    for word in words:
+        name, mark, digits = word.rpartition(PIN_MARK[0])
+        if not mark or not (mark + digits).lower().startswith(PIN_MARK):
+            args.append(ToolArg(word))
+            continue
+        pin = digits.lower()
+        if not name or not re.fullmatch(HASH_PATTERN, pin):
+            raise PluginError(f"{printable(word)!r}: a pinned tool is TOOL@sha256: and 64 hex digits, the hash"
+                              " `kubectl toolcatalog diff` prints after +++")
+        args.append(ToolArg(name, pin))
+    return args
+
+
+def _recomputed_hash(tool: CachedTool, version: int) -> str | None:
+    """What the cached definition hashes to, or None when it cannot be hashed again here."""
+    try:
+        return definition_hash(stored_definition(tool), version)
+    except (UnhashableToolError, KeyError):
+        return None
+
+
+def _pin_error(ref: ResourceRef, namespace: str, document: CacheDocument,
+               args: Sequence[ToolArg]) -> PluginError | None:
+    """Exit 4 when a pinned tool's current definition is not the pinned one; nothing is written."""
+    cached = {tool.name: tool for tool in document.tools}
+    lines = []
+    for arg in args:
+        if arg.pin is None:
+            continue
+        tool, name = cached[arg.name], printable(arg.name)
+        again = suggested_command("diff", str(ref), arg.name, namespace=namespace)
+        if tool.schema_hash != arg.pin:
+            lines.append(f"{name} is now at {tool.schema_hash}, not at the pinned {arg.pin}. Review the"
+                         f" current definition: {again}")
+            continue
+        actual = _recomputed_hash(tool, document.hash_version)
+        if actual is not None and actual != tool.schema_hash:
+            lines.append(f"{name}: the definition in the cache hashes to {actual}, not to its schemaHash"
+                         f" {tool.schema_hash}; the ConfigMap may have been edited by hand, so what a diff"
+                         " shows of it cannot be pinned")
+    if not lines:
+        return None
+    if len(lines) == 1:
+        return PluginError(f"{ref}: nothing was approved: {lines[0]}", EXIT_USAGE)
+    return PluginError("\n".join([f"{ref}: nothing was approved:", *lines]), EXIT_USAGE)
+
+
 def _unknown_tools_error(ref: ResourceRef, unknown: Sequence[str], known: Sequence[str]) -> PluginError:
     hints = []
     for name in unknown:
@@ -80,19 +150,26 @@ def pending_tools(document: CacheDocument) -> list[str]:
 
 
 def plan_approval(ref: ResourceRef, namespace: str, obj: dict[str, Any], document: CacheDocument,
-                  names: Sequence[str], *, all_pending: bool = False) -> ApprovalPlan:
-    """The spec.tools that approve the current definitions of `names` (and of every pending tool).
+                  words: Sequence[str], *, all_pending: bool = False) -> ApprovalPlan:
+    """The spec.tools that approve the current definitions of the tools named in `words` (`TOOL`
+    or `TOOL@sha256:HEX`), and of every pending tool.
 
     A tool whose current definition is already approved (in spec.tools, or by the operator's
-    baseline) is left as it is. An unknown name refuses the whole request: nothing is written.
+    baseline) is left as it is. An unknown name, or a pin that is not the current definition,
+    refuses the whole request: nothing is written.
     """
     spec = obj.get("spec") or {}
     policy = str((spec.get("approval") or {}).get("policy") or POLICY_NONE)
     tools = [copy.deepcopy(entry) for entry in spec.get("tools") or [] if isinstance(entry, dict)]
     cached = {tool.name: tool for tool in document.tools}
+    args = parse_tool_words(words)
+    names = [arg.name for arg in args]
     unknown = [name for name in dict.fromkeys(names) if name not in cached]
     if unknown:
         raise _unknown_tools_error(ref, unknown, sorted(cached))
+    pin_error = _pin_error(ref, namespace, document, args)
+    if pin_error is not None:
+        raise pin_error
     wanted = list(dict.fromkeys([*names, *(pending_tools(document) if all_pending else [])]))
     items = []
     for name in wanted:
@@ -180,6 +257,7 @@ class DiffResult:
     text: str
     exit_code: int          # 0 no difference, 1 differences
     notes: list[str]        # for stderr
+    approve_command: str | None = None  # with differences: approve exactly this definition (pinned)
 
 
 def _hash_note(what: str, definition: dict[str, Any], expected: str, version: int) -> list[str]:
@@ -194,8 +272,13 @@ def _hash_note(what: str, definition: dict[str, Any], expected: str, version: in
             " been edited by hand"]
 
 
-def diff_tool(ref: ResourceRef, document: CacheDocument, name: str) -> DiffResult:
-    """The current definition of `name` against the approved one."""
+def diff_tool(ref: ResourceRef, document: CacheDocument, name: str, *, namespace: str | None = None) -> DiffResult:
+    """The current definition of `name` against the approved one.
+
+    With differences, also the `approve` command that approves exactly the definition shown: the
+    tool pinned to the `+++` hash (none when the cache's definition does not hash to it, or when
+    the name cannot be typed).
+    """
     tool = next((tool for tool in document.tools if tool.name == name), None)
     if tool is None:
         raise _unknown_tools_error(ref, [name], sorted(t.name for t in document.tools))
@@ -226,4 +309,15 @@ def diff_tool(ref: ResourceRef, document: CacheDocument, name: str) -> DiffResul
     if not lines:   # the same definition under another hash: only a hand-edited cache gets here
         return DiffResult(f"{ref}: {shown} awaits approval, but its definition equals the approved one.",
                           DIFF_SAME, notes)
-    return DiffResult("\n".join(lines), DIFF_DIFFERENT, notes)
+    pinnable = shown == name and _recomputed_hash(tool, document.hash_version) in (tool.schema_hash, None)
+    command = suggested_command("approve", str(ref), f"{name}@{tool.schema_hash}", namespace=namespace) \
+        if pinnable else None
+    return DiffResult("\n".join(lines), DIFF_DIFFERENT, notes, command)
+
+
+def approve_hint(result: DiffResult) -> list[str]:
+    """What `diff` prints after a difference: the command that approves what it showed, pin last."""
+    if result.approve_command is None:
+        return []
+    return ["to approve exactly this definition (refused if it changes before you do):",
+            f"  {result.approve_command}"]

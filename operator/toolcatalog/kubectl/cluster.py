@@ -3,17 +3,19 @@
 Also what several commands share: reading a resource's cache document, and listing ToolServers
 and ConnectorConfigs in one namespace or in all of them as far as RBAC lets the user (a
 cluster-wide list first; when that is forbidden, the namespaces one by one, skipping those the
-user cannot read).
+user cannot read). Many reads (the namespaces one by one, the cache of each resource) are sent
+READ_CONCURRENCY at a time, and their answers are taken in order, as a loop would take them.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Generator, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import kubernetes
 from kubernetes.client.exceptions import ApiException
@@ -37,6 +39,10 @@ from .format import (
 MERGE_PATCH = "application/merge-patch+json"
 REQUEST_TIMEOUT_SECONDS = 30.0
 KINDS = (c.KIND_TOOLSERVER, c.KIND_CONNECTORCONFIG)
+READ_CONCURRENCY = 8    # reads in flight at once across namespaces and caches: quick, and gentle on the server
+
+_Arg = TypeVar("_Arg")
+_Answer = TypeVar("_Answer")
 
 
 @dataclass
@@ -142,16 +148,50 @@ def connect(*, kubeconfig: str | None = None, context: str | None = None,
     The namespace is -n, else the context's namespace, else `default`.
     """
     config_file = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
+    configuration = kubernetes.client.Configuration()
+    # One connection per read in flight: a smaller pool would open and drop connections (and warn).
+    configuration.connection_pool_maxsize = max(configuration.connection_pool_maxsize or 0, READ_CONCURRENCY)
     try:
         contexts, current = kubernetes.config.list_kube_config_contexts(config_file=config_file)
         api_client = kubernetes.config.new_client_from_config(
-            config_file=config_file, context=context, persist_config=False)
+            config_file=config_file, context=context, persist_config=False, client_configuration=configuration)
     except (ConfigException, OSError) as error:
         raise PluginError(f"cannot load kubeconfig {config_file!r}: {error}") from None
     chosen = next((ctx for ctx in contexts or [] if ctx.get("name") == context), None) \
         if context else current
     context_namespace = ((chosen or {}).get("context") or {}).get("namespace")
     return Cluster(api_client=api_client, namespace=namespace or context_namespace or "default")
+
+
+# ---------------------------------------------------------------------------- many reads
+
+
+def read_each(read: Callable[[_Arg], _Answer], args: Sequence[_Arg], *,
+              limit: int = READ_CONCURRENCY) -> Generator[tuple[_Arg, _Answer | PluginError], None, None]:
+    """`read(arg)` for every arg, at most `limit` at a time; the answers in the order of `args`.
+
+    A PluginError (forbidden, not found, an API error) comes in place of its answer, so that the
+    caller handles each in order, exactly as a loop over `args` would; anything else is raised.
+    When the caller stops early (it raised), the reads not yet started are cancelled. Use it in
+    `contextlib.closing` so that happens at once.
+    """
+    def answer(arg: _Arg) -> _Answer | PluginError:
+        try:
+            return read(arg)
+        except PluginError as error:
+            return error
+
+    if len(args) <= 1 or limit <= 1:
+        for arg in args:
+            yield arg, answer(arg)
+        return
+    executor = ThreadPoolExecutor(max_workers=min(limit, len(args)), thread_name_prefix="toolcatalog-read")
+    try:
+        futures = [executor.submit(answer, arg) for arg in args]
+        for arg, future in zip(args, futures, strict=True):
+            yield arg, future.result()
+    finally:
+        executor.shutdown(wait=False, cancel_futures=True)
 
 
 # ---------------------------------------------------------------------------- caches
@@ -205,7 +245,9 @@ def list_resources(cluster: Cluster, *, all_namespaces: bool, namespace: str | N
     """ToolServers and ConnectorConfigs in `namespace` (default: the context's), or in every namespace.
 
     A namespace the user may not read is skipped with a note, never an error for the whole
-    listing; it is an error (exit 4) only when nothing at all could be listed.
+    listing; it is an error (exit 4) only when nothing at all could be listed. The lists go
+    READ_CONCURRENCY at a time; their answers are taken in order, so the notes, and the error
+    when one is raised, are those of listing one after another.
     """
     listing = Listing()
     listed_any = False
@@ -213,12 +255,15 @@ def list_resources(cluster: Cluster, *, all_namespaces: bool, namespace: str | N
     scopes = [namespace or cluster.namespace]
     if all_namespaces:
         one_by_one = []
-        for kind in KINDS:
-            try:
-                listing.found += found_in(kind, cluster.list_objects(kind, None))
-                listed_any = True
-            except ForbiddenError:
-                one_by_one.append(kind)
+        with closing(read_each(lambda kind: found_in(kind, cluster.list_objects(kind, None)), KINDS)) as wide:
+            for kind, found in wide:
+                if isinstance(found, ForbiddenError):
+                    one_by_one.append(kind)
+                elif isinstance(found, PluginError):
+                    raise found
+                else:
+                    listing.found += found
+                    listed_any = True
         if one_by_one:
             try:
                 scopes = cluster.list_namespaces()
@@ -231,13 +276,21 @@ def list_resources(cluster: Cluster, *, all_namespaces: bool, namespace: str | N
                 listing.notes.append(f"note: skipped {plurals}: RBAC forbids listing them in all namespaces, and"
                                      " listing the namespaces; use -n NAMESPACE for one you can read")
                 scopes = []
-    for kind in one_by_one:
-        for scope in scopes:
-            try:
-                listing.found += found_in(kind, cluster.list_objects(kind, scope))
-                listed_any = True
-            except ForbiddenError:
+
+    def list_one(kind_and_scope: tuple[str, str]) -> list[Found]:
+        kind, scope = kind_and_scope
+        return found_in(kind, cluster.list_objects(kind, scope))
+
+    reads = [(kind, scope) for kind in one_by_one for scope in scopes]
+    with closing(read_each(list_one, reads)) as each:
+        for (kind, scope), in_scope in each:
+            if isinstance(in_scope, ForbiddenError):
                 listing.forbidden.setdefault(scope, []).append(c.PLURAL[kind])
+            elif isinstance(in_scope, PluginError):
+                raise in_scope
+            else:
+                listing.found += in_scope
+                listed_any = True
     if not listed_any:
         where = "in any namespace" if all_namespaces else f"in namespace {namespace or cluster.namespace!r}"
         raise ForbiddenError(f"cannot list toolservers or connectorconfigs {where}: RBAC forbids it"

@@ -16,10 +16,18 @@ from typing import Any
 
 from ..api import constants as c
 from ..api.models import CachedTool
-from .format import NONE, ResourceRef, find_condition, format_table, printable
+from .format import (
+    NONE,
+    NOT_APPLICABLE,
+    POLICY_NONE,
+    ResourceRef,
+    approval_cell,
+    find_condition,
+    format_table,
+    printable,
+)
 
 GLOB_CHARS = "*?["
-NOT_APPLICABLE = "-"
 KIND_ORDER = {c.KIND_TOOLSERVER: 0, c.KIND_CONNECTORCONFIG: 1}
 
 
@@ -71,9 +79,7 @@ class Hit:
 
     @property
     def approval(self) -> str:
-        if self.policy == "None":
-            return NOT_APPLICABLE
-        return "Approved" if self.tool.approved else "Pending"
+        return approval_cell(self.tool, self.policy)
 
 
 def search_hits(found: Found, tools: Sequence[CachedTool], policy: str, pattern: str) -> list[Hit]:
@@ -139,9 +145,9 @@ def pending_count(obj: Mapping[str, Any]) -> str:
     every kept entry is a listed tool: then it is shown as a lower bound ("3+").
     """
     status = obj.get("status") or {}
-    policy = ((obj.get("spec") or {}).get("approval") or {}).get("policy") or "None"
+    policy = ((obj.get("spec") or {}).get("approval") or {}).get("policy") or POLICY_NONE
     entries = [tool for tool in status.get("tools") or [] if isinstance(tool, dict)]
-    governed = policy != "None" or find_condition(dict(obj), c.COND_APPROVED) is not None \
+    governed = policy != POLICY_NONE or find_condition(dict(obj), c.COND_APPROVED) is not None \
         or any(tool.get("approval") for tool in entries)
     if not governed:
         return NOT_APPLICABLE

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import shlex
 import textwrap
 import unicodedata
 from collections.abc import Sequence
@@ -193,6 +194,8 @@ DEFAULT_DESCRIPTION_WIDTH = 60  # when the terminal width is unknown (output pip
 MIN_DESCRIPTION_WIDTH = 20
 ELLIPSIS = "..."
 NONE = "<none>"
+NOT_APPLICABLE = "-"    # the APPROVAL of a tool when no approval policy applies
+POLICY_NONE = "None"
 LIST_WIDTH = 100  # wrap width of the new/removed/changed name lists
 LABEL_WIDTH = 18  # "Tools discovered:" plus padding, as kubectl describe aligns values
 
@@ -292,13 +295,21 @@ def _bool(value: bool) -> str:
     return "true" if value else "false"
 
 
-def tool_rows(tools: Sequence[CachedTool], *, show_selected: bool) -> list[list[str]]:
+def approval_cell(tool: CachedTool, policy: str) -> str:
+    """`Approved` or `Pending` under an approval policy (the cache's), `-` without one."""
+    if policy == POLICY_NONE:
+        return NOT_APPLICABLE
+    return "Approved" if tool.approved else "Pending"
+
+
+def tool_rows(tools: Sequence[CachedTool], *, show_selected: bool, policy: str = POLICY_NONE) -> list[list[str]]:
     """Table cells without the description (its width depends on the others)."""
     rows = []
     for tool in tools:
         row = [printable(tool.name), _bool(tool.available), _bool(tool.enabled)]
         if show_selected:
             row.append(_bool(tool.selected))
+        row.append(approval_cell(tool, policy))
         row.append(printable(tool.first_seen) or NONE)
         rows.append(row)
     return rows
@@ -329,10 +340,35 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]], *,
     return "\n".join(lines)
 
 
-def format_tools_table(tools: Sequence[CachedTool], *, show_selected: bool = False,
+def format_tools_table(tools: Sequence[CachedTool], *, show_selected: bool = False, policy: str = POLICY_NONE,
                        terminal_width: int | None = None) -> str:
-    """The `tools` table: name, available, enabled (selected), first seen, description."""
+    """The `tools` table: name, available, enabled (selected), approval, first seen, description.
+
+    `policy` is the approval policy the cache was written under: APPROVAL is `-` without one.
+    """
     headers = ["NAME", "AVAILABLE", "ENABLED"] + (["SELECTED"] if show_selected else [])
-    headers += ["FIRST SEEN"]
-    return format_table(headers, tool_rows(tools, show_selected=show_selected),
+    headers += ["APPROVAL", "FIRST SEEN"]
+    return format_table(headers, tool_rows(tools, show_selected=show_selected, policy=policy),
                         descriptions=[tool.description for tool in tools], terminal_width=terminal_width)
+
+
+def tool_json(tool: CachedTool, policy: str) -> dict[str, Any]:
+    """`tools -o json`: the cache entry, every field (`approvedHash` included), with `approval`
+    (as in the APPROVAL column) after `approved`."""
+    entry: dict[str, Any] = {}
+    for key, value in tool.document().items():
+        entry[key] = value
+        if key == "approved":
+            entry["approval"] = approval_cell(tool, policy)
+    return entry
+
+
+# ---------------------------------------------------------------------------- commands to run next
+
+
+def suggested_command(*words: str, namespace: str | None = None) -> str:
+    """A `kubectl toolcatalog ...` line to copy and paste: every word shell-quoted, `-n NAMESPACE`
+    right after the subcommand (so the last word stays last, e.g. a TOOL@sha256:... pin)."""
+    verb, *rest = words
+    flags = ["-n", namespace] if namespace else []
+    return " ".join(["kubectl", "toolcatalog", verb, *(shlex.quote(word) for word in [*flags, *rest])])

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from typing import Any
 
-from ..api.models import CachedTool
+from ..api.models import CacheDocument, CachedTool
 from .approval import ApprovalPlan, DiffResult, diff_tool, plan_approval
-from .cluster import Cluster, Listing, cache_name, list_resources, parse_document, read_cache
-from .fleet import Hit, cache_skip_note, search_hits, sorted_hits
+from .cluster import Cluster, Listing, cache_name, list_resources, parse_document, read_cache, read_each
+from .fleet import Found, Hit, cache_skip_note, search_hits, sorted_hits
 from .format import (
+    POLICY_NONE,
     ConflictError,
     ForbiddenError,
     PluginError,
@@ -100,6 +102,7 @@ class ToolListing:
     namespace: str
     configmap: str
     tools: list[CachedTool]  # sorted by name, as the cache stores them
+    policy: str = POLICY_NONE  # the approval policy the cache was written under
 
 
 def list_tools(cluster: Cluster, ref: ResourceRef | str, *,
@@ -109,7 +112,7 @@ def list_tools(cluster: Cluster, ref: ResourceRef | str, *,
     namespace = namespace or cluster.namespace
     cm_name, document = read_cache(cluster, ref, cluster.get(ref, namespace), namespace)
     return ToolListing(ref=ref, namespace=namespace, configmap=cm_name,
-                       tools=sorted(document.tools, key=lambda tool: tool.name))
+                       tools=sorted(document.tools, key=lambda tool: tool.name), policy=document.approval.policy)
 
 
 # ---------------------------------------------------------------------------- approve, diff
@@ -127,7 +130,8 @@ def approve_tools(cluster: Cluster, ref: ResourceRef | str, names: Sequence[str]
                   all_pending: bool = False, dry_run: bool = False, namespace: str | None = None,
                   current: dict[str, Any] | None = None) -> ApproveOutcome:
     """Approve the current definitions of `names` (and every pending tool): one merge patch of
-    spec.tools guarded by the resourceVersion read, retried once on a conflict.
+    spec.tools guarded by the resourceVersion read, retried once on a conflict. A name may be
+    pinned, `TOOL@sha256:HEX`: when that is not its current definition, nothing is written (exit 4).
 
     The hashes are those of the cache document as read at the start; on a conflict only the
     object is read again (a concurrent edit of spec.tools is kept, never overwritten). `current`
@@ -157,7 +161,7 @@ def diff_of(cluster: Cluster, ref: ResourceRef | str, tool: str, *, namespace: s
     ref = _ref(ref)
     namespace = namespace or cluster.namespace
     _, document = read_cache(cluster, ref, cluster.get(ref, namespace), namespace)
-    return diff_tool(ref, document, tool)
+    return diff_tool(ref, document, tool, namespace=namespace)
 
 
 # ---------------------------------------------------------------------------- search, status
@@ -172,25 +176,29 @@ class SearchResult:
 
 def search_tools(cluster: Cluster, pattern: str, *, all_namespaces: bool = False,
                  namespace: str | None = None) -> SearchResult:
-    """Tools whose name or description matches `pattern`, in every cache the user can read."""
+    """Tools whose name or description matches `pattern`, in every cache the user can read.
+
+    The caches are read a few at a time (cluster.READ_CONCURRENCY), and the notes come in the
+    order of the resources, as when they were read one after another.
+    """
     listing = list_resources(cluster, all_namespaces=all_namespaces, namespace=namespace)
     notes = listing.all_notes()
     hits: list[Hit] = []
-    for found in listing.found:
+
+    def read(found: Found) -> CacheDocument | None:
         name = cache_name(found.ref, found.obj)
-        try:
-            configmap = cluster.read_configmap(name, found.namespace)
-            if configmap is None:
-                continue        # not synced yet: no tools to search
-            document = parse_document(name, configmap)
-        except ForbiddenError:
-            notes.append(cache_skip_note(found, name))
-            continue
-        except PluginError as error:
-            notes.append(f"note: skipped the tools of {found.ref.short} in namespace {found.namespace}:"
-                         f" {error.message}")
-            continue
-        hits += search_hits(found, document.tools, document.approval.policy, pattern)
+        configmap = cluster.read_configmap(name, found.namespace)
+        return None if configmap is None else parse_document(name, configmap)
+
+    with closing(read_each(read, listing.found)) as answers:
+        for found, answer in answers:
+            if isinstance(answer, ForbiddenError):
+                notes.append(cache_skip_note(found, cache_name(found.ref, found.obj)))
+            elif isinstance(answer, PluginError):
+                notes.append(f"note: skipped the tools of {found.ref.short} in namespace {found.namespace}:"
+                             f" {answer.message}")
+            elif answer is not None:        # None: not synced yet, no tools to search
+                hits += search_hits(found, answer.tools, answer.approval.policy, pattern)
     return SearchResult(sorted_hits(hits), notes, len(listing.found))
 
 

@@ -9,7 +9,8 @@ Commands: refresh, tools, approve, diff, search, status (`kubectl toolcatalog CO
 Exit status:
   refresh --wait   0 Succeeded, 1 Failed, 2 RateLimited, 3 timed out
   refresh, tools   0 done; tools: 1 no cache yet
-  approve          0 approved, or nothing to approve; 1 no cache yet
+  approve          0 approved, or nothing to approve; 1 no cache yet; 4 also when a pinned
+                   TOOL@sha256:HEX is not the current definition (nothing is written)
   diff             0 no difference, 1 differences (as diff and kubectl diff)
   search, status   0 when anything could be listed (namespaces RBAC hides are skipped with a note)
   every command    4 bad arguments, unknown resource or tool, forbidden, conflict, API error
@@ -25,7 +26,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import TextIO
 
-from .approval import approval_lines, policy_note, spec_tools_yaml
+from .approval import approval_lines, approve_hint, parse_tool_words, policy_note, spec_tools_yaml
 from .cluster import Cluster, connect
 from .fleet import format_search_table, format_status_table, search_json
 from .format import (
@@ -39,6 +40,7 @@ from .format import (
     parse_resource_ref,
     printable,
     timeout_message,
+    tool_json,
 )
 from .operations import (
     DEFAULT_WAIT_SECONDS,
@@ -123,13 +125,14 @@ def build_parser() -> argparse.ArgumentParser:
     tools = command(
         "tools", "list the tools in the cache ConfigMap",
         "Print the tools cached for a ToolServer or ConnectorConfig, removed ones\n"
-        "included (AVAILABLE false).",
+        "included (AVAILABLE false). APPROVAL is Approved or Pending under an approval\n"
+        "policy, - without one.",
         "exit status: 0 listed, 1 no cache yet, 4 bad arguments, not found or API error.")
     _target(tools)
     tools.add_argument("--all", action="store_true",
                        help="also list tools that spec.toolSelector leaves out (SELECTED column)")
     tools.add_argument("-o", "--output", choices=("table", "json"), default="table",
-                       help="table (default) or json (the full tool documents)")
+                       help="table (default) or json (the full tool documents, with approval and approvedHash)")
 
     approve = command(
         "approve", "approve the current definitions of tools (spec.tools[].approvedHash)",
@@ -137,10 +140,13 @@ def build_parser() -> argparse.ArgumentParser:
         "definition in the cache, keeping every other entry and field of spec.tools.\n"
         "One merge patch guarded by the resourceVersion read: a concurrent edit is\n"
         "never overwritten (the command re-reads and retries once). Review first with\n"
-        "`kubectl toolcatalog diff KIND/NAME TOOL`.",
-        "exit status: 0 approved, or nothing to approve; 1 no cache yet; 4 unknown tool\n"
-        "(nothing is written), bad arguments, not found, forbidden, conflict or API error.")
-    _target_and_tools(approve, "tools to approve")
+        "`kubectl toolcatalog diff KIND/NAME TOOL`, and approve what it showed with the\n"
+        "command it prints: TOOL@sha256:HEX approves TOOL only if its current definition\n"
+        "is still that one (the hash after +++).",
+        "exit status: 0 approved, or nothing to approve; 1 no cache yet; 4 unknown tool or\n"
+        "a pin that is not the current definition (nothing is written), bad arguments,\n"
+        "not found, forbidden, conflict or API error.")
+    _target_and_tools(approve, "tools to approve: TOOL, or TOOL@sha256:HEX to approve only that definition")
     approve.add_argument("--all-pending", action="store_true",
                          help="approve every tool that awaits approval")
     approve.add_argument("--print", dest="print_yaml", action="store_true",
@@ -149,7 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     diff = command(
         "diff", "show how a tool's definition differs from the approved one",
         "A unified diff of the approved definition (the cache's approvedDefinition)\n"
-        "and the current one, as pretty JSON with sorted keys; a new tool shows whole.",
+        "and the current one, as pretty JSON with sorted keys; a new tool shows whole.\n"
+        "After a difference, stderr has the approve command for exactly that definition\n"
+        "(TOOL@sha256:HEX, the hash after +++).",
         "exit status: 0 no difference, 1 differences, 4 errors (as diff and kubectl diff).")
     _target_and_tools(diff, "the tool to compare")
 
@@ -215,14 +223,15 @@ def _cmd_tools(cluster: Cluster, args: argparse.Namespace, out: TextIO, err: Tex
     listing = list_tools(cluster, _ref_of(args))
     shown = [tool for tool in listing.tools if args.all or tool.selected]
     if args.output == "json":
-        print(json.dumps([tool.document() for tool in shown], indent=2, ensure_ascii=False),
+        print(json.dumps([tool_json(tool, listing.policy) for tool in shown], indent=2, ensure_ascii=False),
               file=out)
         return EXIT_SUCCEEDED
     hidden = len(listing.tools) - len(shown)
     if not shown:
         print(f"No tools in the cache of {listing.ref} in namespace {listing.namespace}.", file=err)
     else:
-        print(format_tools_table(shown, show_selected=args.all, terminal_width=_width(out)), file=out)
+        print(format_tools_table(shown, show_selected=args.all, policy=listing.policy, terminal_width=_width(out)),
+              file=out)
     if hidden:
         print(f"({hidden} tools left out by spec.toolSelector; --all lists them)", file=err)
     return EXIT_SUCCEEDED
@@ -255,9 +264,9 @@ def _cmd_diff(cluster: Cluster, args: argparse.Namespace, out: TextIO, err: Text
         result = diff_of(cluster, ref, names[0])
     except PluginError as error:
         raise PluginError(error.message, EXIT_USAGE) from None    # 1 means "differences" here
-    print(result.text, file=out)
-    for note in result.notes:
-        print(note, file=err)
+    print(result.text, file=out, flush=True)   # before stderr, so that 2>&1 keeps the order
+    for line in [*result.notes, *approve_hint(result)]:
+        print(line, file=err)
     return result.exit_code
 
 
@@ -295,6 +304,8 @@ def _check_usage(args: argparse.Namespace) -> None:
         if args.command == "approve" and not names and not args.all_pending:
             raise PluginError("name the tools to approve, or pass --all-pending (review them first with"
                               f" `kubectl toolcatalog diff {ref} TOOL`)")
+        if args.command == "approve":
+            parse_tool_words(names)
         if args.command == "diff" and len(names) != 1:
             raise PluginError(f"name exactly one tool to compare, e.g. kubectl toolcatalog diff {ref} TOOL")
     elif "target" in args:
