@@ -65,10 +65,12 @@ class ClusterSession:
 
     def __init__(self, plane: Any, workdir: Path) -> None:
         self.plane = plane
-        plane.kubectl("apply", "-f", str(REPO / "deploy" / "namespace.yaml"))
-        plane.kubectl("apply", "-f", str(REPO / "deploy" / "rbac.yaml"))
-        token = plane.service_account_token(OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT)
+        # The namespace, ServiceAccount and RBAC exactly as `kubectl kustomize deploy/` renders them
+        # (tests/e2e/test_deploy.py checks every other install renders the same rules).
         from toolcatalog_dev.controlplane import write_kubeconfig
+        from toolcatalog_dev.deploy import install_operator_access
+
+        token = install_operator_access(plane)
 
         self.operator_kubeconfig = write_kubeconfig(workdir / "operator.kubeconfig", server=plane.url,
                                                     ca=plane.pki.ca_cert, token=token, user="toolcatalog")
