@@ -7,7 +7,8 @@ Dockerfile is built). TOOLCATALOG_TEST_IMAGE names an image to test instead, wit
 
 The container runs with podman (test/image/podman.sh: runc, cgroupfs, lowered ulimits) on the host's
 network, so that it reaches the control plane and the MCP test server on 127.0.0.1, as 10001:10001
-with a read-only root filesystem and only /tmp writable, with every capability dropped.
+with a read-only root filesystem and only /tmp writable, with every capability dropped, and with the
+arguments of deploy/base/deployment.yaml (its ports moved to free loopback ones).
 
 The tests skip, saying why, when podman cannot work here: not root (podman is set up for root only),
 or podman missing with no apt-get to install it, or podman failing at all (`podman info`). A build
@@ -16,7 +17,9 @@ that fails where podman works is a failure.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -29,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.k8s import TS, condition, toolserver, wait_until
@@ -48,6 +52,22 @@ UID_GID = "10001:10001"          # deploy/deployment.yaml's runAsUser/runAsGroup
 GRACE = 30                       # deploy/deployment.yaml's terminationGracePeriodSeconds
 BUILD_TIMEOUT = 1200             # a cold build on 2 cores: apt-get, debootstrap, the wheels
 CONTAINER_KUBECONFIG = "/var/run/toolcatalog/kubeconfig"
+DEPLOYMENT = REPO / "deploy" / "base" / "deployment.yaml"
+
+
+def deployment_args(health_port: int, ready_port: int, metrics_port: int) -> list[str]:
+    """The container's arguments in deploy/base/deployment.yaml, with its ports moved to free ones on 127.0.0.1
+    (the container shares the host's network)."""
+    (container,) = yaml.safe_load(DEPLOYMENT.read_text())["spec"]["template"]["spec"]["containers"]
+    args: list[str] = []
+    for arg in container["args"]:
+        if arg == "--metrics-port=9090":
+            args += [f"--metrics-port={metrics_port}", "--metrics-address=127.0.0.1"]
+            continue
+        args.append(arg.replace("0.0.0.0:8080", f"127.0.0.1:{health_port}")
+                    .replace("0.0.0.0:8081", f"127.0.0.1:{ready_port}"))
+    assert not any("0.0.0.0" in arg for arg in args), args
+    return args
 
 
 def podman(*args: str, timeout: float = 60, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -182,11 +202,10 @@ async def test_image_syncs_serves_health_and_metrics_and_stops_cleanly(image, ap
     shutil.copyfile(operator_kubeconfig, kubeconfig)
     os.chown(kubeconfig, 10001, 10001)
     kubeconfig.chmod(0o400)
-    health_port, metrics_port = free_port(), free_port()
+    health_port, ready_port, metrics_port = free_port(), free_port(), free_port()
     operator = container(
         image,
-        ["run", "--all-namespaces", f"--liveness=http://127.0.0.1:{health_port}/healthz",
-         f"--metrics-port={metrics_port}", "--metrics-address=127.0.0.1"],
+        deployment_args(health_port, ready_port, metrics_port),
         ["--network=host", "--read-only", "--read-only-tmpfs=false", "--tmpfs=/tmp:rw,size=64m,mode=1777",
          f"--user={UID_GID}", "--cap-drop=ALL", "--security-opt=no-new-privileges",
          f"--volume={kubeconfig}:{CONTAINER_KUBECONFIG}:ro", f"--env=KUBECONFIG={CONTAINER_KUBECONFIG}"],
@@ -202,6 +221,14 @@ async def test_image_syncs_serves_health_and_metrics_and_stops_cleanly(image, ap
     health = await wait_until(lambda: http_get(f"http://127.0.0.1:{health_port}/healthz"), what="/healthz answers",
                               operator=operator)
     assert health[0] == 200, health
+    ready = await wait_until(lambda: (got := http_get(f"http://127.0.0.1:{ready_port}/readyz")) and got[0] == 200
+                             and got, what="/readyz says ready", operator=operator)
+    assert '"ready": true' in ready[1]
+    # --log-format=json, as the Deployment runs it: one JSON object a line, one of them this sync's.
+    lines = [json.loads(line) for line in operator.log().splitlines() if line.startswith("{")]
+    assert not re.search(r"^\[\d{4}-\d\d-\d\d ", operator.log(), re.MULTILINE), "a text log line"
+    assert any(line.get("logger") == "toolcatalog.sync" and line.get("name") == "imaged"
+               and line.get("result") == "Succeeded" for line in lines), operator.log_tail()
 
     def metrics_with_syncs():
         got = http_get(f"http://127.0.0.1:{metrics_port}/metrics")

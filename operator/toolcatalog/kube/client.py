@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx2
 import kopf
@@ -24,6 +25,8 @@ from .errors import ApiError
 logger = logging.getLogger(__name__)
 
 MERGE_PATCH = "application/merge-patch+json"
+# Lists of metadata only (names, uids, resourceVersions), with plain JSON as the fallback.
+METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1, application/json"
 DEFAULT_TIMEOUT_SECONDS = 30.0
 CORE = "/api/v1"
 
@@ -83,16 +86,16 @@ class KubeClient:
             self._client = None
 
     async def request(self, method: str, path: str, *, body: Any = None, content_type: str = "application/json",
-                      what: str = "") -> dict[str, Any]:
+                      what: str = "", accept: str | None = None) -> dict[str, Any]:
         """One request; the decoded JSON object, or ApiError (status 0: no answer at all)."""
+        headers = {"Content-Type": content_type, **({"Accept": accept} if accept else {})}
         for attempt in (1, 2):
             if self._client is None:
                 self._client = self._connect()
             await self._limit.acquire()
             self.requests += 1
             try:
-                response = await self._client.request(method, path, json=body,
-                                                      headers={"Content-Type": content_type})
+                response = await self._client.request(method, path, json=body, headers=headers)
             except httpx2.TimeoutException:
                 raise ApiError(0, "Timeout", f"{what or path}: the API server did not answer in time") from None
             except httpx2.TransportError as exc:
@@ -130,6 +133,24 @@ class KubeClient:
 
     async def read_object(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         return await self.get(custom_path(kind, namespace, name), f"{kind} {namespace}/{name}")
+
+    async def list_metadata(self, kind: str, namespace: str | None = None,
+                            page: int = 500) -> list[dict[str, Any]]:
+        """The metadata of every ToolServer or ConnectorConfig (in `namespace`, or everywhere), in pages.
+
+        Asks for PartialObjectMetadataList: names, uids and resourceVersions, not statuses of 500 tools.
+        """
+        base = custom_path(kind, namespace) if namespace else "/".join(["/apis", c.GROUP, c.VERSION, c.PLURAL[kind]])
+        items: list[dict[str, Any]] = []
+        token = ""
+        while True:
+            query = urlencode({"limit": page, **({"continue": token} if token else {})})
+            answer = await self.request("GET", f"{base}?{query}", accept=METADATA_LIST,
+                                        what=f"{c.PLURAL[kind]} in {namespace or 'every namespace'}")
+            items.extend(item.get("metadata") or {} for item in answer.get("items") or [])
+            token = str((answer.get("metadata") or {}).get("continue") or "")
+            if not token:
+                return items
 
     # -- the objects a sync writes -----------------------------------------------------------
 
