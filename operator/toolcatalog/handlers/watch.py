@@ -23,6 +23,7 @@ from ..api.errors import SyncError
 from ..api.resource import ObjectKey
 from ..api.spec import names_of, parse_spec
 from ..engine.runtime import Engine
+from .sharding import Shard, identity_and_spec
 
 # Index ids: also the names kopf passes them to handlers under.
 REFERRERS = ("toolserver_referrers", "connectorconfig_referrers")
@@ -62,17 +63,20 @@ def _engine(memo: Any) -> Engine | None:
     return getattr(memo, "engine", None)
 
 
-def register(registry: kopf.OperatorRegistry) -> None:
+def register(registry: kopf.OperatorRegistry, shard: Shard | None = None) -> None:
+    """`shard`: take only the resources whose uid hashes to it (sharding.py); None: every resource."""
     for kind, index_id in zip((c.KIND_TOOLSERVER, c.KIND_CONNECTORCONFIG), REFERRERS, strict=True):
-        _register_kind(registry, kind, index_id)
+        _register_kind(registry, kind, index_id, shard or Shard())
 
+    # Every handler here is a coroutine: kopf runs plain functions in a thread pool, a thread hop per event.
     @kopf.index("secrets", id=SECRET_VERSIONS, registry=registry)
-    def secret_versions(namespace: str | None, name: str, meta: kopf.Meta, **_: Any) -> dict[tuple[str, str], str]:
+    async def secret_versions(namespace: str | None, name: str, meta: kopf.Meta,
+                              **_: Any) -> dict[tuple[str, str], str]:
         return {(namespace or "", name): str(meta.get("resourceVersion") or "")}
 
     @kopf.index("configmaps", id=CONFIGMAP_VERSIONS, registry=registry)
-    def configmap_versions(namespace: str | None, name: str, meta: kopf.Meta,
-                           **_: Any) -> dict[tuple[str, str], str]:
+    async def configmap_versions(namespace: str | None, name: str, meta: kopf.Meta,
+                                 **_: Any) -> dict[tuple[str, str], str]:
         return {(namespace or "", name): str(meta.get("resourceVersion") or "")}
 
     @kopf.on.event("secrets", id="wake-secret-users", registry=registry)
@@ -94,12 +98,14 @@ def _wake(memo: Any, event: kopf.RawEvent, key: RefKey, indexes: Iterable[kopf.I
         engine.enqueue(referrer)
 
 
-def _register_kind(registry: kopf.OperatorRegistry, kind: str, index_id: str) -> None:
+def _register_kind(registry: kopf.OperatorRegistry, kind: str, index_id: str, shard: Shard) -> None:
     plural = c.PLURAL[kind]
 
     @kopf.index(c.GROUP, c.VERSION, plural, id=index_id, registry=registry)
-    def index_references(namespace: str | None, name: str, spec: Any, status: Any,
-                         **_: Any) -> dict[RefKey, ObjectKey]:
+    async def index_references(namespace: str | None, name: str, spec: Any, status: Any, uid: str | None,
+                               **_: Any) -> dict[RefKey, ObjectKey]:
+        if not shard.owns(uid):     # another shard's: what it references must wake nothing here
+            return {}
         return referenced(kind, namespace or "", name, spec, status)
 
     @kopf.on.event(c.GROUP, c.VERSION, plural, id=f"reconcile-{plural}", registry=registry)
@@ -108,7 +114,17 @@ def _register_kind(registry: kopf.OperatorRegistry, kind: str, index_id: str) ->
         engine = _engine(memo)
         if engine is None:
             return
-        engine.observe(kind, body, deleted=event.get("type") == "DELETED")
+        deleted = event.get("type") == "DELETED"
+        if shard.owns(body.get("metadata", {}).get("uid")):
+            engine.observe(kind, body, deleted=deleted)
+        elif kind == c.KIND_TOOLSERVER:     # another shard's; this shard's ConnectorConfigs may inherit from it
+            foreign = identity_and_spec(body)
+            if deleted:
+                engine.objects.forget((kind, namespace or "", name), foreign["metadata"].get("uid"))
+            else:
+                engine.objects.observe(kind, foreign)
+        else:
+            return
         if kind == c.KIND_TOOLSERVER:
             for referrer in referrers((indexes[REFERRERS[1]],), (namespace or "", "ToolServer", name)):
                 engine.enqueue(referrer)

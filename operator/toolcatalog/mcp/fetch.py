@@ -9,7 +9,9 @@ Two eras of MCP, one result:
 
 Each endpoint's era is remembered (`EraMemory`), so a sync never probes twice; a refresh forgets it
 and probes again. Byte caps hold on every answer and on the whole catalog. Errors are SyncErrors whose
-messages never hold a header value.
+messages never hold a header value. The SDK (and the server stack its client package imports, tens of
+MiB) is imported only when an endpoint needs a session: an operator whose servers all speak 2026-07-28
+never loads it.
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ from typing import Any
 
 import anyio
 import httpx2
-import mcp_types
 from pydantic import TypeAdapter
 
 from ..api import constants as c
@@ -33,7 +34,6 @@ from ..api.endpoint import Endpoint, FetchedCatalog, display_url
 from ..api.errors import SyncError
 from ..api.models import ServerInfo
 from .pool import HttpPool
-from .session import Mode, WatchedTransport, WireWatch, describe_failure, mcp_client, scrubbed
 from .stateless import MODERN_VERSION, SERVER_INFO_KEY, LegacyEra, StatelessCall
 from .wire import Limits, header_secrets, scrub, short
 
@@ -133,7 +133,7 @@ async def fetch_catalog(endpoint: Endpoint, *, pool: HttpPool, timeout: float, e
     try:
         with anyio.fail_after(timeout):
             if endpoint.transport == c.TRANSPORT_SSE or (known is not None and not known.modern):
-                return await _in_session(endpoint, pool, timeout, limits, max_pages, mode="legacy")
+                return await _in_session(endpoint, pool, timeout, limits, max_pages)
             try:
                 catalog = await _stateless(endpoint, pool, timeout, limits, max_pages,
                                            known.list_changed if known is not None else None)
@@ -143,7 +143,7 @@ async def fetch_catalog(endpoint: Endpoint, *, pool: HttpPool, timeout: float, e
                 if eras is not None:
                     eras.learn(endpoint, modern=False, list_changed=None)
                 logger.debug("%s speaks a handshake era of MCP: using a session", url)
-                return await _in_session(endpoint, pool, timeout, limits, max_pages, mode="legacy")
+                return await _in_session(endpoint, pool, timeout, limits, max_pages)
             if eras is not None:
                 eras.learn(endpoint, modern=True, list_changed=catalog.server.list_changed)
             return catalog
@@ -204,16 +204,20 @@ def _text(value: Any) -> str | None:
     return value[: c.SERVER_TEXT_MAX] if isinstance(value, str) and value else None
 
 
-async def _in_session(endpoint: Endpoint, pool: HttpPool, timeout: float, limits: Limits, max_pages: int,
-                      mode: Mode) -> FetchedCatalog:
+async def _in_session(endpoint: Endpoint, pool: HttpPool, timeout: float, limits: Limits,
+                      max_pages: int) -> FetchedCatalog:
     """A handshake-era session (the SDK's Client), asking for each page's raw JSON result."""
+    import mcp_types  # the SDK, lazily: only endpoints that need a session pay for it
+
+    from .session import WatchedTransport, WireWatch, describe_failure, mcp_client, scrubbed
+
     watch = WireWatch(endpoint)
     transport = WatchedTransport(pool.transport_for(endpoint.tls), watch, limits)
     catalog: FetchedCatalog | None = None
     try:
         with anyio.CancelScope() as abort:
             watch.scope = abort
-            async with mcp_client(endpoint, transport, timeout=timeout, mode=mode) as client, client:
+            async with mcp_client(endpoint, transport, timeout=timeout, mode="legacy") as client, client:
                 tools = client.server_capabilities.tools
                 server = ServerInfo(name=_text(client.server_info.name) if client.server_info else None,
                                     version=_text(client.server_info.version) if client.server_info else None,
