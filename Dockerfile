@@ -60,7 +60,7 @@ RUN set -eu; \
 # --------------------------------------------------------------------------------------------- runtime
 FROM ${BASE_IMAGE}
 
-# A numeric non-root user (as deploy/deployment.yaml runs it), with a passwd entry for the tools
+# A numeric non-root user (as deploy/base/deployment.yaml runs it), with a passwd entry for the tools
 # that look the user up; no home directory: the root filesystem is read-only, only /tmp is writable.
 RUN groupadd --system --gid 10001 toolcatalog \
     && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
@@ -82,6 +82,9 @@ LABEL org.opencontainers.image.title="toolcatalog" \
 
 USER 10001:10001
 WORKDIR /
-EXPOSE 8080 9090
+# liveness, readiness, metrics, and the admission webhook when it is on (deploy/overlays/webhook)
+EXPOSE 8080 8081 9090 9443
 ENTRYPOINT ["toolcatalog"]
-CMD ["run", "--all-namespaces", "--liveness=http://0.0.0.0:8080/healthz", "--metrics-port=9090"]
+# What deploy/base/deployment.yaml passes (the manifests say it again, explicitly).
+CMD ["run", "--all-namespaces", "--standalone", "--liveness=http://0.0.0.0:8080/healthz", \
+     "--readiness=http://0.0.0.0:8081/readyz", "--metrics-port=9090", "--log-format=json"]

@@ -5,7 +5,8 @@ Two backends run the same end-to-end tests (`--backend`, or TOOLCATALOG_TEST_BAC
 - `emulator` (make test): kmock's emulator made faithful, one per test, on loopback; fast.
 - `cluster` (make test-cluster): a real etcd + kube-apiserver + kube-controller-manager on
   loopback, started once per session; each test gets its own namespace, and the operator runs as
-  the ServiceAccount of deploy/rbac.yaml with a token from the TokenRequest API, never as admin.
+  the ServiceAccount, with the RBAC, that `kubectl kustomize deploy/` renders, with a token from the
+  TokenRequest API, never as admin.
 
 Tests that only make sense on one backend carry `@pytest.mark.emulator_only("why")` or
 `@pytest.mark.cluster_only("why")`.

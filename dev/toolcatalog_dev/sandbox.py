@@ -139,7 +139,7 @@ class Sandbox:
             return None
         from .controlplane import REPO
 
-        version = next((line.split()[1] for line in (REPO / "test/controlplane/kubernetes/go.mod").read_text()
+        version = next((line.split()[2] for line in (REPO / "test/controlplane/kubernetes/go.mod").read_text()
                         .splitlines() if line.startswith("require k8s.io/kubernetes ")), "")
         cache = Path(os.environ.get("TOOLCATALOG_CACHE") or Path.home() / ".cache" / "toolcatalog")
         cached = cache / "controlplane" / version

@@ -1,4 +1,4 @@
-"""The container image, run the way deploy/deployment.yaml runs it, against the real control plane.
+"""The container image, run the way deploy/base/deployment.yaml runs it, against the real control plane.
 
 The image is built by test/image/build.sh (what `make image` runs): cached, so this costs well under
 a second when the sources have not changed, and a few minutes on a fresh machine (podman, runc and
@@ -48,8 +48,8 @@ pytestmark = [pytest.mark.e2e,
 REPO = Path(__file__).resolve().parents[2]
 BUILD = REPO / "test" / "image" / "build.sh"
 PODMAN = REPO / "test" / "image" / "podman.sh"
-UID_GID = "10001:10001"          # deploy/deployment.yaml's runAsUser/runAsGroup
-GRACE = 30                       # deploy/deployment.yaml's terminationGracePeriodSeconds
+UID_GID = "10001:10001"          # deploy/base/deployment.yaml's runAsUser/runAsGroup
+GRACE = 30                       # deploy/base/deployment.yaml's terminationGracePeriodSeconds
 BUILD_TIMEOUT = 1200             # a cold build on 2 cores: apt-get, debootstrap, the wheels
 CONTAINER_KUBECONFIG = "/var/run/toolcatalog/kubeconfig"
 DEPLOYMENT = REPO / "deploy" / "base" / "deployment.yaml"

@@ -46,7 +46,7 @@ class ApiError(Exception):
 _TABLE: dict[int, tuple[str | None, str]] = {
     400: (c.REASON_WRITE_REJECTED, "the API server refused the request as malformed"),
     401: (c.REASON_FORBIDDEN, "the API server refused the operator's credentials"),
-    403: (c.REASON_FORBIDDEN, "the operator's RBAC does not allow this; grant it (see deploy/rbac.yaml)"),
+    403: (c.REASON_FORBIDDEN, "the operator's RBAC does not allow this; grant it (see deploy/base/rbac.yaml)"),
     404: (None, "it does not exist"),
     409: (c.REASON_API_UNAVAILABLE, "it changed meanwhile; retrying"),
     413: (c.REASON_CACHE_TOO_LARGE, "the API server refused the request as too large"),
