@@ -72,7 +72,8 @@ namespace that does not exist), CRD deletion (its resources stay served), ``dryR
 Caveats of the design:
 
 - A write a test's reaction answers is still stored (kmock stores every write it receives), and
-  watches see it. A write the front refuses (400, 404 on a subresource, 409, 415, 422) never
+  watches see it. To refuse a write unstored, as an admission policy does, add a policy to
+  ``ApiServer.admission``. A write the front refuses (400, 404 on a subresource, 409, 415, 422) never
   reaches kmock, so it is not in the request log.
 - kmock's request log shows the normalised write (the created object, the minimal patch from the
   stored object, or a JSON patch when a merge patch cannot express it), with the client's headers.
@@ -94,7 +95,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -174,6 +175,9 @@ class ApiServer:
         self.backend: kmock.Server | None = None       # kmock's own server, which the front forwards to
         self.session: aiohttp.ClientSession | None = None
         self.write_lock = asyncio.Lock()  # one write at a time: from reading the object to its event
+        # Validating admission, as a test sets it up: each policy sees (method, target, the object as it
+        # would be stored) and answers None, or (code, reason, message) to refuse the write unstored.
+        self.admission: list[Callable[[str, Target, dict[str, Any]], tuple[int, str, str] | None]] = []
         self.exit_stack: contextlib.AsyncExitStack | None = None
 
     async def __aenter__(self) -> ApiServer:
@@ -261,6 +265,7 @@ class ApiServer:
         async with self.write_lock:
             if request.method == "POST":
                 obj = self.state.prepare_create(target, data)
+                self.admit(request.method, target, obj)
                 key = (target.resource, obj["metadata"].get("namespace"), obj["metadata"]["name"])
                 before, data = self.state.current(key), obj
                 body = json.dumps(obj).encode()
@@ -269,6 +274,7 @@ class ApiServer:
                 before = self.state.current(key)
                 if before is not None and request.method == "PATCH":
                     new = self.state.prepare_update(target, before, data, request.headers.get("Content-Type", ""))
+                    self.admit(request.method, target, new)
                     data = stored_patch(before, new, as_json_patch=isinstance(data, list))
                     body = json.dumps(data).encode()
                 elif before is not None and request.method == "DELETE":
@@ -287,6 +293,12 @@ class ApiServer:
             finally:  # whatever happened, watches learn what is stored now
                 await self.settle(key, before, orphan=policy == "Orphan")
         return response
+
+    def admit(self, method: str, target: Target, obj: dict[str, Any]) -> None:
+        for policy in self.admission:
+            refusal = policy(method, target, obj)
+            if refusal is not None:
+                raise error(*refusal)
 
     @staticmethod
     def check_preconditions(current: dict[str, Any], options: Any) -> None:
