@@ -13,7 +13,8 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 
-from .api.redact import Redactor
+from . import sandbox
+from .api.redact import Redactor, mask_userinfo
 from .config import DEFAULT_EGRESS_DENY, OperatorConfig
 
 # Loggers that could see credentials or full bodies at DEBUG stay at INFO whatever --debug says.
@@ -36,6 +37,15 @@ def _run_parser(sub: argparse._SubParsersAction, env: Mapping[str, str]) -> None
     run.add_argument("--standalone", action="store_true", help="no peering: do not coordinate with other operators")
     run.add_argument("--liveness", metavar="URL", default=None,
                      help="serve a liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
+    run.add_argument("--readiness", metavar="URL", default=None,
+                     help="serve a readiness endpoint, e.g. http://0.0.0.0:8081/readyz: 200 once the watches have "
+                          "delivered every resource and each was looked at, 503 before and while stopping")
+    run.add_argument("--watch-stall-timeout", type=float, metavar="SECONDS",
+                     default=float(default("WATCH_STALL_TIMEOUT", "180")),
+                     help="the liveness endpoint fails when a change the API server holds has not come through "
+                          "the watches for this long (default 180; env TOOLCATALOG_WATCH_STALL_TIMEOUT)")
+    run.add_argument("--log-format", choices=("text", "json"), default=default("LOG_FORMAT", "text"),
+                     help="text, or json: one JSON object a line (default text; env TOOLCATALOG_LOG_FORMAT)")
     run.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG (secrets are never logged)")
     run.add_argument("--debug", action="store_true", help="same as --verbose")
     run.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
@@ -71,6 +81,29 @@ def _run_parser(sub: argparse._SubParsersAction, env: Mapping[str, str]) -> None
                      help="requests a second the operator makes to the API server, on average (default 50)")
     run.add_argument("--kube-burst", type=int, default=int(default("KUBE_BURST", "100")), metavar="N",
                      help="requests it may make at once above that rate (default 100)")
+    run.add_argument("--webhook-port", type=int, metavar="PORT",
+                     default=int(default("WEBHOOK_PORT", "0")) or None,
+                     help="serve the validating admission webhook (HTTPS, path /validate) on this port "
+                          "(default: off; env TOOLCATALOG_WEBHOOK_PORT)")
+    run.add_argument("--webhook-address", metavar="ADDR", default=default("WEBHOOK_ADDRESS", "0.0.0.0"),
+                     help="the address the webhook listens on (default 0.0.0.0)")
+    run.add_argument("--webhook-cert-dir", metavar="DIR",
+                     default=default("WEBHOOK_CERT_DIR", "/etc/toolcatalog/webhook"),
+                     help="tls.crt and tls.key of the webhook, and ca.crt if the API server needs it (the layout of "
+                          "a cert-manager Secret; re-read when they change; default /etc/toolcatalog/webhook)")
+    run.add_argument("--webhook-service", metavar="NAMESPACE/NAME", default=default("WEBHOOK_SERVICE", "") or None,
+                     help="the Service the API server reaches the webhook through (port 443)")
+    run.add_argument("--webhook-host", metavar="HOST", default=default("WEBHOOK_HOST", "") or None,
+                     help="without --webhook-service: the host the API server calls, https://HOST:PORT/validate")
+    run.add_argument("--webhook-configuration", metavar="NAME", default=default("WEBHOOK_CONFIGURATION", "") or None,
+                     help="create and keep up to date this ValidatingWebhookConfiguration, a name with a dot such "
+                          "as toolcatalog.dev (kopf also keeps an empty MutatingWebhookConfiguration of that name; "
+                          "needs RBAC to write both; default: none, apply your own as deploy/overlays/webhook does)")
+    run.add_argument("--shard", type=int, default=int(default("SHARD", "0")), metavar="I",
+                     help="take only the resources whose uid hashes to shard I (default 0; env TOOLCATALOG_SHARD)")
+    run.add_argument("--total-shards", type=int, default=int(default("TOTAL_SHARDS", "1")), metavar="N",
+                     help="the number of shards, one operator process each (default 1: no sharding; "
+                          "env TOOLCATALOG_TOTAL_SHARDS)")
 
 
 def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
@@ -79,6 +112,7 @@ def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParse
     _run_parser(sub, os.environ if env is None else env)
     demo = sub.add_parser("demo", help="run a self-contained demo: emulated API server, demo MCP server, operator")
     demo.add_argument("--keep-running", action="store_true", help="keep everything running after the demo")
+    sandbox.add_parser(sub)
     return parser
 
 
@@ -88,10 +122,14 @@ def config_from(args: argparse.Namespace) -> OperatorConfig:
         namespaces=() if clusterwide else tuple(args.namespace), standalone=args.standalone, context=args.context,
         max_concurrent_syncs=args.max_concurrent_syncs, max_listeners=args.max_listeners,
         metrics_port=args.metrics_port, metrics_address=args.metrics_address, liveness=args.liveness,
+        readiness=args.readiness, watch_stall_timeout=args.watch_stall_timeout, log_format=args.log_format,
         egress_deny=tuple(args.egress_deny), egress_allow=tuple(args.egress_allow),
         max_sync_timeout=args.max_sync_timeout, min_server_ttl=args.min_server_ttl,
         max_response_bytes=args.max_response_bytes, max_catalog_bytes=args.max_catalog_bytes,
-        kube_qps=args.kube_qps, kube_burst=args.kube_burst,
+        kube_qps=args.kube_qps, kube_burst=args.kube_burst, shard=args.shard, total_shards=args.total_shards,
+        webhook_port=args.webhook_port, webhook_address=args.webhook_address, webhook_cert_dir=args.webhook_cert_dir,
+        webhook_service=args.webhook_service, webhook_host=args.webhook_host,
+        webhook_configuration=args.webhook_configuration,
         verbose=args.verbose or args.debug, quiet=args.quiet)
 
 
@@ -104,14 +142,17 @@ class RedactingFilter(logging.Filter):
         self.redactor = redactor
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not len(self.redactor):
-            return True
+        def clean(text: str) -> str:
+            return mask_userinfo(self.redactor.redact(text))
+
         message = record.getMessage()
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
-        record.msg, record.args = self.redactor.redact(message), ()
+        record.msg, record.args = clean(message), ()
         if record.exc_text:
-            record.exc_text = self.redactor.redact(record.exc_text)
+            record.exc_text = clean(record.exc_text)
+        if record.stack_info:
+            record.stack_info = clean(record.stack_info)
         record.exc_info = None
         return True
 
@@ -124,6 +165,10 @@ def configure_logging(config: OperatorConfig, redactor: Redactor) -> None:
         logging.getLogger(name).setLevel(max(logging.INFO, logging.getLogger().level))
     for handler in logging.getLogger().handlers:
         handler.addFilter(RedactingFilter(redactor))
+    if config.log_format == "json":
+        from .handlers.logs import use_json_lines
+
+        use_json_lines(redactor)
 
 
 def run_operator(config: OperatorConfig) -> int:
@@ -149,9 +194,18 @@ def run_operator(config: OperatorConfig) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.command == "run":
+        if args.total_shards < 1 or not 0 <= args.shard < args.total_shards:
+            parser.error(f"--shard must be in 0..--total-shards-1 and --total-shards at least 1 "
+                         f"(got --shard {args.shard} --total-shards {args.total_shards})")
+        if args.webhook_configuration and "." not in args.webhook_configuration:
+            parser.error(f"--webhook-configuration {args.webhook_configuration!r}: the API server wants its "
+                         "webhooks named like domains (validate.NAME with three parts), e.g. toolcatalog.dev")
         return run_operator(config_from(args))
+    if args.command == "sandbox":
+        return sandbox.main(args)
     if args.command == "demo":
         try:
             from toolcatalog_dev.demo import run_demo

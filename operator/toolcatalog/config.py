@@ -23,6 +23,9 @@ class OperatorConfig:
     metrics_port: int | None = None             # serve Prometheus metrics when set
     metrics_address: str = "0.0.0.0"
     liveness: str | None = None                 # e.g. http://0.0.0.0:8080/healthz
+    readiness: str | None = None                # e.g. http://0.0.0.0:8081/readyz (handlers/health.py)
+    watch_stall_timeout: float = 180.0          # liveness fails when the watches lag this long behind
+    log_format: str = "text"                    # text | json (handlers/logs.py)
     egress_deny: tuple[str, ...] = field(default=DEFAULT_EGRESS_DENY)
     egress_allow: tuple[str, ...] = ()          # non-empty: only these networks may be reached
     max_sync_timeout: float = 60.0              # caps spec.sync.timeoutSeconds: one server cannot hold a sync longer
@@ -32,5 +35,13 @@ class OperatorConfig:
     max_catalog_bytes: int = 32 * 1024 * 1024   # every page of one catalog, inflated
     kube_qps: float = 50.0                      # client-side rate limit of our own API requests
     kube_burst: int = 100
+    shard: int = 0                              # this process takes the resources whose uid hashes here ...
+    total_shards: int = 1                       # ... of this many shards (handlers/sharding.py)
+    webhook_port: int | None = None             # serve the validating admission webhook (handlers/admission.py)
+    webhook_address: str = "0.0.0.0"
+    webhook_cert_dir: str = "/etc/toolcatalog/webhook"     # tls.crt, tls.key, optional ca.crt
+    webhook_service: str | None = None          # NAMESPACE/NAME: the API server reaches it through this Service
+    webhook_host: str | None = None             # ... else at https://HOST:PORT/validate
+    webhook_configuration: str | None = None    # the ValidatingWebhookConfiguration to manage (None: apply your own)
     verbose: bool = False
     quiet: bool = False

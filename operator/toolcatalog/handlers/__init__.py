@@ -5,15 +5,23 @@
 
 from __future__ import annotations
 
+import logging
+
 import kopf
 
 from ..api.redact import Redactor
 from ..config import OperatorConfig
-from . import lifecycle, watch
+from . import admission, health, lifecycle, watch
+from .sharding import Shard
 
 
 def build_registry(config: OperatorConfig, redactor: Redactor) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
-    watch.register(registry)
+    shard = Shard(config.shard, config.total_shards)
+    if shard.sharded:
+        logging.getLogger(__name__).info("sharding: this operator takes the resources of %s", shard.describe())
+    watch.register(registry, shard)
     lifecycle.register(registry, config, redactor)
+    admission.register(registry, config)
+    health.register(registry)
     return registry
