@@ -378,17 +378,18 @@ def test_samples_fit_together() -> None:
 
 def _deploy_docs() -> dict[str, dict[str, Any]]:
     docs = [d for name in ("rbac.yaml", "deployment.yaml")
-            for d in yaml.safe_load_all((REPO / "deploy" / name).read_text())]
+            for d in yaml.safe_load_all((REPO / "deploy" / "base" / name).read_text())]
     return {d["kind"]: d for d in docs}
 
 
 def test_kustomization_includes_every_crd() -> None:
     """kustomize refuses ../crds/<file> (outside its root), so crds/ carries a Kustomization."""
-    deploy = yaml.safe_load((REPO / "deploy" / "kustomization.yaml").read_text())
+    assert yaml.safe_load((REPO / "deploy" / "kustomization.yaml").read_text())["resources"] == ["base"]
+    deploy = yaml.safe_load((REPO / "deploy" / "base" / "kustomization.yaml").read_text())
     assert deploy["namespace"] == "toolcatalog-system"
     for resource in deploy["resources"]:
-        assert (REPO / "deploy" / resource).exists(), resource
-    assert "../crds" in deploy["resources"]
+        assert (REPO / "deploy" / "base" / resource).exists(), resource
+    assert "../../crds" in deploy["resources"]
     crds = yaml.safe_load((REPO / "crds" / "Kustomization").read_text())
     assert sorted(crds["resources"]) == sorted(p.name for p in (REPO / "crds").glob("*.yaml"))
 
@@ -417,9 +418,10 @@ def test_deployment_runs_one_locked_down_operator() -> None:
     pod = deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"]["type"] == "Recreate"
-    assert container["image"] == "ghcr.io/toolcatalog/toolcatalog:0.1.0"
-    assert container["args"] == ["run", "--all-namespaces", "--liveness=http://0.0.0.0:8080/healthz",
-                                 "--metrics-port=9090"]
+    assert container["image"] == "toolcatalog:0.1.0"
+    assert container["args"] == ["run", "--all-namespaces", "--standalone", "--liveness=http://0.0.0.0:8080/healthz",
+                                 "--readiness=http://0.0.0.0:8081/readyz", "--metrics-port=9090",
+                                 "--log-format=json"]
     probe = container["livenessProbe"]["httpGet"]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports["metrics"] == 9090

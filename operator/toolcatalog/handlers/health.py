@@ -239,12 +239,13 @@ def exact_namespaces(patterns: Iterable[str]) -> bool:
 async def start(memo: Any, objects: ObjectCache, kube: KubeClient, *, backlog: Callable[[], int],
                 namespaces: tuple[str, ...], stall_after: float, readiness_url: str | None,
                 owns: Callable[[Mapping[str, Any]], bool] | None = None) -> None:
-    """The watches' health check (for the liveness probe) and, with a URL, the readiness endpoint."""
+    """The watches' health check (for the liveness probe), readiness (the toolcatalog_operator_ready gauge)
+    and, with a URL, the readiness endpoint."""
     memo.health = WatchHealth(objects, kube, namespaces=namespaces, stall_after=stall_after, owns=owns)
+    memo.readiness = Readiness(memo.health, backlog)
     if readiness_url:
-        memo.readiness = Readiness(memo.health, backlog)
         memo.readiness_runner = await serve_readiness(readiness_url, memo.readiness)
-        memo.readiness_task = asyncio.get_running_loop().create_task(memo.readiness.run(), name="readiness")
+    memo.readiness_task = asyncio.get_running_loop().create_task(memo.readiness.run(), name="readiness")
 
 
 async def stop(memo: Any) -> None:
