@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from typing import Any
 
 import kopf
@@ -21,10 +22,12 @@ from ..mcp.egress import EgressPolicy
 from ..mcp.fetch import EraMemory, fetch_catalog
 from ..mcp.pool import HttpPool
 from ..mcp.wire import Limits
+from . import health, logs
+from .drain import FETCH_GRACE_SECONDS, WRITE_TIMEOUT_SECONDS, Drain
+from .sharding import Shard
 from .watch import CONFIGMAP_VERSIONS, SECRET_VERSIONS
 
 logger = logging.getLogger(__name__)
-STOP_TIMEOUT_SECONDS = 10.0
 # Our own cache ConfigMaps are never anybody's reference: leave their writes out of the watch.
 CONFIGMAP_SELECTOR = "app.kubernetes.io/managed-by!=toolcatalog"
 # Helm keeps every release in a Secret; none of them is a credential for an MCP server.
@@ -55,15 +58,19 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig, redactor: 
         settings.posting.enabled = False        # the engine posts its own Events, and only those
         settings.watching.label_selectors["configmaps"] = CONFIGMAP_SELECTOR
         settings.watching.field_selectors["secrets"] = SECRET_SELECTOR
+        # Exact namespace names: no cluster-wide scanning of namespaces and CRDs (a namespace-scoped
+        # install then needs no cluster-scoped permission at all).
+        settings.scanning.disabled = health.exact_namespaces(config.namespaces)
         egress = EgressPolicy.from_lists(config.egress_deny, config.egress_allow)
         pool = HttpPool(egress=egress)
         # Each listener holds a connection; handshake-era ones a second for pings, plus reconnects.
         listener_pool = HttpPool(egress=egress, max_connections=2 * config.max_listeners + 10)
         kube = KubeClient(functools.partial(login, config.context), qps=config.kube_qps, burst=config.kube_burst)
-        reconciler = Reconciler(objects=ObjectCache(), kube=kube,
-                                fetch=functools.partial(fetch_catalog, pool=pool, eras=EraMemory(),
-                                                        limits=Limits(config.max_response_bytes,
-                                                                      config.max_catalog_bytes)),
+        drain = Drain()     # on shutdown, syncs are cut only before they write anything
+        reconciler = Reconciler(objects=ObjectCache(), kube=drain.store(kube),
+                                fetch=drain.fetcher(functools.partial(fetch_catalog, pool=pool, eras=EraMemory(),
+                                                                      limits=Limits(config.max_response_bytes,
+                                                                                    config.max_catalog_bytes))),
                                 versions=IndexedVersions(indexes[SECRET_VERSIONS], indexes[CONFIGMAP_VERSIONS]),
                                 server_ttl_floor=config.min_server_ttl, max_sync_timeout=config.max_sync_timeout,
                                 redactor=redactor)
@@ -72,8 +79,14 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig, redactor: 
         reconciler.listeners = ToolChangeListeners(engine.list_changed, max_listeners=config.max_listeners,
                                                    pool=listener_pool)
         reconciler.observers.append(metrics.observe)
-        memo.engine, memo.kube, memo.pools = engine, kube, (pool, listener_pool)
+        reconciler.observers.append(logs.log_sync)
+        memo.engine, memo.kube, memo.pools, memo.drain = engine, kube, (pool, listener_pool), drain
         engine.start()
+        shard = Shard(config.shard, config.total_shards)
+        await health.start(memo, engine.objects, kube, backlog=lambda: len(engine.queue),
+                           namespaces=config.namespaces, stall_after=config.watch_stall_timeout,
+                           readiness_url=config.readiness,
+                           owns=(lambda meta: shard.owns(meta.get("uid"))) if shard.sharded else None)
         if config.metrics_port:
             metrics.serve(config.metrics_port, config.metrics_address)
         logger.info("toolcatalog ready: at most %d concurrent syncs, %d listeners",
@@ -89,10 +102,16 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig, redactor: 
         engine: Engine | None = getattr(memo, "engine", None)
         if engine is None:
             return
-        await engine.stop(STOP_TIMEOUT_SECONDS)
+        await health.stop(memo)                     # readiness: 503 from now on
+        engine.queue.shut_down()                    # no new syncs; those reading or fetching may be cut,
+        await memo.drain.stop(FETCH_GRACE_SECONDS)  # those writing finish: never a half-written sync
+        writing_since = time.monotonic()
+        await engine.stop(WRITE_TIMEOUT_SECONDS)
+        await memo.drain.writers_done(max(0.0, WRITE_TIMEOUT_SECONDS - (time.monotonic() - writing_since)))
         listeners = engine.reconciler.listeners
         if isinstance(listeners, ToolChangeListeners):
             await listeners.aclose()
         for pool in memo.pools:
             await pool.aclose()
         await memo.kube.aclose()
+        await health.close(memo)
