@@ -82,8 +82,9 @@ def test_json_lines_mask_every_credential_in_every_field_and_the_traceback(captu
 def test_the_sync_line_has_resource_trigger_result_reason_duration_and_diff_counts():
     fields = sync_fields(outcome("Failed", "ServerUnavailable"))
     assert fields == {"kind": "ToolServer", "namespace": "team-a", "name": "tasks", "trigger": "refresh",
-                      "result": "Failed", "reason": "ServerUnavailable", "durationMs": 37, "tools": 4, "new": 2,
-                      "removed": 1, "changed": 0, "error": f"server said {TOKEN}"}
+                      "result": "Failed", "reason": "ServerUnavailable", "durationMs": 37, "totalMs": 0,
+                      "cacheWritten": False, "tools": 4, "new": 2, "removed": 1, "changed": 0,
+                      "error": f"server said {TOKEN}"}
     assert sync_fields(Outcome(("ToolServer", "a", "b"), Decision(action="wait"))) is None
 
 

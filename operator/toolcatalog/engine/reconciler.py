@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -112,6 +113,8 @@ class Outcome:
     decision: Decision
     plan: Plan | None = None
     wrote_status: bool = False
+    wrote_cache: bool = False           # this reconcile wrote the cache ConfigMap (and it stayed written)
+    seconds: float = 0.0                # the whole reconcile: reads, fetch, merge and every write
 
 
 @dataclass(frozen=True)
@@ -183,6 +186,7 @@ class Reconciler:
             self.forget(key)
             return None
         now = self.clock()
+        began = time.monotonic()
         memory = self._memory.setdefault(key, _Memory())
         decision = decide(resource, self._observed(resource, memory, now))
         memory.reconciled = True
@@ -203,6 +207,7 @@ class Reconciler:
         else:
             run = await self._sync(resource, decision, memory)
             plan = run.plan
+        wrote_cache = run is not None and run.wrote_cache
         try:
             wrote = await self._write(resource, plan)
         except StatusRejected as rejected:
@@ -213,9 +218,10 @@ class Reconciler:
             if run.wrote_cache:
                 assert run.plan.cache is not None and run.state is not None
                 await self._restore_cache(resource, run.plan.cache, run.state)
+                wrote_cache = False
             plan = plan_failure(resource, run.outcome, scrub_error(rejected.error, self.redactor), self.jitter())
             wrote = await self._write(resource, plan)
-        self._tell(Outcome(key, decision, plan, wrote))
+        self._tell(Outcome(key, decision, plan, wrote, wrote_cache, time.monotonic() - began))
         return _seconds_until(plan.requeue_at, self.clock())
 
     def _observed(self, resource: Resource, memory: _Memory, now: datetime) -> Observed:

@@ -80,13 +80,16 @@ class Engine:
     async def stop(self, timeout: float = 10.0) -> None:
         """Stop taking keys; give the reconciles in flight `timeout` seconds to finish, then cancel them."""
         self.queue.shut_down()
-        running = [*self._tasks, *self._slow]
-        if not running:
-            return
-        _, pending = await asyncio.wait(running, timeout=timeout)
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+        deadline = asyncio.get_running_loop().time() + timeout
+        # A reconcile may step aside into the slow pool while we wait: wait until both sets are empty.
+        while running := {*(t for t in self._tasks if not t.done()), *self._slow}:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                for task in running:
+                    task.cancel()
+                await asyncio.gather(*running, return_exceptions=True)
+                break
+            await asyncio.wait(running, timeout=left, return_when=asyncio.FIRST_COMPLETED)
         self._tasks = []
 
     @property

@@ -50,6 +50,10 @@ def sync_fields(outcome: Outcome) -> dict[str, Any] | None:
         error = refresh.error if refresh is not None else None
         fields.update(result=refresh.result if refresh is not None else "", reason=error.reason if error else "",
                       durationMs=0)
+    fields["totalMs"] = round(outcome.seconds * 1000)       # with every read and write, not just the fetch
+    fields["cacheWritten"] = outcome.wrote_cache
+    if outcome.wrote_cache and status.cache is not None:
+        fields["contentHash"] = status.cache.content_hash
     diff = plan.diff
     fields.update(tools=status.tool_count, new=len(diff.new) if diff else 0,
                   removed=len(diff.removed) if diff else 0, changed=len(diff.changed) if diff else 0)

@@ -1,0 +1,77 @@
+"""The engine's workers: slow reconciles step aside, and a stop waits for every reconcile in flight."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from toolcatalog.api.resource import ObjectKey
+from toolcatalog.engine.objects import ObjectCache
+from toolcatalog.engine.runtime import Engine
+
+
+class SlowReconciler:
+    """Reconciles that take `seconds`, some of them forever; records what started and what finished."""
+
+    def __init__(self, seconds: float, hung: set[str] | None = None) -> None:
+        self.objects = ObjectCache()
+        self.seconds, self.hung = seconds, hung or set()
+        self.started: list[str] = []
+        self.finished: list[str] = []
+
+    async def reconcile(self, key: ObjectKey) -> float | None:
+        self.started.append(key[2])
+        await asyncio.sleep(3600 if key[2] in self.hung else self.seconds)
+        self.finished.append(key[2])
+        return None
+
+    def forget(self, key: ObjectKey, uid: str | None = None) -> None:
+        pass
+
+
+def engine_for(reconciler: Any, **kwargs: Any) -> Engine:
+    return Engine(reconciler, **kwargs)
+
+
+async def test_a_stop_waits_for_a_reconcile_that_steps_aside_while_stopping():
+    reconciler = SlowReconciler(seconds=0.5)
+    engine = engine_for(reconciler, workers=1, slow_after=0.2)
+    engine.start()
+    engine.queue.add(("ToolServer", "ns", "a"))
+    while not reconciler.started:
+        await asyncio.sleep(0.01)
+    await engine.stop(timeout=5)        # begins before the reconcile steps aside into the slow pool
+    assert reconciler.finished == ["a"]
+
+
+async def test_hung_reconciles_step_aside_and_the_next_key_is_taken():
+    reconciler = SlowReconciler(seconds=0.0, hung={"hung-1", "hung-2"})
+    engine = engine_for(reconciler, workers=1, slow_after=0.05)
+    engine.start()
+    for name in ("hung-1", "hung-2", "healthy"):
+        engine.queue.add(("ToolServer", "ns", name))
+    for _ in range(200):
+        if "healthy" in reconciler.finished:
+            break
+        await asyncio.sleep(0.01)
+    assert reconciler.finished == ["healthy"] and engine.slow == 2
+    await engine.stop(timeout=0.1)      # the hung ones are cut at the deadline
+    assert engine.slow == 0
+
+
+async def test_one_namespace_holds_at_most_half_of_the_slow_pool():
+    hung = {f"hung-{i}" for i in range(4)}
+    reconciler = SlowReconciler(seconds=0.0, hung=hung)
+    engine = engine_for(reconciler, workers=1, slow_after=0.05, slow_capacity=4)
+    engine.start()
+    for name in sorted(hung):
+        engine.queue.add(("ToolServer", "team-a", name))
+    engine.queue.add(("ToolServer", "team-b", "healthy"))
+    for _ in range(200):
+        if len(reconciler.started) >= 3:
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.2)
+    # Two of team-a's hung reconciles hold the pool's half; the third holds the only worker.
+    assert engine.slow == 2 and len(reconciler.started) == 3
+    await engine.stop(timeout=0.1)
