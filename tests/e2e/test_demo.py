@@ -39,7 +39,8 @@ def demo_run() -> subprocess.CompletedProcess[str]:
 
 def _row(output: str, name: str) -> list[str]:
     """The cells of the first tools-table row for `name` (before the description)."""
-    match = re.search(rf"^\s+{name}\s+(true|false)\s+(true|false)\s+(true|false)\s+\S+Z\s", output, re.MULTILINE)
+    cells = r"\s+(true|false)\s+(true|false)\s+(true|false)\s+(?:Approved|Pending|-)\s+\S+Z\s"
+    match = re.search(rf"^\s+{name}{cells}", output, re.MULTILINE)
     assert match, f"no table row for {name} in:\n{output}"
     return list(match.groups())
 
@@ -50,7 +51,8 @@ def test_demo_syncs_the_sample_and_prints_catalog_status_and_events(demo_run):
     out = demo_run.stdout
     assert demo_run.returncode == 0, f"exit {demo_run.returncode}\n{out}\n{demo_run.stderr}"
     assert "Synced=True (SyncSucceeded)" in out
-    assert re.search(r"^\s+NAME\s+AVAILABLE\s+ENABLED\s+SELECTED\s+FIRST SEEN\s+DESCRIPTION$", out, re.MULTILINE)
+    header = r"^\s+NAME\s+AVAILABLE\s+ENABLED\s+SELECTED\s+APPROVAL\s+FIRST SEEN\s+DESCRIPTION$"
+    assert re.search(header, out, re.MULTILINE)
     for name in FIRST_RELEASE:
         assert _row(out, name)[0] == "true"  # available
     # The sample's own settings show: delete_task disabled, *_admin* left out by the selector.

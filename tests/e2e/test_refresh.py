@@ -221,7 +221,7 @@ async def test_plugin_refresh_wait_and_tools_against_the_operator(api, operator,
         out = capsys.readouterr().out
     assert code == 0
     header, *rows = out.strip().splitlines()
-    assert header.split()[:4] == ["NAME", "AVAILABLE", "ENABLED", "FIRST"]
+    assert header.split()[:5] == ["NAME", "AVAILABLE", "ENABLED", "APPROVAL", "FIRST"]
     assert [row.split()[0] for row in rows] == ["tool_000", "tool_001", "tool_002"]
     assert (await api.get(TS, api.ns, "plug"))["status"]["lastRefresh"]["reason"] == "plugin test"
 
