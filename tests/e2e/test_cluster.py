@@ -89,7 +89,8 @@ async def test_schema_defaults_are_stored_and_unknown_fields_pruned(api):
     assert stored == created
     assert stored["spec"] == {"url": "http://127.0.0.1:1/mcp", "transport": "streamable-http",
                               "sync": {"ttlSeconds": 3600, "timeoutSeconds": 30, "minIntervalSeconds": 10,
-                                       "suspend": False}}
+                                       "suspend": False},
+                              "approval": {"policy": "None"}}
     # Nobody has synced it yet: observedGeneration 0 makes it "in progress" for GitOps health checks.
     assert stored["status"] == {"observedGeneration": 0, "phase": "Pending", "toolCount": 0,
                                 "toolsTruncated": False, "consecutiveFailures": 0}
@@ -113,7 +114,9 @@ def _maximal(annotation: Any) -> Any:
 
 async def test_nothing_the_operator_can_write_to_status_is_pruned(api):
     """Every field of the status model, filled in at once, survives a real server's pruning."""
-    full = Status.model_validate(_maximal(Status)).dump()
+    maximal = _maximal(Status)
+    maximal["fetchedWith"]["headers"][0]["name"] = "X-Api-Key"     # an HTTP header name, as the CRD requires
+    full = Status.model_validate(maximal).dump()
     assert full["lastRefresh"]["error"] and full["server"]["listChanged"] is True   # truly everything
     await api.create(toolserver("full", "http://127.0.0.1:1/mcp"))
     written = await api.patch_status(TS, api.ns, "full", full)
