@@ -77,10 +77,10 @@ def _run_parser(sub: argparse._SubParsersAction, env: Mapping[str, str]) -> None
     run.add_argument("--max-catalog-bytes", type=int, metavar="BYTES",
                      default=int(default("MAX_CATALOG_BYTES", str(32 * 1024 * 1024))),
                      help="the most bytes of tool definitions read for one catalog, inflated (default 32 MiB)")
-    run.add_argument("--kube-qps", type=float, default=float(default("KUBE_QPS", "50")), metavar="QPS",
-                     help="requests a second the operator makes to the API server, on average (default 50)")
-    run.add_argument("--kube-burst", type=int, default=int(default("KUBE_BURST", "100")), metavar="N",
-                     help="requests it may make at once above that rate (default 100)")
+    run.add_argument("--kube-qps", type=float, default=float(default("KUBE_QPS", "100")), metavar="QPS",
+                     help="requests a second the operator makes to the API server, on average (default 100)")
+    run.add_argument("--kube-burst", type=int, default=int(default("KUBE_BURST", "200")), metavar="N",
+                     help="requests it may make at once above that rate (default 200)")
     run.add_argument("--webhook-port", type=int, metavar="PORT",
                      default=int(default("WEBHOOK_PORT", "0")) or None,
                      help="serve the validating admission webhook (HTTPS, path /validate) on this port "

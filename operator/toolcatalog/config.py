@@ -33,8 +33,8 @@ class OperatorConfig:
     min_server_ttl: float = 60.0                # the shortest cache lifetime a server's ttlMs may impose
     max_response_bytes: int = 8 * 1024 * 1024   # one answer from an MCP server, on the wire and inflated
     max_catalog_bytes: int = 32 * 1024 * 1024   # every page of one catalog, inflated
-    kube_qps: float = 50.0                      # client-side rate limit of our own API requests
-    kube_burst: int = 100
+    kube_qps: float = 100.0                     # client-side rate limit of our own API requests
+    kube_burst: int = 200
     shard: int = 0                              # this process takes the resources whose uid hashes here ...
     total_shards: int = 1                       # ... of this many shards (handlers/sharding.py)
     webhook_port: int | None = None             # serve the validating admission webhook (handlers/admission.py)

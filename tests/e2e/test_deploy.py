@@ -68,7 +68,7 @@ HELM: dict[str, dict[str, Any]] = {
                                                      "issuerRef": {"kind": "ClusterIssuer", "name": "corp-ca"}}},
         "metrics": {"enabled": False}, "logFormat": "text",
         "extraArgs": ["--max-concurrent-syncs=20", "--watch-stall-timeout=300"],
-        "extraEnv": [{"name": "TOOLCATALOG_KUBE_QPS", "value": "100"}],
+        "extraEnv": [{"name": "TOOLCATALOG_KUBE_QPS", "value": "150"}],
         "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
         "podAnnotations": {"example.com/team": "platform"}, "nodeSelector": {"kubernetes.io/os": "linux"},
     },

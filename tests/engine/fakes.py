@@ -143,12 +143,14 @@ class FakeKube:
 class Versions:
     def __init__(self, kube: FakeKube) -> None:
         self.kube = kube
+        self.unseen: set[str] = set()       # ConfigMaps the watch has not delivered yet
+
 
     def secret(self, namespace: str, name: str) -> str | None:
         return self.kube.secret_version(namespace, name)
 
     def configmap(self, namespace: str, name: str) -> str | None:
-        return self.kube.configmap_version(namespace, name)
+        return None if name in self.unseen else self.kube.configmap_version(namespace, name)
 
 
 def tool(name: str, description: str = "does things") -> dict[str, Any]:

@@ -126,6 +126,26 @@ async def test_a_configmap_changed_by_someone_else_is_read_afresh_and_never_over
     assert world.kube.get("ConfigMap", "toolserver-demo")["metadata"]["labels"]["touched"] == "yes"
 
 
+async def test_a_new_resource_creates_its_configmap_without_reading_it_unless_the_watch_knows_one():
+    world = World()
+    world.apply("demo")
+    await world.reconcile("demo")
+    assert world.kube.count("read_configmap") == 0 and world.kube.count("create_configmap") == 1
+    # Someone else's ConfigMap the watch has not delivered yet: the create conflicts and nothing is written;
+    # the retry reads it and finds it is not ours, so it is never overwritten.
+    world.apply("late")
+    world.kube.put("ConfigMap", "toolserver-late", {"data": {"theirs": "yes"}})
+    world.reconciler.versions.unseen.add("toolserver-late")
+    with pytest.raises(TransientError):
+        await world.reconcile("late")
+    assert world.status("late") == {}
+    world.reconciler.versions.unseen.clear()
+    await world.reconcile("late")
+    assert world.kube.count("read_configmap") == 1
+    assert world.status("late")["lastSync"]["error"]["reason"] == "CacheConflict"
+    assert world.kube.get("ConfigMap", "toolserver-late")["data"] == {"theirs": "yes"}
+
+
 async def test_a_foreign_configmap_is_a_conflict_but_a_previous_incarnations_is_adopted():
     world = World()
     world.kube.put("ConfigMap", "toolserver-demo", {"data": {"mine": "yes"}})

@@ -61,7 +61,7 @@ class Engine:
         self.queue.add(key)
 
     def forget(self, key: ObjectKey, uid: str | None = None) -> None:
-        if self.objects.forget(key, uid) is None and uid is not None:
+        if not self.objects.forget(key, uid) and uid is not None:
             return      # an older incarnation's deletion
         self.queue.discard(key)
         self.reconciler.forget(key, uid)

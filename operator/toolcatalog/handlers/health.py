@@ -140,14 +140,14 @@ class WatchHealth:
             behind: dict[ObjectKey, str | None] = {}
             missing = 0
             for key, version in listed.items():
-                cached = self.objects.get(key)
-                if cached is None:
+                if key not in self.objects:
                     missing += 1
                     behind[key] = version
-                elif cached.resource_version != version \
-                        and not resource_version_newer(cached.resource_version, version):
+                    continue
+                cached_version = self.objects.version(key)
+                if cached_version != version and not resource_version_newer(cached_version, version):
                     behind[key] = version
-            gone = [resource.key for resource in self.objects if resource.key not in every]
+            gone = [key for key in self.objects.keys() if key not in every]
             for key in gone:
                 behind[key] = None
             # A key lags since the first check that found it behind at this same version.
