@@ -61,14 +61,40 @@ install: ## Install the CRDs into the cluster in KUBECONFIG (kubectl)
 deploy: install ## Deploy the operator (namespace, RBAC, Deployment) with kustomize
 	kubectl apply -k deploy/
 
+# The operator under benchmark runs as the image installs it: runtime dependencies only (no kubernetes
+# client, which kopf would import if it could), in a virtual environment of its own.
+OPVENV  := .venv-operator
+OPSTAMP := $(OPVENV)/.installed
+
+$(OPSTAMP): pyproject.toml
+	$(PYTHON) -m venv $(OPVENV)
+	$(OPVENV)/bin/pip install --quiet --upgrade pip
+	$(OPVENV)/bin/pip install --quiet -e .
+	touch $(OPSTAMP)
+
 .PHONY: bench
-bench: $(STAMP) ## Run the benchmarks and print figures
-	$(BIN)/python -m bench
+bench: $(STAMP) $(OPSTAMP) ## Benchmarks on the emulator and the real control plane (BENCH_ARGS=--quick: minutes)
+	bash test/controlplane/build.sh > /dev/null
+	BENCH_OPERATOR_PYTHON=$(OPVENV)/bin/python $(BIN)/python -m bench $(BENCH_ARGS)
+
+.PHONY: bench-profile
+bench-profile: $(STAMP) $(OPSTAMP) ## The benchmarks with py-spy profiles of the operator (bench/results/profiles)
+	$(BIN)/pip install --quiet 'py-spy>=0.4,<0.5'
+	bash test/controlplane/build.sh > /dev/null
+	BENCH_OPERATOR_PYTHON=$(OPVENV)/bin/python $(BIN)/python -m bench --profile bench/results/profiles $(BENCH_ARGS)
 
 .PHONY: clean
 clean: ## Remove the virtual environment and caches
-	rm -rf $(VENV) .pytest_cache build dist operator/*.egg-info
+	rm -rf $(VENV) $(OPVENV) .pytest_cache build dist operator/*.egg-info
 
 .PHONY: image
 image: ## Build the container image with podman (cached)
 	bash test/image/build.sh
+
+.PHONY: helm
+helm: ## Build helm from the Go module proxy (cached) for the deploy tests, with cert-manager's CRDs
+	bash test/controlplane/helm/build.sh
+
+.PHONY: sandbox
+sandbox: $(STAMP) ## The demo kept running, with a KUBECONFIG for kubectl (SANDBOX_ARGS=--real: the real control plane)
+	$(BIN)/toolcatalog sandbox $(SANDBOX_ARGS)

@@ -1,142 +1,299 @@
-"""`make bench`: latency and cost figures of toolcatalog on this machine, printed, not asserted.
+"""`make bench`: how fast and how lean the operator is, beside the floor, measured in one run on this machine.
 
-- create -> Synced=True and annotation -> lastRefresh answered, for the real operator
-  (subprocess) against the API emulator and a real MCP server on loopback;
-- fetch_catalog latency and memory with the shared HTTP pool;
-- pure merge + render cost for large catalogs.
+    make bench                                  # the whole harness (about 50 minutes on 2 cores)
+    make bench BENCH_ARGS=--quick               # small sizes, short runs (a few minutes)
+    make bench BENCH_ARGS="--sizes 100,1000 --steady-seconds 600"
+    make bench-profile                          # the same with py-spy profiles of the operator
+
+Sections (--only picks some): floor (bare SDK session, raw HTTP on a warm connection, tools/list on an
+open session: 1, 50 and 500 tools), refresh (annotation to answer, on the emulator and on the real
+control plane, as ratios to the floor), converge (N ToolServers × 20 tools created at once on a fresh
+real control plane, then idle and sizes), steady (N with a short TTL for a while), triggers (Secret
+rotation and list-changed notification to resync). Prints a table and writes
+bench/results/<date>-<machine>.json. Every server listens on, and all traffic goes to, 127.0.0.1.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
-import statistics
+import json
+import os
+import platform
+import socket
+import subprocess
 import sys
-import tempfile
 import time
-import tracemalloc
+from importlib import metadata
 from pathlib import Path
+from typing import Any
 
-from tests.support.k8s import CM, TS, condition, toolserver
-from toolcatalog.api.endpoint import Endpoint
-from toolcatalog.api.models import CacheDocument, CacheSource, ServerInfo, ToolSelector
-from toolcatalog.mcp.fetch import fetch_catalog
-from toolcatalog.mcp.pool import HttpPool
-from toolcatalog.reconcile.cachedoc import render_cache
-from toolcatalog.reconcile.catalog import merge_catalog
-from toolcatalog_dev.emulator import ApiEmulator
-from toolcatalog_dev.mcpserver import McpTestServer, make_tools
-from toolcatalog_dev.operatorproc import OperatorProcess
+from bench import floor, refresh, scale, steady, triggers
+from bench.common import REPO, McpFleet, emulator, log, operator_environment, real_cluster, workdir
+
+SECTIONS = ("floor", "refresh", "converge", "steady", "triggers")
+CATALOGS = [1, 50, 500]
+PAGE_SIZE = 100
 
 
-def figures(label: str, samples_ms: list[float]) -> None:
-    samples = sorted(samples_ms)
-    p95 = samples[min(len(samples) - 1, int(round(0.95 * (len(samples) - 1))))]
-    print(f"  {label:<52} n={len(samples):<3} p50={statistics.median(samples):7.1f} ms   "
-          f"p95={p95:7.1f} ms   max={samples[-1]:7.1f} ms")
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true",
+                        help="small and short: --sizes 100 --rounds 10 --idle-seconds 20 --steady-resources 200 "
+                             "--steady-ttl 30 --steady-seconds 90 --trigger-rounds 3")
+    parser.add_argument("--sizes", default=None, help="convergence sizes N, comma-separated (default 100,1000,5000)")
+    parser.add_argument("--rounds", type=int, default=None, help="samples per latency figure (default 30)")
+    parser.add_argument("--idle-seconds", type=float, default=None, help="idle measurement per size (default 60)")
+    parser.add_argument("--steady-resources", type=int, default=None, help="steady state N (default 1000)")
+    parser.add_argument("--steady-ttl", type=int, default=None, help="steady state ttlSeconds (default 120)")
+    parser.add_argument("--steady-seconds", type=float, default=None, help="steady state duration (default 1800)")
+    parser.add_argument("--trigger-rounds", type=int, default=None, help="samples per trigger latency (default 10)")
+    parser.add_argument("--kube-qps", type=float, default=None, metavar="QPS",
+                        help="also converge the largest N at or below 1000 with the operator's --kube-qps QPS "
+                             "(burst 2×QPS), beside the default 100 (default 50; --quick: not)")
+    parser.add_argument("--only", default=",".join(SECTIONS), help=f"sections to run, of {','.join(SECTIONS)}")
+    parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
+                        help="record py-spy profiles of the operator (converge, steady) into DIR")
+    parser.add_argument("--output", type=Path, default=None, help="the JSON file (default bench/results/...)")
+    args = parser.parse_args(argv)
+    quick = args.quick
+    defaults = {"sizes": "100" if quick else "100,1000,5000", "rounds": 10 if quick else 30,
+                "idle_seconds": 20.0 if quick else 60.0, "steady_resources": 200 if quick else 1000,
+                "steady_ttl": 30 if quick else 120, "steady_seconds": 90.0 if quick else 1800.0,
+                "trigger_rounds": 3 if quick else 10, "kube_qps": None if quick else 50.0}
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    args.sizes = [int(part) for part in str(args.sizes).split(",") if part]
+    args.only = [part for part in args.only.split(",") if part]
+    unknown = set(args.only) - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown sections {sorted(unknown)}; choose from {SECTIONS}")
+    return args
 
 
-async def wait(check, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        await asyncio.sleep(0.005)
-    raise TimeoutError("benchmark condition not met")
-
-
-async def operator_latencies(rounds: int = 10) -> None:
-    print("operator against the API emulator (real kopf, real MCP over HTTP on loopback)")
-    async with ApiEmulator() as api:
-        workdir = Path(tempfile.mkdtemp(prefix="toolcatalog-bench-"))
-        kubeconfig = api.write_kubeconfig(workdir / "kubeconfig")
-        operator = OperatorProcess(kubeconfig, workdir / "operator.log",
-                                   extra_env={"TOOLCATALOG_TIMER_INTERVAL": "5"}).start()
+def machine() -> dict[str, Any]:
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor())
+    memory = next((int(line.split()[1]) // 1024 for line in Path("/proc/meminfo").read_text().splitlines()
+                   if line.startswith("MemTotal")), 0)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                            check=False).stdout.strip()
+    dirty = bool(subprocess.run(["git", "status", "--porcelain", "--", "operator"], cwd=REPO, capture_output=True,
+                                text=True, check=False).stdout.strip())
+    versions = {}
+    for package in ("kopf", "mcp", "httpx2", "pydantic", "kmock", "uvicorn"):
         try:
-            with McpTestServer(tools=make_tools(50)) as server:
-                # Warm up: the first sync pays for imports and connection set-up.
-                await api.create(toolserver("warmup", server.url))
-                await wait(lambda: condition(api.get(TS, "default", "warmup"), "Synced").get("status") == "True", 60)
-                create_ms = []
-                for index in range(rounds):
-                    name = f"bench-{index}"
-                    started = time.perf_counter()
-                    await api.create(toolserver(name, server.url, sync={"minIntervalSeconds": 0}))
-                    await wait(lambda name=name: condition(api.get(TS, "default", name), "Synced").get("status")
-                               == "True")
-                    create_ms.append((time.perf_counter() - started) * 1000)
-                figures("create -> Synced=True (50 tools)", create_ms)
-                refresh_ms = []
-                for index in range(rounds):
-                    server.tools = make_tools(50 + (index % 2))
-                    token = f"bench-{index}"
-                    started = time.perf_counter()
-                    await api.annotate(TS, "default", "bench-0", {"toolcatalog.dev/refresh": token})
-                    await wait(lambda token=token: ((api.get(TS, "default", "bench-0").get("status") or {})
-                                                    .get("lastRefresh") or {}).get("token") == token)
-                    refresh_ms.append((time.perf_counter() - started) * 1000)
-                figures("annotation -> lastRefresh answered (50 tools)", refresh_ms)
-                print(f"  ConfigMaps written: {len(api.list(CM, 'default'))}")
-        finally:
-            operator.stop()
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return {"hostname": socket.gethostname(), "cpu": model, "cores": os.cpu_count(), "memory_mib": memory,
+            "kernel": platform.release(), "python": platform.python_version(), "packages": versions,
+            "commit": commit, "operator_code_modified_since_commit": dirty, "operator": operator_environment()}
 
 
-async def fetch_figures(rounds: int = 50) -> None:
-    print("fetch_catalog (one MCP session: connect, negotiate, every tools/list page)")
-    pool = HttpPool()
-    cases = [("streamable-http", 50, None, True), ("streamable-http", 500, 100, True), ("sse", 50, None, True),
-             ("streamable-http", 50, None, False)]
-    for transport, tools, page, nodelay in cases:
-        with McpTestServer(transport=transport, tools=make_tools(tools), page_size=page,
-                           tcp_nodelay=nodelay) as server:
-            endpoint = Endpoint(url=server.url, transport=transport)
-            await fetch_catalog(endpoint, pool=pool, timeout=30)
-            samples = []
-            for _ in range(rounds):
-                started = time.perf_counter()
-                await fetch_catalog(endpoint, pool=pool, timeout=30)
-                samples.append((time.perf_counter() - started) * 1000)
-            pages = "" if page is None else f", pages of {page}"
-            nagle = "" if nodelay else ", server w/o TCP_NODELAY"
-            figures(f"{transport}, {tools} tools{pages}{nagle}", samples)
-            if transport == "streamable-http" and tools == 50 and nodelay:
-                print(f"  TCP connections the server saw for {rounds + 1} fetches: {server.connections}")
-    tracemalloc.start()
-    with McpTestServer(tools=make_tools(50)) as server:
-        endpoint = Endpoint(url=server.url)
-        await fetch_catalog(endpoint, pool=pool, timeout=30)
-        before = tracemalloc.take_snapshot()
-        for _ in range(20):
-            await fetch_catalog(endpoint, pool=pool, timeout=30)
-        growth = sum(stat.size_diff for stat in tracemalloc.take_snapshot().compare_to(before, "filename"))
-    tracemalloc.stop()
-    print(f"  Python heap growth over 20 more fetches on the shared pool: {growth / 1024:.0f} KiB")
-    await pool.aclose()
+def ratio(numerator: float, denominator: float) -> float:
+    return round(numerator / denominator, 2) if denominator else float("nan")
 
 
-def merge_figures() -> None:
-    print("pure merge + render (no I/O)")
-    for count in (100, 1000, 5000):
-        fetched = make_tools(count)
-        started = time.perf_counter()
-        merged = merge_catalog([], fetched, settings=[], selector=ToolSelector(), now="2026-11-21T12:00:00Z")
-        remerged = merge_catalog(merged.tools, fetched, settings=[], selector=ToolSelector(),
-                                 now="2026-11-21T13:00:00Z")
-        doc = CacheDocument(source=CacheSource(kind="ToolServer", namespace="ns", name="n", url="http://x/mcp"),
-                            server=ServerInfo(name="s"), cached_at="t", expires_at="t", tools=remerged.tools)
-        rendered = render_cache(doc)
-        elapsed = (time.perf_counter() - started) * 1000
-        form = "gzip" if rendered.binary_data else "plain"
-        print(f"  {count:>5} tools: merge x2 + render {elapsed:7.1f} ms; {rendered.size_bytes / 1024:7.0f} KiB JSON, "
-              f"stored {rendered.stored_bytes / 1024:6.0f} KiB ({form})")
+async def run(args: argparse.Namespace, output: Path | None = None) -> dict[str, Any]:
+    results: dict[str, Any] = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine(),
+                               "settings": {key: (str(value) if isinstance(value, Path) else value)
+                                            for key, value in vars(args).items() if key != "output"},
+                               "errors": {}}
+    directory = workdir()
+    for section, step in (("floor+refresh", _latency), ("converge", _converge), ("steady", _steady),
+                          ("triggers", _triggers)):
+        try:
+            await step(args, results, directory)
+        except Exception as error:      # one section failing still leaves the others' figures
+            log(f"{section} failed: {error!r}")
+            results["errors"][section] = f"{type(error).__name__}: {error}"[:2000]
+        if output is not None:      # what is measured so far survives a later failure or Ctrl-C
+            output.write_text(json.dumps(results, indent=2) + "\n")
+    results["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    results["targets"] = targets(results)
+    return results
 
 
-async def main() -> int:
-    merge_figures()
-    await fetch_figures()
-    await operator_latencies()
+async def _latency(args: argparse.Namespace, results: dict[str, Any], directory: Path) -> None:
+    if "floor" not in args.only and "refresh" not in args.only:
+        return
+    with McpFleet(CATALOGS, page_size=PAGE_SIZE) as fleet:
+        if "floor" in args.only:
+            log("floor: bare SDK session, raw HTTP on a warm connection, tools/list on an open session")
+            results["floor"] = await floor.measure(dict(zip(CATALOGS, fleet.urls, strict=True)), args.rounds)
+        if "refresh" not in args.only:
+            return
+        results["refresh"] = {}
+        for name, backend_cm in (("emulator", emulator), ("real", real_cluster)):
+            log(f"refresh latency on the {name} API server")
+            async with backend_cm(directory) as backend:
+                results["refresh"][name] = await refresh.measure(backend, fleet, CATALOGS, args.rounds, directory)
+    for backend_name in results["refresh"]:
+        for count in CATALOGS:
+            figures = results["refresh"][backend_name][str(count)]
+            base = (results.get("floor") or {}).get(str(count))
+            if base:
+                lat = figures["latency_ms"]
+                figures["ratio_to_sdk_session"] = {q: ratio(lat[q], base["sdk_session_ms"][q]) for q in ("p50", "p95")}
+                figures["ratio_to_raw_floor"] = {q: ratio(lat[q], base["raw_warm_ms"][q]) for q in ("p50", "p95")}
+
+
+async def _converge(args: argparse.Namespace, results: dict[str, Any], directory: Path) -> None:
+    if "converge" not in args.only:
+        return
+    results["converge"] = []
+    for index, count in enumerate(args.sizes):
+        results["converge"].append(await scale.run(
+            count, directory, idle_seconds=args.idle_seconds, sizes=index == 0,
+            profile_dir=args.profile if count == max(args.sizes) else None))
+    if args.kube_qps and [count for count in args.sizes if count <= 1000]:
+        count = max(count for count in args.sizes if count <= 1000)
+        entry = await scale.run(count, directory, idle_seconds=0, sizes=False, profile_dir=None,
+                                operator_args=("--kube-qps", f"{args.kube_qps:g}",
+                                               "--kube-burst", str(int(2 * args.kube_qps))))
+        entry["operator_flags"] = f"--kube-qps {args.kube_qps:g} --kube-burst {int(2 * args.kube_qps)}"
+        results["converge"].append(entry)
+
+
+async def _steady(args: argparse.Namespace, results: dict[str, Any], directory: Path) -> None:
+    if "steady" in args.only:
+        results["steady"] = await steady.run(args.steady_resources, args.steady_ttl, args.steady_seconds, directory,
+                                             args.profile)
+
+
+async def _triggers(args: argparse.Namespace, results: dict[str, Any], directory: Path) -> None:
+    if "triggers" in args.only:
+        log("trigger latencies on the real control plane")
+        async with real_cluster(directory) as backend:
+            results["triggers"] = await triggers.measure(backend, args.trigger_rounds, directory)
+
+
+def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each figure the issue sets a target for, with the measured value and whether it holds."""
+    rows: list[dict[str, Any]] = []
+
+    def row(figure: str, value: Any, target: str, met: bool | None) -> None:
+        rows.append({"figure": figure, "value": value, "target": target, "met": met})
+
+    for backend, figures in (results.get("refresh") or {}).items():
+        for count in CATALOGS:
+            ratios = figures[str(count)].get("ratio_to_sdk_session")
+            if ratios:
+                row(f"refresh p50 / bare SDK session, {count} tools, {backend}", ratios["p50"], "<= 0.5",
+                    ratios["p50"] <= 0.5)
+    converged = {entry["resources"]: entry for entry in results.get("converge") or []
+                 if not entry.get("operator_flags")}
+    for entry in results.get("converge") or []:
+        if entry.get("operator_flags"):
+            row(f"{entry['resources']} × 20 tools converge with {entry['operator_flags']}, s",
+                entry["converge_seconds"], "<= 60" if entry["resources"] == 1000 else "measured",
+                entry["converge_seconds"] <= 60 if entry["resources"] == 1000 else None)
+    if results.get("steady"):
+        row("CPU per TTL sync (steady state), ms", results["steady"]["operator_cpu_ms_per_sync"], "<= 8",
+            results["steady"]["operator_cpu_ms_per_sync"] <= 8)
+    for count, entry in converged.items():
+        row(f"CPU per first sync (convergence, N={count}), ms", entry["operator_cpu_ms_per_sync"], "<= 8",
+            entry["operator_cpu_ms_per_sync"] <= 8)
+    if converged:
+        first = converged[min(converged)]
+        row("start-up RSS (one resource synced), MiB", first["operator_rss_start_mib"], "< 80",
+            first["operator_rss_start_mib"] < 80)
+        for count, entry in converged.items():
+            row(f"memory per resource (N={count}), KiB", entry["operator_kib_per_resource"], "< 40",
+                entry["operator_kib_per_resource"] < 40)
+    if 1000 in converged:
+        entry = converged[1000]
+        row("1000 × 20 tools converge, s", entry["converge_seconds"], "<= 60", entry["converge_seconds"] <= 60)
+        row("1000 × 20 tools peak RSS, MiB", entry["operator_peak_rss_mib"], "<= 200",
+            entry["operator_peak_rss_mib"] <= 200)
+        if entry.get("idle"):
+            idle = entry["idle"]
+            row("idle CPU with 1000 resources, % of a core", idle["operator_cpu_percent_of_a_core"], "< 1",
+                idle["operator_cpu_percent_of_a_core"] < 1)
+            row("idle API requests/min beyond watches, 1000 resources",
+                idle["api_requests_per_minute_our_resources"], "0", idle["api_requests_per_minute_our_resources"] == 0)
+    if 5000 in converged:
+        row("5000 × 20 tools converge, s", converged[5000]["converge_seconds"], "measured", None)
+    return rows
+
+
+def table(results: dict[str, Any]) -> str:
+    lines: list[str] = []
+    out = lines.append
+    if results.get("floor"):
+        out("floor (ms)                        tools   p50      p95")
+        for count, figures in results["floor"].items():
+            for name in ("sdk_session_ms", "raw_warm_ms", "open_session_ms"):
+                value = figures[name]
+                out(f"  {name.removesuffix('_ms'):<30} {count:>5} {value['p50']:8.1f} {value['p95']:8.1f}")
+    for backend, figures in (results.get("refresh") or {}).items():
+        patch = figures["api_patch_ms"]
+        out(f"one merge PATCH on the {backend} API server: p50 {patch['p50']} ms, p95 {patch['p95']} ms")
+        out(f"refresh on the {backend} API server  tools   p50      p95   /SDK p50 /SDK p95 /raw p50 /raw p95  "
+            "CPU ms")
+        for count in CATALOGS:
+            entry = figures[str(count)]
+            lat, sdk = entry["latency_ms"], entry.get("ratio_to_sdk_session") or {}
+            raw = entry.get("ratio_to_raw_floor") or {}
+            out(f"  annotation -> answer           {count:>5} {lat['p50']:8.1f} {lat['p95']:8.1f} "
+                f"{sdk.get('p50', float('nan')):8.2f} {sdk.get('p95', float('nan')):8.2f} "
+                f"{raw.get('p50', float('nan')):8.2f} {raw.get('p95', float('nan')):8.2f} "
+                f"{entry['operator_cpu_ms_per_refresh']:7.1f}")
+    for entry in results.get("converge") or []:
+        flags = f" [{entry['operator_flags']}]" if entry.get("operator_flags") else ""
+        out(f"converge N={entry['resources']} × {entry['tools_each']} tools ({entry['servers']} servers){flags}: "
+            f"{entry['converge_seconds']} s ({entry['syncs_per_second']} syncs/s; creates took "
+            f"{entry['create_seconds']} s), operator RSS start {entry['operator_rss_start_mib']} MiB, peak "
+            f"{entry['operator_peak_rss_mib']} MiB, after {entry['operator_rss_after_mib']} MiB "
+            f"({entry['operator_kib_per_resource']} KiB/resource), CPU {entry['operator_cpu_seconds']} s "
+            f"({entry['operator_cpu_ms_per_sync']} ms/sync, {100 * entry['operator_cpu_share_of_total']:.0f}% of all "
+            f"CPU), control plane CPU {entry['control_plane_cpu_seconds']}, MCP servers CPU "
+            f"{entry['mcp_servers_cpu_seconds']} s, API requests/sync {entry['operator_api_requests_per_sync']}")
+        if entry.get("idle"):
+            idle = entry["idle"]
+            out(f"  idle: {idle['operator_cpu_percent_of_a_core']}% of a core, "
+                f"{idle['api_requests_per_minute_our_resources']} API requests/min on our resources "
+                f"({idle['api_requests_per_minute_other_clients']}/min from other clients)")
+        if entry.get("sizes"):
+            sizes = entry["sizes"]
+            out(f"  sizes: ConfigMap {sizes['configmap_bytes_per_tool_raw']} B/tool raw, "
+                f"{sizes['configmap_bytes_per_tool_gzip']} B/tool gzip; status {sizes['status_bytes_per_resource']} "
+                f"B/resource; etcd {sizes['etcd_bytes_per_resource_total']} B/resource "
+                f"{sizes['etcd_bytes_per_resource']}")
+    if results.get("steady"):
+        s = results["steady"]
+        out(f"steady N={s['resources']} ttl={s['ttl_seconds']} s for {s['seconds']} s: {s['syncs']} syncs, "
+            f"{s['syncs_per_second_mean']}/s mean (N/TTL {s['expected_syncs_per_second']}), peak "
+            f"{s['syncs_per_second_peak_1s']}/s in 1 s, {s['syncs_per_second_peak_10s_window']}/s over 10 s; "
+            f"CPU {s['operator_cpu_ms_per_sync']} ms/sync ({s['operator_cpu_percent_of_a_core']}% of a core); RSS "
+            f"{s['rss_mib']}; API requests/sync {s['operator_api_requests_per_sync']}")
+    if results.get("triggers"):
+        for name, figures in results["triggers"].items():
+            out(f"trigger {name:<22} p50 {figures['p50']:8.1f}  p95 {figures['p95']:8.1f}  (n={figures['n']})")
+    for section, error in (results.get("errors") or {}).items():
+        out(f"FAILED {section}: {error[:300]}")
+    if results.get("targets"):
+        out("targets")
+        for target in results["targets"]:
+            mark = {True: "met", False: "MISSED", None: "-"}[target["met"]]
+            out(f"  {target['figure']:<58} {target['value']!s:>10}  target {target['target']:<9} {mark}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    output = args.output or REPO / "bench" / "results" / (
+        f"{time.strftime('%Y-%m-%d', time.gmtime())}-{socket.gethostname()}{'-quick' if args.quick else ''}.json")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    results = asyncio.run(run(args, output))
+    output.write_text(json.dumps(results, indent=2) + "\n")
+    print(table(results))
+    print(f"\nwritten: {output.relative_to(REPO) if output.is_relative_to(REPO) else output}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))
+    sys.exit(main())

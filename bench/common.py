@@ -1,31 +1,39 @@
-"""What every benchmark needs: an API server (the real control plane or the emulator), the operator as a
-process with its CPU and memory read from /proc, kube-apiserver's own request counter, percentiles.
+"""What every benchmark needs: an API server (the real control plane or the emulator), MCP servers in a
+process of their own, the operator as a process with its CPU and memory read from /proc, watches to
+time answers, kube-apiserver's own request counter, percentiles.
 
-Everything listens on 127.0.0.1 only.
+Everything listens on and talks to 127.0.0.1 only.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
+import ssl
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx2
+
 from toolcatalog_dev.cluster import Cluster
 from toolcatalog_dev.controlplane import ControlPlane, build, write_kubeconfig
-from toolcatalog_dev.operatorproc import OperatorProcess
 from toolcatalog_dev.wait import wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 NAMESPACE = "bench"
 TS = "toolcatalog.dev/v1alpha1/toolservers"
+LOOPBACK = "127.0.0.1"
+OUR_RESOURCES = ("toolservers", "connectorconfigs", "configmaps", "secrets", "events")
 
 
 def percentile(samples: list[float], q: float) -> float:
@@ -38,34 +46,129 @@ def summary(samples: list[float]) -> dict[str, float]:
             "n": len(samples)}
 
 
+def deploy_file(name: str) -> Path:
+    """deploy/NAME.yaml, wherever the kustomize layout keeps it (deploy/ or deploy/base/)."""
+    for candidate in (REPO / "deploy" / "base" / name, REPO / "deploy" / name):
+        if candidate.exists():
+            return candidate
+    raise FileNotFoundError(f"deploy/{name} (or deploy/base/{name})")
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
 # ------------------------------------------------------------------------------ a process from /proc
 
 
 @dataclass
 class ProcStats:
-    """CPU seconds and memory of one process (and, for the operator, its children: none)."""
+    """CPU seconds and memory of one process, read from /proc."""
 
     pid: int
     peak_rss: int = 0
 
     def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        try:
+            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def rss(self) -> int:
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                value = int(line.split()[1]) * 1024
-                self.peak_rss = max(self.peak_rss, value)
-                return value
+        try:
+            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    value = int(line.split()[1]) * 1024
+                    self.peak_rss = max(self.peak_rss, value)
+                    return value
+        except OSError:
+            pass
         return 0
 
-    async def sample_peak(self, stop: asyncio.Event, interval: float = 0.2) -> None:
+    async def sample_peak(self, stop: asyncio.Event, interval: float = 0.2,
+                          series: list[tuple[float, int]] | None = None) -> None:
+        """Sample RSS until `stop` (peak_rss keeps the highest); with `series`, keep (time, rss) too."""
+        loop = asyncio.get_running_loop()
         while not stop.is_set():
-            with contextlib.suppress(OSError):
-                self.rss()
+            value = self.rss()
+            if series is not None:
+                series.append((loop.time(), value))
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval)
+
+
+@contextlib.contextmanager
+def sampling(stats: ProcStats, interval: float = 0.2) -> Iterator[None]:
+    """Sample the peak RSS of a process in the background of the running loop for the block."""
+    stop = asyncio.Event()
+    task = asyncio.get_event_loop().create_task(stats.sample_peak(stop, interval))
+    try:
+        yield
+    finally:
+        stop.set()
+        task.cancel()
+
+
+def self_cpu_seconds() -> float:
+    usage = os.times()
+    return usage.user + usage.system
+
+
+# ------------------------------------------------------------------------------ MCP servers
+
+
+class McpFleet:
+    """MCP servers (McpTestServer, TCP_NODELAY) in a child process of their own, so that neither the
+    operator nor the bench shares a GIL with them; driven by one-line JSON commands over a pipe."""
+
+    def __init__(self, catalogs: list[int], page_size: int | None = None) -> None:
+        self.catalogs, self.page_size = catalogs, page_size
+        self.process: subprocess.Popen[str] | None = None
+        self.urls: list[str] = []
+
+    def __enter__(self) -> McpFleet:
+        args = [sys.executable, "-m", "bench.mcpfleet", "--catalogs", ",".join(map(str, self.catalogs))]
+        if self.page_size:
+            args += ["--page-size", str(self.page_size)]
+        self.process = subprocess.Popen(args, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                        start_new_session=True)
+        self.urls = self.command({"op": "urls"})["urls"]
+        for url in self.urls:
+            assert url.startswith(f"http://{LOOPBACK}:"), url
+        return self
+
+    def command(self, message: dict[str, Any]) -> dict[str, Any]:
+        assert self.process is not None and self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(json.dumps(message) + "\n")
+        self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the MCP fleet exited ({self.process.poll()})")
+        return dict(json.loads(line))
+
+    def set_tools(self, index: int, count: int) -> None:
+        self.command({"op": "tools", "server": index, "count": count})
+
+    def list_calls(self) -> list[int]:
+        return list(self.command({"op": "stats"})["list_calls"])
+
+    @property
+    def stats(self) -> ProcStats:
+        assert self.process is not None
+        return ProcStats(self.process.pid)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process is None:
+            return
+        with contextlib.suppress(Exception):
+            self.command({"op": "stop"})
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=5)
+        self.process = None
 
 
 # ------------------------------------------------------------------------------ API servers
@@ -82,6 +185,8 @@ class Backend:
     client: Cluster
     admin_kubeconfig: Path
     operator_kubeconfig: Path
+    url: str
+    ssl_context: ssl.SSLContext | None = None
     plane: ControlPlane | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -98,26 +203,135 @@ class Backend:
             counts[key] = counts.get(key, 0.0) + float(match["value"])
         return counts
 
+    def control_plane_cpu(self) -> dict[str, float]:
+        return self.plane.cpu() if self.plane is not None else {}
+
+    @contextlib.asynccontextmanager
+    async def watch(self, resource: str, namespace: str) -> AsyncIterator[WatchStream]:
+        """A watch on `resource` in `namespace` from now on (after an initial list, which it yields first)."""
+        stream = WatchStream(self, resource, namespace)
+        await stream.start()
+        try:
+            yield stream
+        finally:
+            await stream.aclose()
+
+
+class WatchStream:
+    """One watch stream: `objects` holds the latest body of every object by name; `changes` wakes
+    waiters on every event. Waiting on a watch, not polling, keeps the bench off the API server's CPU."""
+
+    def __init__(self, backend: Backend, resource: str, namespace: str) -> None:
+        self.backend, self.resource, self.namespace = backend, resource, namespace
+        self.objects: dict[str, dict[str, Any]] = {}
+        self.changed = asyncio.Condition()
+        self.on_event: Callable[[str, dict[str, Any]], None] | None = None
+        self.errors: list[str] = []
+        self._client = httpx2.AsyncClient(base_url=backend.url, verify=backend.ssl_context or True,
+                                          timeout=httpx2.Timeout(30.0, read=None), trust_env=False,
+                                          headers={"Accept": "application/json"})
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        path = self.backend.client.path(self.resource, self.namespace)
+        version = await self._list(path)
+        self._task = asyncio.get_running_loop().create_task(self._run(path, version))
+
+    async def _list(self, path: str) -> str | None:
+        listing = (await self._client.get(path)).json()
+        for item in listing.get("items") or []:
+            self._apply("ADDED", item)
+        return (listing.get("metadata") or {}).get("resourceVersion")
+
+    def _apply(self, kind: str, obj: dict[str, Any]) -> None:
+        name = (obj.get("metadata") or {}).get("name")
+        if not name:
+            return
+        if kind == "DELETED":
+            self.objects.pop(name, None)
+        else:
+            self.objects[name] = obj
+        if self.on_event is not None:
+            self.on_event(name, obj)
+
+    async def _run(self, path: str, version: str | None) -> None:
+        """Watch from `version`; resume after the server ends a stream, list again after 410 Gone."""
+        while True:
+            params = {"watch": "true", "allowWatchBookmarks": "true", "timeoutSeconds": "3600"}
+            if version:
+                params["resourceVersion"] = version
+            try:
+                async with self._client.stream("GET", path, params=params) as response:
+                    async for line in response.aiter_lines():
+                        if not line.strip():
+                            continue
+                        event = json.loads(line)
+                        obj = event.get("object") or {}
+                        if event.get("type") == "ERROR":
+                            if obj.get("code") == 410:
+                                version = await self._list(path)
+                            break
+                        version = (obj.get("metadata") or {}).get("resourceVersion") or version
+                        if event.get("type") == "BOOKMARK":
+                            continue
+                        self._apply(str(event.get("type")), obj)
+                        async with self.changed:
+                            self.changed.notify_all()
+            except (httpx2.TransportError, ValueError) as error:
+                self.errors.append(f"{type(error).__name__}: {error}")
+                await asyncio.sleep(0.2)
+
+    async def until(self, predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+        """The first truthy predicate() (checked on every event), or TimeoutError naming `what`."""
+        async def wait() -> Any:
+            async with self.changed:
+                while True:
+                    value = predicate()
+                    if value:
+                        return value
+                    if self._task is not None and self._task.done():
+                        raise RuntimeError(f"the watch of {self.resource} ended while waiting for {what}: "
+                                           f"{self._task.exception()!r}")
+                    await self.changed.wait()
+        try:
+            return await asyncio.wait_for(wait(), timeout)
+        except TimeoutError:
+            raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}") from None
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+        await self._client.aclose()
+
+
+def synced(obj: dict[str, Any] | None) -> bool:
+    return any(cond.get("type") == "Synced" and cond.get("status") == "True"
+               for cond in ((obj or {}).get("status") or {}).get("conditions") or [])
+
 
 @contextlib.asynccontextmanager
 async def real_cluster(workdir: Path) -> AsyncIterator[Backend]:
-    """The real control plane, with the CRDs, deploy/rbac.yaml and a namespace for the bench."""
+    """The real control plane, with the CRDs, deploy/'s namespace and RBAC, and a namespace for the bench;
+    the operator runs as deploy/'s ServiceAccount (TokenRequest), never as admin."""
     plane = ControlPlane(bin_dir=build(quiet=True), crds=sorted((REPO / "crds").glob("*.yaml")))
-    plane.start()
+    await asyncio.to_thread(plane.start)
     try:
-        plane.kubectl("apply", "-f", str(REPO / "deploy" / "namespace.yaml"))
-        plane.kubectl("apply", "-f", str(REPO / "deploy" / "rbac.yaml"))
+        plane.kubectl("apply", "-f", str(deploy_file("namespace.yaml")))
+        plane.kubectl("apply", "-f", str(deploy_file("rbac.yaml")))
         plane.kubectl("create", "namespace", NAMESPACE)
         token = plane.service_account_token("toolcatalog-system", "toolcatalog")
         operator_kubeconfig = write_kubeconfig(workdir / "operator.kubeconfig", server=plane.url,
                                                ca=plane.pki.ca_cert, token=token, user="toolcatalog")
-        client = Cluster(plane.url, namespace=NAMESPACE, ssl_context=plane.ssl_context())
+        context = plane.ssl_context()
+        client = Cluster(plane.url, namespace=NAMESPACE, ssl_context=context)
         try:
-            yield Backend("real control plane", client, plane.kubeconfig, operator_kubeconfig, plane)
+            yield Backend("real", client, plane.kubeconfig, operator_kubeconfig, plane.url, context, plane)
         finally:
             await client.aclose()
     finally:
-        plane.stop()
+        await asyncio.to_thread(plane.stop)
 
 
 @contextlib.asynccontextmanager
@@ -127,22 +341,183 @@ async def emulator(workdir: Path) -> AsyncIterator[Backend]:
     async with ApiEmulator() as emu:
         kubeconfig = emu.write_kubeconfig(workdir / "emulator.kubeconfig", namespace=NAMESPACE)
         client = Cluster(emu.url, namespace=NAMESPACE)
+        await client.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
         try:
-            yield Backend("emulator", client, kubeconfig, kubeconfig, extra={"emulator": emu})
+            yield Backend("emulator", client, kubeconfig, kubeconfig, emu.url, extra={"emulator": emu})
         finally:
             await client.aclose()
 
 
-def start_operator(backend: Backend, workdir: Path, *args: str, verbose: bool = False) -> OperatorProcess:
-    flags = ["--verbose"] if verbose else ["--quiet"]
-    return OperatorProcess(backend.operator_kubeconfig, workdir / f"operator-{time.monotonic_ns()}.log",
-                           args=[*flags, *args]).start()
+# ------------------------------------------------------------------------------ the operator
+
+
+def operator_python() -> str:
+    """The Python the operator runs with: $BENCH_OPERATOR_PYTHON (make bench: a virtual environment with
+    the runtime dependencies only, as the image has them), else this one."""
+    return os.environ.get("BENCH_OPERATOR_PYTHON") or sys.executable
+
+
+def operator_environment() -> dict[str, Any]:
+    """What the operator's Python can import that changes its footprint (kopf imports the kubernetes
+    client whenever it is installed, ~19 MiB; the image does not have it)."""
+    python = operator_python()
+    probe = subprocess.run([python, "-c", "import importlib.util as u; print(u.find_spec('kubernetes') is not None)"],
+                           capture_output=True, text=True, check=False)
+    return {"python": python, "kubernetes_client_installed": probe.stdout.strip() == "True",
+            "runtime_dependencies_only": python != sys.executable}
+
+
+class Operator:
+    """`toolcatalog run -A --standalone --quiet ARGS` as a child process in its own session."""
+
+    def __init__(self, backend: Backend, workdir: Path, *args: str, env: dict[str, str] | None = None) -> None:
+        self.log_path = workdir / f"operator-{time.monotonic_ns()}.log"
+        self.backend, self.args, self.extra_env = backend, list(args), dict(env or {})
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Operator:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TOOLCATALOG_")}
+        env.update({"KUBECONFIG": str(self.backend.operator_kubeconfig), "PYTHONUNBUFFERED": "1", **self.extra_env})
+        with self.log_path.open("ab") as out:
+            self.process = subprocess.Popen(
+                [operator_python(), "-m", "toolcatalog.cli", "run", "-A", "--standalone", "--quiet", *self.args],
+                env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    @property
+    def stats(self) -> ProcStats:
+        return ProcStats(self.pid)
+
+    def exited(self) -> int | None:
+        return None if self.process is None else self.process.poll()
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, 15)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.process.pid, 9)
+                self.process.wait(timeout=5)
+        self.process = None
+
+    def __enter__(self) -> Operator:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 async def until(check: Callable[[], Awaitable[Any] | Any], timeout: float, what: str,
-                process: OperatorProcess | None = None, interval: float = 0.01) -> Any:
+                process: Any = None, interval: float = 0.05) -> Any:
     return await wait_for(check, timeout=timeout, what=what, process=process, interval=interval)
+
+
+def toolserver(name: str, url: str, **sync: Any) -> dict[str, Any]:
+    return {"apiVersion": "toolcatalog.dev/v1alpha1", "kind": "ToolServer", "metadata": {"name": name},
+            "spec": {"url": url, "sync": {"ttlSeconds": 86400, "minIntervalSeconds": 0, **sync}}}
+
+
+async def create_all(client: Cluster, objects: list[dict[str, Any]], concurrency: int = 32) -> None:
+    semaphore = asyncio.Semaphore(concurrency)
+
+    async def create(obj: dict[str, Any]) -> None:
+        async with semaphore:
+            await client.create(obj)
+    await asyncio.gather(*(create(obj) for obj in objects))
 
 
 def workdir() -> Path:
     return Path(tempfile.mkdtemp(prefix="toolcatalog-bench-"))
+
+
+# ------------------------------------------------------------------------------ profiles (py-spy)
+
+
+@contextlib.contextmanager
+def profiled(pid: int, directory: Path | None, name: str) -> Iterator[dict[str, Any]]:
+    """py-spy record (raw collapsed stacks) of `pid` for the block, when `directory` is given and py-spy is
+    installed (`make bench-profile`); yields a dict that gets the summary (share of samples by package)."""
+    found: dict[str, Any] = {}
+    spy = Path(sys.executable).parent / "py-spy"
+    if directory is None or not spy.exists():
+        yield found
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    output = directory / f"{name}.txt"
+    process = subprocess.Popen([str(spy), "record", "--pid", str(pid), "--format", "raw", "--rate", "200",
+                                "--output", str(output), "--nonblocking"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        yield found
+    finally:
+        os.kill(process.pid, 2)     # SIGINT: py-spy writes what it has and exits
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        if output.exists():
+            found.update(summarize_profile(output))
+            found["file"] = str(output)
+
+
+_FRAME = re.compile(r"\((?P<file>[^():]+):\d+\)$")
+
+
+def _package(path: str) -> str | None:
+    """The package a frame's file belongs to (py-spy names files relative to their sys.path entry);
+    None for the standard library."""
+    path = path.split("site-packages/", 1)[-1]
+    top = path.split("/", 1)[0].removesuffix(".py")
+    if top.startswith("<") or top in sys.stdlib_module_names or path.startswith("/"):
+        return None
+    if top == "toolcatalog":
+        parts = path.split("/")
+        return "toolcatalog." + parts[1].removesuffix(".py") if len(parts) > 2 else "toolcatalog"
+    return top
+
+
+def summarize_profile(path: Path, top: int = 15) -> dict[str, Any]:
+    """Shares of samples by the innermost non-stdlib frame's package (stdlib-only stacks: the event loop and
+    what it runs directly), and the hottest leaf functions."""
+    by_package: dict[str, float] = {}
+    by_leaf: dict[str, float] = {}
+    total = 0.0
+    for line in path.read_text(errors="replace").splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = float(count_text)
+        frames = stack.split(";")
+        total += count
+        owner = "stdlib (event loop, ssl, json ...)"
+        for frame in reversed(frames):
+            match = _FRAME.search(frame.strip())
+            package = _package(match["file"]) if match else None
+            if package is not None:
+                owner = package
+                break
+        by_package[owner] = by_package.get(owner, 0.0) + count
+        leaf = frames[-1].strip()
+        by_leaf[leaf] = by_leaf.get(leaf, 0.0) + count
+    if not total:
+        return {"samples": 0}
+    def shares(table: dict[str, float]) -> dict[str, float]:
+        return {key: round(100 * value / total, 1)
+                for key, value in sorted(table.items(), key=lambda item: -item[1])[:top]}
+    return {"samples": int(total), "percent_by_package": shares(by_package), "percent_by_leaf": shares(by_leaf)}

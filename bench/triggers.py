@@ -12,12 +12,8 @@ import base64
 import time
 from typing import Any
 
-from bench.common import TS, Backend, emulator, real_cluster, start_operator, summary, until, workdir
+from bench.common import TS, Backend, Operator, emulator, real_cluster, summary, until, workdir
 from toolcatalog_dev.mcpserver import McpTestServer, make_tools
-
-
-def _last_sync(obj: dict[str, Any] | None) -> dict[str, Any]:
-    return ((obj or {}).get("status") or {}).get("lastSync") or {}
 
 
 async def secret_rotation(backend: Backend, rounds: int) -> dict[str, float]:
@@ -32,18 +28,18 @@ async def secret_rotation(backend: Backend, rounds: int) -> dict[str, float]:
                               "name": "rotating", "key": "token"}}}}})
         await until(lambda: _synced(api, "rotating"), 60, "first sync")
         for index in range(1, rounds + 1):
-            before = _last_sync(await api.get(TS, api.ns, "rotating")).get("completedAt")
             started = time.perf_counter()
-            await api.patch("v1/secrets", api.ns, "rotating",
-                            {"data": {"token": base64.b64encode(f"token-{index}".encode()).decode()}})
+            patched = await api.patch("v1/secrets", api.ns, "rotating",
+                                      {"data": {"token": base64.b64encode(f"token-{index}".encode()).decode()}})
+            version = patched["metadata"]["resourceVersion"]
 
-            async def answered(before: Any = before) -> bool:
-                last = _last_sync(await api.get(TS, api.ns, "rotating"))
-                return last.get("trigger") == "secret" and last.get("result") == "Succeeded" \
-                    and last.get("completedAt") != before
+            async def answered(version: str = version) -> bool:
+                status = ((await api.get(TS, api.ns, "rotating")) or {}).get("status") or {}
+                return (status.get("lastSync") or {}).get("result") == "Succeeded" and any(
+                    ref.get("kind") == "Secret" and ref.get("resourceVersion") == version
+                    for ref in status.get("references") or [])
             await until(answered, 30, f"the resync after rotation {index}")
             samples.append((time.perf_counter() - started) * 1000)
-            await asyncio.sleep(1.1)        # lastSync timestamps have second precision
     return summary(samples)
 
 
@@ -78,13 +74,13 @@ async def run(backend_name: str, rounds: int) -> dict[str, Any]:
     directory = workdir()
     backend_cm = real_cluster(directory) if backend_name == "real" else emulator(directory)
     async with backend_cm as backend:
-        operator = start_operator(backend, directory)
-        try:
-            results = {"secret_rotation_ms": await secret_rotation(backend, rounds),
-                       "list_changed_ms": await list_changed(backend, rounds)}
-        finally:
-            operator.stop()
-    return results
+        return await measure(backend, rounds, directory)
+
+
+async def measure(backend: Backend, rounds: int, directory: Any) -> dict[str, Any]:
+    with Operator(backend, directory):
+        return {"secret_rotation_ms": await secret_rotation(backend, rounds),
+                "list_changed_ms": await list_changed(backend, rounds)}
 
 
 def main() -> None:

@@ -1,0 +1,103 @@
+"""Refresh latency: the `toolcatalog.dev/refresh` annotation set, until `status.lastRefresh.token` answers
+it (seen on a watch), against one API server; the server's catalog changes before every refresh, so
+each one must fetch afresh, write the ConfigMap and report a diff. Also the operator's CPU and (on the
+real control plane) the API requests per refresh.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.common import (
+    NAMESPACE,
+    OUR_RESOURCES,
+    TS,
+    Backend,
+    McpFleet,
+    Operator,
+    create_all,
+    summary,
+    synced,
+    toolserver,
+)
+
+WARMUP = 3
+
+
+def _answered(stream: Any, name: str, token: str) -> Any:
+    last = ((stream.objects.get(name) or {}).get("status") or {}).get("lastRefresh") or {}
+    return last if last.get("token") == token else None
+
+
+async def api_write_floor(backend: Backend, rounds: int) -> dict[str, float]:
+    """One merge PATCH of a small ConfigMap from here, answered: what each write of a refresh costs at least
+    (a refresh makes three in a row: the annotation, the cache ConfigMap, the status)."""
+    await backend.client.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "bench-floor"},
+                                 "data": {"n": "0"}})
+    samples = []
+    for index in range(WARMUP + rounds):
+        started = time.perf_counter()
+        await backend.client.patch("v1/configmaps", NAMESPACE, "bench-floor", {"data": {"n": str(index)}})
+        if index >= WARMUP:
+            samples.append((time.perf_counter() - started) * 1000)
+    return summary(samples)
+
+
+async def measure(backend: Backend, fleet: McpFleet, catalogs: list[int], rounds: int, workdir: Path) -> dict[str, Any]:
+    results: dict[str, Any] = {"api_patch_ms": await api_write_floor(backend, rounds)}
+    with Operator(backend, workdir) as operator:
+        names = [f"refresh-{count}" for count in catalogs]
+        async with backend.watch(TS, NAMESPACE) as stream:
+            await create_all(backend.client, [toolserver(name, url)
+                                              for name, url in zip(names, fleet.urls, strict=True)])
+            await stream.until(lambda: all(synced(stream.objects.get(name)) for name in names), 120,
+                               "the refresh ToolServers synced")
+            serial = 0
+            for index, (count, name) in enumerate(zip(catalogs, names, strict=True)):
+                samples: list[float] = []
+                cpu = requests = None
+                for round_ in range(-WARMUP, rounds):
+                    if round_ == 0:
+                        cpu, requests = operator.stats.cpu_seconds(), _counts(backend)
+                    serial += 1
+                    listed = count + serial % 2             # the catalog changes before every refresh
+                    fleet.set_tools(index, listed)
+                    token = f"bench-{serial}"
+                    started = time.perf_counter()
+                    await backend.client.annotate(TS, NAMESPACE, name, {"toolcatalog.dev/refresh": token})
+                    last = await stream.until(lambda name=name, token=token: _answered(stream, name, token), 60,
+                                              f"refresh {token} of {name} answered")
+                    if round_ >= 0:
+                        samples.append((time.perf_counter() - started) * 1000)
+                    if last.get("result") != "Succeeded" or last.get("toolsDiscovered") != listed:
+                        raise RuntimeError(f"refresh {token} of {name}: {last} (expected {listed} tools)\n"
+                                           f"{operator.log_tail()}")
+                assert cpu is not None
+                figures: dict[str, Any] = {
+                    "latency_ms": summary(samples),
+                    "operator_cpu_ms_per_refresh": round((operator.stats.cpu_seconds() - cpu) * 1000 / rounds, 2),
+                }
+                if requests is not None:
+                    delta = _delta(requests, _counts(backend))
+                    delta[("PATCH", "toolservers")] = delta.get(("PATCH", "toolservers"), 0) - rounds  # the bench's
+                    figures["operator_api_requests_per_refresh"] = {
+                        f"{verb} {resource}": round(value / rounds, 2)
+                        for (verb, resource), value in sorted(delta.items())
+                        if value > 0 and verb != "WATCH" and resource in OUR_RESOURCES}
+                results[str(count)] = figures
+        figures_rss = operator.stats.rss()
+    results["operator_rss_mib_after"] = round(figures_rss / 2**20, 1)
+    return results
+
+
+def _counts(backend: Backend) -> dict[tuple[str, str], float] | None:
+    return backend.request_counts() if backend.plane is not None else None
+
+
+def _delta(before: dict[tuple[str, str], float] | None,
+           after: dict[tuple[str, str], float] | None) -> dict[tuple[str, str], float]:
+    if before is None or after is None:
+        return {}
+    return {key: value - before.get(key, 0.0) for key, value in after.items() if value - before.get(key, 0.0)}
