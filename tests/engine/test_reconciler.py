@@ -146,6 +146,19 @@ async def test_a_new_resource_creates_its_configmap_without_reading_it_unless_th
     assert world.kube.get("ConfigMap", "toolserver-late")["data"] == {"theirs": "yes"}
 
 
+async def test_after_a_restart_the_configmap_status_records_is_read_not_created_again():
+    world = World()
+    world.apply("demo", {"url": URL, "sync": {"ttlSeconds": 60}})
+    await world.reconcile("demo")
+    world.reconciler._catalogs.clear()                  # a new operator process remembers nothing
+    world.reconciler.versions.unseen.add("toolserver-demo")     # and its watch skips its own ConfigMaps
+    world.clock.advance(61)
+    await world.reconcile("demo")
+    assert world.kube.count("read_configmap") == 1 and world.kube.count("create_configmap") == 1
+    assert world.status("demo")["lastSync"]["trigger"] == "schedule"
+    assert world.condition("demo", "Synced")["status"] == "True"
+
+
 async def test_a_foreign_configmap_is_a_conflict_but_a_previous_incarnations_is_adopted():
     world = World()
     world.kube.put("ConfigMap", "toolserver-demo", {"data": {"mine": "yes"}})

@@ -183,6 +183,8 @@ class Reconciler:
     _memory: dict[ObjectKey, _Memory] = field(default_factory=dict)
     # The catalog each resource's last sync wrote, by uid: no read of a ConfigMap we wrote ourselves.
     _catalogs: dict[str, _Written] = field(default_factory=dict)
+    # Resources (by uid) whose ConfigMap create met one that exists: read it before the next write.
+    _must_read: set[str] = field(default_factory=set)
 
     # -- hints from triggers ------------------------------------------------------------------
 
@@ -194,6 +196,7 @@ class Reconciler:
         self._memory.pop(key, None)
         if uid is not None:
             self._catalogs.pop(uid, None)
+            self._must_read.discard(uid)
         if self.listeners is not None:
             self.listeners.stop(key)
 
@@ -345,9 +348,11 @@ class Reconciler:
         remembered = self._catalogs.get(resource.uid)
         if remembered is not None and remembered.name == cm_name:
             return remembered.state()
-        if self.versions.configmap(resource.namespace, cm_name) is None:
-            # The watch knows no such ConfigMap: create it without reading first (one request less for
-            # every new resource). Had it appeared meanwhile, the create's 409 makes the next try read it.
+        if resource.status.cache is None and resource.uid not in self._must_read \
+                and self.versions.configmap(resource.namespace, cm_name) is None:
+            # No cache recorded in status and none the watch knows of (it skips ours by label): create it
+            # without reading first, one request less for every new resource. Should one exist after all
+            # (an earlier incarnation's, someone else's), the create's 409 makes the next try read it.
             return _CacheState(cm_name, None, None, exists=False)
         try:
             existing = await self.kube.read_configmap(resource.namespace, cm_name)
@@ -381,6 +386,8 @@ class Reconciler:
                 written = await self.kube.patch_configmap(resource.namespace, cache.name, patch)
         except ApiError as error:
             self._catalogs.pop(resource.uid, None)
+            if error.status == 409 and not state.exists:
+                self._must_read.add(resource.uid)
             if error.status in (404, 409):
                 # Created, changed or deleted by someone else meanwhile: read it afresh next time.
                 raise SyncError(c.REASON_API_UNAVAILABLE,
@@ -389,6 +396,7 @@ class Reconciler:
             raise api_error(error, kind="ConfigMap") from None
         rv = (written.get("metadata") or {}).get("resourceVersion")
         self._catalogs[resource.uid] = _Written.of(cache.name, rv, cache.manifest)
+        self._must_read.discard(resource.uid)
 
     async def _restore_cache(self, resource: Resource, cache: CacheWrite, before: _CacheState) -> None:
         """Undo this sync's cache write: the previous content back; a ConfigMap this sync created is
