@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from typing import Any
-
-import httpx2
 
 from ..api import constants as c
 from ..api.errors import SyncError
@@ -20,25 +20,27 @@ class ApiError(Exception):
         self.status, self.reason, self.message, self.retry_after = status, reason, message, retry_after
 
     @classmethod
-    def from_response(cls, response: httpx2.Response, what: str) -> ApiError:
+    def from_response(cls, status: int, headers: Mapping[str, str], body: bytes, what: str) -> ApiError:
+        """The error for an answer with HTTP `status` >= 300, from its Status object if it has one
+        (`headers` with lower-case names)."""
         reason, detail = "", ""
         try:
-            body: Any = response.json()
-            if isinstance(body, dict):
-                reason, detail = str(body.get("reason") or ""), str(body.get("message") or "")
+            decoded: Any = json.loads(body)
+            if isinstance(decoded, dict):
+                reason, detail = str(decoded.get("reason") or ""), str(decoded.get("message") or "")
         except ValueError:
             pass
         retry_after = None
-        header = response.headers.get("retry-after")
+        header = headers.get("retry-after")
         if header:
             try:
                 retry_after = min(float(header), RETRY_AFTER_MAX_SECONDS)
             except ValueError:
                 retry_after = None
-        message = f"{what}: HTTP {response.status_code}" + (f" {reason}" if reason else "")
-        if detail and response.status_code in (400, 403, 409, 413, 422):
+        message = f"{what}: HTTP {status}" + (f" {reason}" if reason else "")
+        if detail and status in (400, 403, 409, 413, 422):
             message += f" ({detail[:300]})"
-        return cls(response.status_code, reason, message, retry_after)
+        return cls(status, reason, message, retry_after)
 
 
 # status -> (sync reason, what to tell the user); None in the first place: the reason depends on what
