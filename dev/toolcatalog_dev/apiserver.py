@@ -95,7 +95,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from typing import Any
 
 import aiohttp
@@ -162,6 +162,19 @@ def _is_watch(query: Mapping[str, str]) -> bool:
     return query.get("watch") in ("true", "1")
 
 
+def _shielded(write: Coroutine[Any, Any, aiohttp.web.StreamResponse]) -> Awaitable[aiohttp.web.StreamResponse]:
+    """A write that finishes even if its client goes away; its failure then is only logged (at shutdown,
+    kmock may be gone first), never left as an exception nobody retrieved."""
+    task = asyncio.ensure_future(write)
+
+    def retrieved(done: asyncio.Future[aiohttp.web.StreamResponse]) -> None:
+        if not done.cancelled() and done.exception() is not None:
+            logger.debug("a write finished after its client left: %r", done.exception())
+
+    task.add_done_callback(retrieved)
+    return asyncio.shield(task)
+
+
 class ApiServer:
     """kmock's emulator behind a front server that acts like a Kubernetes API server (module
     docstring). An async context manager; ``url`` is the front's, on 127.0.0.1."""
@@ -215,7 +228,7 @@ class ApiServer:
                     return await self.serve_namespaces(request, target, body)
                 if self.is_write(request.method, target):
                     # Shielded: a client that goes away must not leave a write without its event.
-                    return await asyncio.shield(self.write(request, target, body))
+                    return await _shielded(self.write(request, target, body))
             return await self.forward(request.method, request.raw_path, request.headers, body, request)
         except kmock.KubernetesError as exc:
             return _status_response(exc)
@@ -402,7 +415,7 @@ class ApiServer:
         if request.method == "GET":
             return aiohttp.web.json_response(self.state.get_object(target))
         if self.is_write(request.method, target):
-            return await asyncio.shield(self.write(request, target, body))
+            return await _shielded(self.write(request, target, body))
         raise error(405, "MethodNotAllowed", f"{request.method} on namespaces is not emulated")
 
     @staticmethod
