@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +31,16 @@ class _Entry:
     packed: bytes
 
     def resource(self) -> Resource:
-        return Resource.from_body(self.kind, json.loads(zlib.decompress(self.packed)))
+        return Resource.from_body(self.kind, unpack_json(self.packed))
+
+
+def pack_json(value: Any) -> bytes:
+    """Compact JSON, compressed at zlib's fastest level: what the engine keeps between reconciles."""
+    return zlib.compress(json.dumps(value, separators=(",", ":"), default=dict).encode("utf-8"), 1)
+
+
+def unpack_json(packed: bytes) -> Any:
+    return json.loads(zlib.decompress(packed))
 
 
 def _pack(body: Mapping[str, Any]) -> bytes:
@@ -41,7 +50,7 @@ def _pack(body: Mapping[str, Any]) -> bytes:
     kept["annotations"] = {key: value for key, value in (meta.get("annotations") or {}).items()
                            if key.startswith(f"{c.GROUP}/")}
     slim = {"metadata": kept, "spec": body.get("spec") or {}, "status": body.get("status") or {}}
-    return zlib.compress(json.dumps(slim, separators=(",", ":"), default=dict).encode("utf-8"), 1)
+    return pack_json(slim)
 
 
 class ObjectCache:
@@ -85,6 +94,3 @@ class ObjectCache:
 
     def __len__(self) -> int:
         return len(self._objects)
-
-    def __iter__(self) -> Iterator[Resource]:
-        return (entry.resource() for entry in list(self._objects.values()))

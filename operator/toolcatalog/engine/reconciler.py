@@ -14,7 +14,6 @@ import json
 import logging
 import random
 import time
-import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -49,7 +48,7 @@ from ..reconcile.plan import (
 )
 from ..reconcile.scrub import scrub_catalog, scrub_error
 from ..reconcile.status import merge_patch
-from .objects import ObjectCache
+from .objects import ObjectCache, pack_json, unpack_json
 
 logger = logging.getLogger(__name__)
 
@@ -138,10 +137,10 @@ class _Written:
 
     @classmethod
     def of(cls, name: str, resource_version: str | None, manifest: Mapping[str, Any]) -> _Written:
-        return cls(name, resource_version, zlib.compress(json.dumps(manifest, separators=(",", ":")).encode(), 1))
+        return cls(name, resource_version, pack_json(manifest))
 
     def state(self) -> _CacheState:
-        content = json.loads(zlib.decompress(self.packed))
+        content = unpack_json(self.packed)
         try:
             document: CacheDocument | None = parse_cache(content)
         except CacheParseError:        # cannot happen for what we wrote; rebuild rather than fail

@@ -133,7 +133,7 @@ class Engine:
             logger.exception("%s %s/%s: reconcile failed unexpectedly; retrying in %.1fs", *key, backoff)
         else:
             self.queue.forget(key)
-            if delay is not None and self.objects.get(key) is not None:   # not deleted meanwhile
+            if delay is not None and key in self.objects:   # not deleted meanwhile
                 self.queue.add_after(key, delay)
         finally:
             self.queue.done(key)
