@@ -105,7 +105,7 @@ class KubeClient:
                 async with self._client.request(method, url, data=data, headers=headers,
                                                 allow_redirects=False) as response:
                     status, answer = response.status, await response.read()
-                    answer_headers = {key.lower(): value for key, value in response.headers.items()}
+                    retry_after = response.headers.get("Retry-After") if status >= 300 else None
             except TimeoutError:
                 raise ApiError(0, "Timeout", f"{what or path}: the API server did not answer in time") from None
             except aiohttp.ClientError as exc:
@@ -116,7 +116,7 @@ class KubeClient:
                 await self.aclose()     # log in again (a rotated ServiceAccount token), once
                 continue
             if status >= 300:
-                raise ApiError.from_response(status, answer_headers, answer, what or path)
+                raise ApiError.from_response(status, answer, what or path, retry_after=retry_after)
             try:
                 return dict(json.loads(answer))
             except (ValueError, TypeError):

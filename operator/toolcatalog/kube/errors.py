@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from typing import Any
 
 from ..api import constants as c
@@ -20,9 +19,9 @@ class ApiError(Exception):
         self.status, self.reason, self.message, self.retry_after = status, reason, message, retry_after
 
     @classmethod
-    def from_response(cls, status: int, headers: Mapping[str, str], body: bytes, what: str) -> ApiError:
+    def from_response(cls, status: int, body: bytes, what: str, *, retry_after: str | None = None) -> ApiError:
         """The error for an answer with HTTP `status` >= 300, from its Status object if it has one
-        (`headers` with lower-case names)."""
+        (`retry_after`: its Retry-After header)."""
         reason, detail = "", ""
         try:
             decoded: Any = json.loads(body)
@@ -30,17 +29,16 @@ class ApiError(Exception):
                 reason, detail = str(decoded.get("reason") or ""), str(decoded.get("message") or "")
         except ValueError:
             pass
-        retry_after = None
-        header = headers.get("retry-after")
-        if header:
+        delay = None
+        if retry_after:
             try:
-                retry_after = min(float(header), RETRY_AFTER_MAX_SECONDS)
+                delay = min(float(retry_after), RETRY_AFTER_MAX_SECONDS)
             except ValueError:
-                retry_after = None
+                delay = None
         message = f"{what}: HTTP {status}" + (f" {reason}" if reason else "")
         if detail and status in (400, 403, 409, 413, 422):
             message += f" ({detail[:300]})"
-        return cls(status, reason, message, retry_after)
+        return cls(status, reason, message, delay)
 
 
 # status -> (sync reason, what to tell the user); None in the first place: the reason depends on what
