@@ -35,6 +35,7 @@ from toolcatalog.kubectl.plugin import connect, main, run_refresh
 from toolcatalog.reconcile.approval import Approval, approve
 from toolcatalog.reconcile.cachedoc import build_configmap, configmap_name, configmap_patch, render_cache
 from toolcatalog.reconcile.catalog import CatalogDiff, count_usable, merge_catalog, status_tools
+from toolcatalog.reconcile.conditions import rfc3339
 from toolcatalog.reconcile.hashing import HASH_VERSION
 from toolcatalog.reconcile.refresh import pending_refresh
 from toolcatalog.reconcile.status import (
@@ -62,6 +63,13 @@ async def create_toolserver(api: Any, name: str = "clickup", namespace: str | No
     return await api.create({"apiVersion": c.API_VERSION, "kind": c.KIND_TOOLSERVER,
                              "metadata": {"name": name, "namespace": namespace or api.ns},
                              "spec": {"url": URL, **spec}})
+
+
+async def create_connectorconfig(api: Any, name: str = "alice", namespace: str | None = None,
+                                 server: str = "clickup") -> dict[str, Any]:
+    return await api.create({"apiVersion": c.API_VERSION, "kind": c.KIND_CONNECTORCONFIG,
+                             "metadata": {"name": name, "namespace": namespace or api.ns},
+                             "spec": {"toolServerRef": {"name": server}}})
 
 
 async def plugin(*argv: str) -> tuple[int, str, str]:
@@ -146,9 +154,7 @@ async def test_force_applies_to_its_own_refresh_and_a_repeated_reason_gets_a_not
 
 
 async def test_refresh_of_a_connectorconfig(api, kubeconfig):
-    await api.create({"apiVersion": c.API_VERSION, "kind": c.KIND_CONNECTORCONFIG,
-                      "metadata": {"name": "alice", "namespace": api.ns},
-                      "spec": {"toolServerRef": {"name": "clickup"}}})
+    await create_connectorconfig(api)
     code, out, _ = await plugin("refresh", "ConnectorConfig", "alice", "--kubeconfig", kubeconfig)
     assert code == 0 and out.startswith("connectorconfig/alice refresh requested")
     assert (await annotations(api, "alice", resource=CONNECTORCONFIGS))[c.ANN_REFRESH] in out
@@ -373,10 +379,6 @@ V2 = [{**V1[0], "description": RUG_PULL}, V1[1],
 DOCS = [{"name": "doc_search", "description": "Search the docs for a task or a topic.", "inputSchema": SCHEMA}]
 
 
-def rfc3339(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def synced(raw: list[dict[str, Any]], previous: Approval | None = None, *, policy: str = "NewAndChanged",
            spec_tools: list[dict[str, Any]] | None = None) -> Approval:
     """The catalog the operator caches after a sync that listed `raw`."""
@@ -433,21 +435,29 @@ async def spec_of(api: Any, name: str = "tasks") -> dict[str, Any]:
     return dict(await api.get(TOOLSERVERS, api.ns, name) or {})
 
 
+def approved_report(catalog: Approval, before: Approval) -> list[str]:
+    """What `approve mcpts/tasks task_create attachment_add` prints: task_create changed since `before`,
+    attachment_add new, both at their hashes in `catalog`."""
+    return [f"toolserver/tasks: approved task_create at {hash_of(catalog, 'task_create')} (changed; was"
+            f" {hash_of(before, 'task_create')})",
+            f"toolserver/tasks: approved attachment_add at {hash_of(catalog, 'attachment_add')} (new)"]
+
+
+def approved_entries(catalog: Approval) -> list[dict[str, Any]]:
+    """The spec.tools entries that approve task_create and attachment_add at their hashes in `catalog`."""
+    return [{"name": name, "enabled": True, "approvedHash": hash_of(catalog, name)}
+            for name in ("task_create", "attachment_add")]
+
+
 async def test_approve_writes_the_current_hashes_and_keeps_the_rest_of_spec_tools(api, kubeconfig):
     kept = [{"name": "task_delete", "enabled": False}, {"name": "task_create", "enabled": True}]
     _, first, second = await rug_pulled(api, spec_tools=kept)
     code, out, err = await plugin("approve", "mcpts/tasks", "task_create", "attachment_add",
                                   "--kubeconfig", kubeconfig)
     assert (code, err) == (0, "")
-    assert out.splitlines() == [
-        f"toolserver/tasks: approved task_create at {hash_of(second, 'task_create')} (changed; was"
-        f" {hash_of(first, 'task_create')})",
-        f"toolserver/tasks: approved attachment_add at {hash_of(second, 'attachment_add')} (new)"]
+    assert out.splitlines() == approved_report(second, first)
     obj = await spec_of(api)
-    assert obj["spec"]["tools"] == [
-        {"name": "task_delete", "enabled": False},
-        {"name": "task_create", "enabled": True, "approvedHash": hash_of(second, "task_create")},
-        {"name": "attachment_add", "enabled": True, "approvedHash": hash_of(second, "attachment_add")}]
+    assert obj["spec"]["tools"] == [{"name": "task_delete", "enabled": False}, *approved_entries(second)]
     assert obj["metadata"]["generation"] == 2
     # The operator's next sync of the same server accepts both: nothing waits any more.
     assert synced(V2, second, spec_tools=obj["spec"]["tools"]).pending == []
@@ -571,14 +581,9 @@ async def test_approve_pinned_to_the_hash_diff_showed_refuses_a_definition_that_
     assert code == 1 and "audit@example.com" in out
     code, out, err = await plugin(*pasted(err), "attachment_add", "--kubeconfig", kubeconfig)    # pinned and plain
     assert (code, err) == (0, "")
-    assert out.splitlines() == [
-        f"toolserver/tasks: approved task_create at {hash_of(third, 'task_create')} (changed; was"
-        f" {hash_of(first, 'task_create')})",
-        f"toolserver/tasks: approved attachment_add at {hash_of(third, 'attachment_add')} (new)"]
+    assert out.splitlines() == approved_report(third, first)
     obj = await spec_of(api)
-    assert obj["spec"]["tools"] == [
-        {"name": "task_create", "enabled": True, "approvedHash": hash_of(third, "task_create")},
-        {"name": "attachment_add", "enabled": True, "approvedHash": hash_of(third, "attachment_add")}]
+    assert obj["spec"]["tools"] == approved_entries(third)
     assert synced(V3, third, spec_tools=obj["spec"]["tools"]).pending == []    # what the operator accepts
 
 
@@ -616,9 +621,7 @@ async def two_teams(api: Any) -> tuple[str, str]:
     team_a, team_b = await api.make_namespace("team-a"), await api.make_namespace("team-b")
     owner = await create_toolserver(api, "tasks", team_a, approval={"policy": "NewAndChanged"})
     await publish(api, owner, synced(V2, synced(V1)), synced_ago=timedelta(hours=3, minutes=5))
-    alice = await api.create({"apiVersion": c.API_VERSION, "kind": c.KIND_CONNECTORCONFIG,
-                              "metadata": {"name": "alice", "namespace": team_a},
-                              "spec": {"toolServerRef": {"name": "tasks"}}})
+    alice = await create_connectorconfig(api, "alice", team_a, server="tasks")
     await publish(api, alice, synced(V1, policy="None"), policy="None", synced_ago=timedelta(days=4, hours=1),
                   failure="ServerUnavailable")
     docs = await create_toolserver(api, "docs", team_b)
@@ -713,9 +716,7 @@ async def test_many_namespaces_read_a_few_at_a_time_keep_the_order_and_the_notes
     for team in teams:
         docs = await create_toolserver(api, "docs", team)
         await publish(api, docs, synced(DOCS, policy="None"), policy="None", synced_ago=timedelta(minutes=7))
-        alice = await api.create({"apiVersion": c.API_VERSION, "kind": c.KIND_CONNECTORCONFIG,
-                                  "metadata": {"name": "alice", "namespace": team},
-                                  "spec": {"toolServerRef": {"name": "docs"}}})
+        alice = await create_connectorconfig(api, "alice", team, server="docs")
         await publish(api, alice, synced(DOCS, policy="None"), policy="None", synced_ago=timedelta(hours=2))
     emulator = api.emulator.emulator
     for plural in ("toolservers", "connectorconfigs"):

@@ -98,10 +98,10 @@ def parse_tool_words(words: Sequence[str]) -> list[ToolArg]:
     return args
 
 
-def _recomputed_hash(tool: CachedTool, version: int) -> str | None:
-    """What the cached definition hashes to, or None when it cannot be hashed again here."""
+def _recomputed_hash(definition: dict[str, Any], version: int) -> str | None:
+    """What a definition in the cache hashes to, or None when it cannot be hashed again here."""
     try:
-        return definition_hash(stored_definition(tool), version)
+        return definition_hash(definition, version)
     except (UnhashableToolError, KeyError):
         return None
 
@@ -120,7 +120,7 @@ def _pin_error(ref: ResourceRef, namespace: str, document: CacheDocument,
             lines.append(f"{name} is now at {tool.schema_hash}, not at the pinned {arg.pin}. Review the"
                          f" current definition: {again}")
             continue
-        actual = _recomputed_hash(tool, document.hash_version)
+        actual = _recomputed_hash(stored_definition(tool), document.hash_version)
         if actual is not None and actual != tool.schema_hash:
             lines.append(f"{name}: the definition in the cache hashes to {actual}, not to its schemaHash"
                          f" {tool.schema_hash}; the ConfigMap may have been edited by hand, so what a diff"
@@ -260,13 +260,9 @@ class DiffResult:
     approve_command: str | None = None  # with differences: approve exactly this definition (pinned)
 
 
-def _hash_note(what: str, definition: dict[str, Any], expected: str, version: int) -> list[str]:
-    """A note when a definition in the cache does not hash to the hash stored next to it."""
-    try:
-        actual = definition_hash(definition, version)
-    except (UnhashableToolError, KeyError):
-        return []
-    if actual == expected:
+def _hash_note(what: str, actual: str | None, expected: str) -> list[str]:
+    """A note when a definition in the cache does not hash (`actual`) to the hash stored next to it."""
+    if actual is None or actual == expected:
         return []
     return [f"note: the {what} stored in the cache hashes to {actual}, not {expected}; the ConfigMap may have"
             " been edited by hand"]
@@ -284,7 +280,8 @@ def diff_tool(ref: ResourceRef, document: CacheDocument, name: str, *, namespace
         raise _unknown_tools_error(ref, [name], sorted(t.name for t in document.tools))
     shown = printable(name)
     current = stored_definition(tool)
-    notes = _hash_note("current definition", current, tool.schema_hash, document.hash_version)
+    current_hash = _recomputed_hash(current, document.hash_version)
+    notes = _hash_note("current definition", current_hash, tool.schema_hash)
     if not tool.available:
         notes.append(f"note: the server no longer lists {shown} (removed at {tool.removed_at})")
     if document.approval.policy == POLICY_NONE:
@@ -302,14 +299,14 @@ def diff_tool(ref: ResourceRef, document: CacheDocument, name: str, *, namespace
     else:
         before = definition_lines(tool.approved_definition)
         from_label = f"{shown} approved {tool.approved_hash}"
-        notes += _hash_note("approved definition", tool.approved_definition, tool.approved_hash,
-                            document.hash_version)
+        notes += _hash_note("approved definition",
+                            _recomputed_hash(tool.approved_definition, document.hash_version), tool.approved_hash)
     lines = list(difflib.unified_diff(before, definition_lines(current), fromfile=from_label,
                                       tofile=f"{shown} current {tool.schema_hash}", lineterm=""))
     if not lines:   # the same definition under another hash: only a hand-edited cache gets here
         return DiffResult(f"{ref}: {shown} awaits approval, but its definition equals the approved one.",
                           DIFF_SAME, notes)
-    pinnable = shown == name and _recomputed_hash(tool, document.hash_version) in (tool.schema_hash, None)
+    pinnable = shown == name and current_hash in (tool.schema_hash, None)
     command = suggested_command("approve", str(ref), f"{name}@{tool.schema_hash}", namespace=namespace) \
         if pinnable else None
     return DiffResult("\n".join(lines), DIFF_DIFFERENT, notes, command)

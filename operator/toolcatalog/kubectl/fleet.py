@@ -16,6 +16,7 @@ from typing import Any
 
 from ..api import constants as c
 from ..api.models import CachedTool
+from ..reconcile.catalog import is_usable
 from .format import (
     NONE,
     NOT_APPLICABLE,
@@ -74,8 +75,7 @@ class Hit:
     @property
     def usable(self) -> bool:
         """What agents may offer: listed, enabled, selected and approved."""
-        tool = self.tool
-        return tool.available and tool.enabled and tool.selected and tool.approved
+        return is_usable(self.tool)
 
     @property
     def approval(self) -> str:

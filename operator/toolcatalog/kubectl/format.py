@@ -23,6 +23,7 @@ import pydantic
 
 from ..api import constants as c
 from ..api.models import NAME_PATTERN, CachedTool, Condition, LastRefresh
+from ..reconcile.approval import POLICY_NONE
 
 EXIT_SUCCEEDED = 0
 EXIT_FAILED = 1
@@ -195,7 +196,6 @@ MIN_DESCRIPTION_WIDTH = 20
 ELLIPSIS = "..."
 NONE = "<none>"
 NOT_APPLICABLE = "-"    # the APPROVAL of a tool when no approval policy applies
-POLICY_NONE = "None"
 LIST_WIDTH = 100  # wrap width of the new/removed/changed name lists
 LABEL_WIDTH = 18  # "Tools discovered:" plus padding, as kubectl describe aligns values
 
