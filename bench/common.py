@@ -27,6 +27,8 @@ import httpx2
 
 from toolcatalog_dev.cluster import Cluster
 from toolcatalog_dev.controlplane import ControlPlane, build, write_kubeconfig
+from toolcatalog_dev.deploy import install_operator_access
+from toolcatalog_dev.operatorproc import OperatorProcess
 from toolcatalog_dev.wait import wait_for
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,14 +46,6 @@ def percentile(samples: list[float], q: float) -> float:
 def summary(samples: list[float]) -> dict[str, float]:
     return {"p50": round(statistics.median(samples), 2), "p95": round(percentile(samples, 0.95), 2),
             "n": len(samples)}
-
-
-def deploy_file(name: str) -> Path:
-    """deploy/NAME.yaml, wherever the kustomize layout keeps it (deploy/ or deploy/base/)."""
-    for candidate in (REPO / "deploy" / "base" / name, REPO / "deploy" / name):
-        if candidate.exists():
-            return candidate
-    raise FileNotFoundError(f"deploy/{name} (or deploy/base/{name})")
 
 
 def log(message: str) -> None:
@@ -86,28 +80,12 @@ class ProcStats:
             pass
         return 0
 
-    async def sample_peak(self, stop: asyncio.Event, interval: float = 0.2,
-                          series: list[tuple[float, int]] | None = None) -> None:
-        """Sample RSS until `stop` (peak_rss keeps the highest); with `series`, keep (time, rss) too."""
-        loop = asyncio.get_running_loop()
+    async def sample_peak(self, stop: asyncio.Event, interval: float = 0.2) -> None:
+        """Sample RSS until `stop` (peak_rss keeps the highest)."""
         while not stop.is_set():
-            value = self.rss()
-            if series is not None:
-                series.append((loop.time(), value))
+            self.rss()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval)
-
-
-@contextlib.contextmanager
-def sampling(stats: ProcStats, interval: float = 0.2) -> Iterator[None]:
-    """Sample the peak RSS of a process in the background of the running loop for the block."""
-    stop = asyncio.Event()
-    task = asyncio.get_event_loop().create_task(stats.sample_peak(stop, interval))
-    try:
-        yield
-    finally:
-        stop.set()
-        task.cancel()
 
 
 def self_cpu_seconds() -> float:
@@ -175,6 +153,18 @@ class McpFleet:
 
 
 _REQUESTS = re.compile(r'^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>[0-9.e+]+)$')
+
+
+def request_delta(before: dict[tuple[str, str], float],
+                  after: dict[tuple[str, str], float]) -> dict[tuple[str, str], float]:
+    """How much each (verb, resource) request count of `request_counts()` grew from `before` to `after`."""
+    return {key: value - before.get(key, 0.0) for key, value in after.items() if value - before.get(key, 0.0) > 0}
+
+
+def requests_by_verb(delta: dict[tuple[str, str], float], ours: bool = True) -> dict[str, float]:
+    """`delta` as {"VERB resource": count}, watches left out: on our resources, or (`ours=False`) on others."""
+    return {f"{verb} {resource or '(non-resource)'}": value for (verb, resource), value in sorted(delta.items())
+            if value > 0 and verb not in ("WATCH", "CONNECT") and (resource in OUR_RESOURCES) == ours}
 
 
 @dataclass
@@ -318,10 +308,8 @@ async def real_cluster(workdir: Path) -> AsyncIterator[Backend]:
     plane = ControlPlane(bin_dir=build(quiet=True), crds=sorted((REPO / "crds").glob("*.yaml")))
     await asyncio.to_thread(plane.start)
     try:
-        plane.kubectl("apply", "-f", str(deploy_file("namespace.yaml")))
-        plane.kubectl("apply", "-f", str(deploy_file("rbac.yaml")))
+        token = install_operator_access(plane)
         plane.kubectl("create", "namespace", NAMESPACE)
-        token = plane.service_account_token("toolcatalog-system", "toolcatalog")
         operator_kubeconfig = write_kubeconfig(workdir / "operator.kubeconfig", server=plane.url,
                                                ca=plane.pki.ca_cert, token=token, user="toolcatalog")
         context = plane.ssl_context()
@@ -367,57 +355,22 @@ def operator_environment() -> dict[str, Any]:
             "runtime_dependencies_only": python != sys.executable}
 
 
-class Operator:
-    """`toolcatalog run -A --standalone --quiet ARGS` as a child process in its own session."""
+class Operator(OperatorProcess):
+    """`toolcatalog run -A --standalone --quiet ARGS` with operator_python(), as a child process in its own
+    session; a context manager."""
 
     def __init__(self, backend: Backend, workdir: Path, *args: str, env: dict[str, str] | None = None) -> None:
-        self.log_path = workdir / f"operator-{time.monotonic_ns()}.log"
-        self.backend, self.args, self.extra_env = backend, list(args), dict(env or {})
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Operator:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TOOLCATALOG_")}
-        env.update({"KUBECONFIG": str(self.backend.operator_kubeconfig), "PYTHONUNBUFFERED": "1", **self.extra_env})
-        with self.log_path.open("ab") as out:
-            self.process = subprocess.Popen(
-                [operator_python(), "-m", "toolcatalog.cli", "run", "-A", "--standalone", "--quiet", *self.args],
-                env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        return self
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
+        super().__init__(backend.operator_kubeconfig, workdir / f"operator-{time.monotonic_ns()}.log", env=env,
+                         args=["--quiet", *args], command=[operator_python(), "-m", "toolcatalog.cli"])
 
     @property
     def stats(self) -> ProcStats:
+        assert self.pid is not None
         return ProcStats(self.pid)
 
-    def exited(self) -> int | None:
-        return None if self.process is None else self.process.poll()
-
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    def stop(self) -> None:
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, 15)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.process.pid, 9)
-                self.process.wait(timeout=5)
-        self.process = None
-
     def __enter__(self) -> Operator:
-        return self.start()
+        self.start()
+        return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()

@@ -12,12 +12,13 @@ from typing import Any
 
 from bench.common import (
     NAMESPACE,
-    OUR_RESOURCES,
     TS,
     Backend,
     McpFleet,
     Operator,
     create_all,
+    request_delta,
+    requests_by_verb,
     summary,
     synced,
     toolserver,
@@ -80,12 +81,10 @@ async def measure(backend: Backend, fleet: McpFleet, catalogs: list[int], rounds
                     "operator_cpu_ms_per_refresh": round((operator.stats.cpu_seconds() - cpu) * 1000 / rounds, 2),
                 }
                 if requests is not None:
-                    delta = _delta(requests, _counts(backend))
+                    delta = request_delta(requests, backend.request_counts())
                     delta[("PATCH", "toolservers")] = delta.get(("PATCH", "toolservers"), 0) - rounds  # the bench's
                     figures["operator_api_requests_per_refresh"] = {
-                        f"{verb} {resource}": round(value / rounds, 2)
-                        for (verb, resource), value in sorted(delta.items())
-                        if value > 0 and verb != "WATCH" and resource in OUR_RESOURCES}
+                        key: round(value / rounds, 2) for key, value in requests_by_verb(delta).items()}
                 results[str(count)] = figures
         figures_rss = operator.stats.rss()
     results["operator_rss_mib_after"] = round(figures_rss / 2**20, 1)
@@ -94,10 +93,3 @@ async def measure(backend: Backend, fleet: McpFleet, catalogs: list[int], rounds
 
 def _counts(backend: Backend) -> dict[tuple[str, str], float] | None:
     return backend.request_counts() if backend.plane is not None else None
-
-
-def _delta(before: dict[tuple[str, str], float] | None,
-           after: dict[tuple[str, str], float] | None) -> dict[tuple[str, str], float]:
-    if before is None or after is None:
-        return {}
-    return {key: value - before.get(key, 0.0) for key, value in after.items() if value - before.get(key, 0.0)}

@@ -22,7 +22,6 @@ from typing import Any
 
 from bench.common import (
     NAMESPACE,
-    OUR_RESOURCES,
     TS,
     Backend,
     McpFleet,
@@ -32,6 +31,8 @@ from bench.common import (
     log,
     profiled,
     real_cluster,
+    request_delta,
+    requests_by_verb,
     self_cpu_seconds,
     synced,
     toolserver,
@@ -40,15 +41,6 @@ from bench.common import (
 SERVERS = 8
 TOOLS = 20
 SETTLE_SECONDS = 5.0
-
-
-def _non_watch(delta: dict[tuple[str, str], float], ours: bool) -> dict[str, float]:
-    return {f"{verb} {resource or '(non-resource)'}": value for (verb, resource), value in sorted(delta.items())
-            if value > 0 and verb not in ("WATCH", "CONNECT") and (resource in OUR_RESOURCES) == ours}
-
-
-def _delta(before: dict[tuple[str, str], float], after: dict[tuple[str, str], float]) -> dict[tuple[str, str], float]:
-    return {key: value - before.get(key, 0.0) for key, value in after.items() if value - before.get(key, 0.0) > 0}
 
 
 async def run(count: int, workdir: Path, *, idle_seconds: float, sizes: bool, profile_dir: Path | None,
@@ -97,9 +89,9 @@ async def _run(backend: Backend, fleet: McpFleet, operator: Operator, count: int
                                         fleet.stats.cpu_seconds(), self_cpu_seconds())
         requests1 = backend.request_counts()
         converge = finished - started
-        delta = _delta(requests0, requests1)
+        delta = request_delta(requests0, requests1)
         delta[("POST", "toolservers")] = delta.get(("POST", "toolservers"), 0) - count        # the bench's creates
-        ours = {key: round(value / count, 2) for key, value in _non_watch(delta, True).items()}
+        ours = {key: round(value / count, 2) for key, value in requests_by_verb(delta).items()}
         times = sorted(first_synced[name] - started for name in names)
         result: dict[str, Any] = {
             "resources": count, "servers": len(fleet.urls), "tools_each": TOOLS,
@@ -143,9 +135,9 @@ async def idle(backend: Backend, stats: ProcStats, seconds: float) -> dict[str, 
     elapsed = time.monotonic() - started
     cpu1, requests1, plane1 = stats.cpu_seconds(), backend.request_counts(), backend.control_plane_cpu()
     per_minute = 60.0 / elapsed
-    delta = _delta(requests0, requests1)
-    ours = _non_watch(delta, True)
-    others = _non_watch(delta, False)
+    delta = request_delta(requests0, requests1)
+    ours = requests_by_verb(delta)
+    others = requests_by_verb(delta, ours=False)
     return {
         "seconds": round(elapsed, 1),
         "operator_cpu_percent_of_a_core": round(100 * (cpu1 - cpu0) / elapsed, 3),

@@ -14,7 +14,6 @@ from typing import Any
 
 from bench.common import (
     NAMESPACE,
-    OUR_RESOURCES,
     TS,
     McpFleet,
     Operator,
@@ -22,6 +21,8 @@ from bench.common import (
     log,
     profiled,
     real_cluster,
+    request_delta,
+    requests_by_verb,
     synced,
     toolserver,
 )
@@ -73,8 +74,7 @@ async def run(count: int, ttl: int, seconds: float, workdir: Path, profile_dir: 
     for moment in window:
         per_second[min(len(per_second) - 1, int(moment))] += 1
     per_ten = [sum(per_second[i:i + 10]) / 10 for i in range(0, len(per_second), 10)]
-    delta = {key: value - requests0.get(key, 0.0) for key, value in requests1.items()
-             if value - requests0.get(key, 0.0) > 0 and key[0] not in ("WATCH", "CONNECT") and key[1] in OUR_RESOURCES}
+    delta = requests_by_verb(request_delta(requests0, requests1))
     half = len(rss) // 2
     first_half = [value for _, value in rss[:half]] or [0.0]
     second_half = [value for _, value in rss[half:]] or [0.0]
@@ -88,8 +88,7 @@ async def run(count: int, ttl: int, seconds: float, workdir: Path, profile_dir: 
         "syncs_per_minute": [sum(per_second[i:i + 60]) for i in range(0, len(per_second), 60)],
         "operator_cpu_ms_per_sync": round((cpu1 - cpu0) * 1000 / max(1, syncs), 2),
         "operator_cpu_percent_of_a_core": round(100 * (cpu1 - cpu0) / elapsed, 2),
-        "operator_api_requests_per_sync": {f"{verb} {resource}": round(value / max(1, syncs), 2)
-                                           for (verb, resource), value in sorted(delta.items())},
+        "operator_api_requests_per_sync": {key: round(value / max(1, syncs), 2) for key, value in delta.items()},
         "rss_mib": {"first": rss[0][1], "last": rss[-1][1], "min": min(v for _, v in rss),
                     "max": max(v for _, v in rss), "mean_first_half": round(sum(first_half) / len(first_half), 1),
                     "mean_second_half": round(sum(second_half) / len(second_half), 1)},

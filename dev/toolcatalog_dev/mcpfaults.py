@@ -183,7 +183,7 @@ class FaultLayer:
         elif mode in ("huge", "gzip-bomb") and scope["method"] == "POST":
             await self._answer_huge(send, bomb=mode == "gzip-bomb")
         elif mode in ("echo-token", "echo-token-name") and scope["method"] == "POST":
-            await self._answer_echo(scope, receive, send, bearer_token(headers) or "",
+            await self._answer_echo(receive, send, bearer_token(headers) or "",
                                     in_name=mode == "echo-token-name")
         elif mode == "garbage":
             await respond(send, 200, b"<html><body>Welcome to nginx!</body></html>", "text/html")
@@ -216,14 +216,9 @@ class FaultLayer:
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b'"result":{}}'})
 
-    async def _answer_echo(self, scope: Scope, receive: Receive, send: Send, token: str, *, in_name: bool) -> None:
+    async def _answer_echo(self, receive: Receive, send: Send, token: str, *, in_name: bool) -> None:
         """A hostile server quoting back the credential it was sent, everywhere it can."""
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_body(receive)
         rpc = json.loads(body or b"{}")
         encoded = base64.b64encode(token.encode()).decode()
         if rpc.get("method") == "initialize":      # a malformed handshake that quotes it (the SDK's era)
@@ -251,12 +246,7 @@ class FaultLayer:
     async def _answer_bad_tools(self, scope: Scope, receive: Receive, send: Send, *, duplicate: bool) -> None:
         """Answer tools/list with malformed tool entries (or one tool listed twice, each time with another
         definition); pass everything else through."""
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_body(receive)
         try:
             rpc = json.loads(body)
         except ValueError:
@@ -281,6 +271,16 @@ class FaultLayer:
             return {"type": "http.request", "body": body, "more_body": False}
 
         await self._inner(scope, replay, send)
+
+
+async def read_body(receive: Receive) -> bytes:
+    """A request's whole body."""
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            return body
 
 
 async def respond(

@@ -22,12 +22,14 @@ def operator_command() -> list[str]:
 
 class OperatorProcess:
     """`toolcatalog run -A --standalone ARGS` in its own session (Ctrl-C reaches only its parent); with
-    `namespaces`, `-n NS` for each instead of `-A`."""
+    `namespaces`, `-n NS` for each instead of `-A`; with `command`, that instead of `operator_command()`."""
 
     def __init__(self, kubeconfig: Path, log_path: Path, env: Mapping[str, str] | None = None,
-                 args: Sequence[str] = ("--verbose",), namespaces: Sequence[str] = ()) -> None:
+                 args: Sequence[str] = ("--verbose",), namespaces: Sequence[str] = (),
+                 command: Sequence[str] | None = None) -> None:
         self.kubeconfig, self.log_path = kubeconfig, log_path
         self.env, self.args = dict(env or {}), list(args)
+        self.command = list(command) if command is not None else operator_command()
         self.scope = [f"--namespace={namespace}" for namespace in namespaces] or ["-A"]
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -35,7 +37,7 @@ class OperatorProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("TOOLCATALOG_")}
         env.update({"KUBECONFIG": str(self.kubeconfig), "PYTHONUNBUFFERED": "1", **self.env})
         with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen([*operator_command(), "run", *self.scope, "--standalone", *self.args],
+            self.process = subprocess.Popen([*self.command, "run", *self.scope, "--standalone", *self.args],
                                             env=env, stdin=subprocess.DEVNULL, stdout=log,
                                             stderr=subprocess.STDOUT, start_new_session=True)
         return self
