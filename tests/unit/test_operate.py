@@ -106,6 +106,12 @@ def test_namespace_patterns_are_kopfs():
     assert namespace_matches("team-a", ["team-*"]) and not namespace_matches("ops", ["team-*"])
     assert namespace_matches("team-a", ["team-*,!team-b"]) and not namespace_matches("team-b", ["team-*,!team-b"])
     assert namespace_matches("x", ["!y"]) and namespace_matches("ops", ["team-*", "ops"])
+    # kopf's rule exactly (its documented examples): later inclusive globs only re-match what the first matched.
+    assert not namespace_matches("team-b", ["team-a,team-b"])
+    pattern = ["myapp-*, !*-pr-*, *pr-123"]
+    assert namespace_matches("myapp-pr-123", pattern) and namespace_matches("myapp-live", pattern)
+    assert not namespace_matches("myapp-pr-456", pattern) and not namespace_matches("otherapp-pr-123", pattern)
+    assert namespace_matches("otherapp-pr-123", ["!*-pr-*, *pr-123"])
     assert exact_namespaces(["a", "b"]) and not exact_namespaces(["a", "team-*"]) and not exact_namespaces([])
 
 

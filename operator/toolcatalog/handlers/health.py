@@ -56,13 +56,21 @@ EXAMPLES = 5
 
 
 def namespace_matches(namespace: str, patterns: Iterable[str]) -> bool:
-    """kopf's namespace patterns: each a glob, or comma-separated globs with `!` negations."""
+    """Whether kopf watches `namespace` for these `-n` patterns, by kopf's own rule (its matcher is private):
+    comma-separated globs read left to right; the first inclusive glob makes the match (a catch-all is
+    implied before a leading `!`), a `!glob` unmatches, and a later inclusive glob only re-matches a
+    namespace the first one had matched."""
     for pattern in patterns:
-        globs = [part.strip() for part in pattern.split(",") if part.strip()]
-        wanted = [glob for glob in globs if not glob.startswith("!")]
-        unwanted = [glob[1:] for glob in globs if glob.startswith("!")]
-        if (not wanted or any(fnmatch.fnmatchcase(namespace, glob) for glob in wanted)) \
-                and not any(fnmatch.fnmatchcase(namespace, glob) for glob in unwanted):
+        globs = [glob.strip() for glob in pattern.split(",")]
+        if globs[0].startswith("!"):
+            globs.insert(0, "*")
+        matches = first = fnmatch.fnmatch(namespace, globs[0])
+        for glob in globs[1:]:
+            if glob.startswith("!"):
+                matches = matches and not fnmatch.fnmatch(namespace, glob.lstrip("!"))
+            else:
+                matches = matches or (first and fnmatch.fnmatch(namespace, glob))
+        if matches:
             return True
     return False
 
