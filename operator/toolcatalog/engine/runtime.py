@@ -85,6 +85,8 @@ class Engine:
         while running := {*(t for t in self._tasks if not t.done()), *self._slow}:
             left = deadline - asyncio.get_running_loop().time()
             if left <= 0:
+                logger.warning("stopping: %d reconcile(s) still running after %.0fs; they are cut", len(running),
+                               timeout)
                 for task in running:
                     task.cancel()
                 await asyncio.gather(*running, return_exceptions=True)

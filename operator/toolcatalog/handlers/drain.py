@@ -89,17 +89,6 @@ class Drain:
                         len(pending), len(self._writing))
         await asyncio.gather(*pending, return_exceptions=True)
 
-    async def writers_done(self, timeout: float) -> int:
-        """Wait up to `timeout` seconds for every sync that has begun to write (the engine's stop does not
-        wait for a reconcile that steps aside into its slow pool while it stops); how many still write."""
-        pending = [task for task in self._writing if not task.done()]
-        if pending:
-            await asyncio.wait(pending, timeout=timeout)
-        still = sum(1 for task in self._writing if not task.done())
-        if still:
-            logger.warning("shutting down: %d sync(s) still writing after %.0fs; they are cut", still, timeout)
-        return still
-
     # -- what the reconciler is given -----------------------------------------------------
 
     def fetcher(self, fetch: Fetcher) -> Fetcher:

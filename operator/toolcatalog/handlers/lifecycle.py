@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import time
 from typing import Any
 
 import kopf
@@ -105,9 +104,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig, redactor: 
         await health.stop(memo)                     # readiness: 503 from now on
         engine.queue.shut_down()                    # no new syncs; those reading or fetching may be cut,
         await memo.drain.stop(FETCH_GRACE_SECONDS)  # those writing finish: never a half-written sync
-        writing_since = time.monotonic()
-        await engine.stop(WRITE_TIMEOUT_SECONDS)
-        await memo.drain.writers_done(max(0.0, WRITE_TIMEOUT_SECONDS - (time.monotonic() - writing_since)))
+        await engine.stop(WRITE_TIMEOUT_SECONDS)    # waits for workers and slow reconciles alike
         listeners = engine.reconciler.listeners
         if isinstance(listeners, ToolChangeListeners):
             await listeners.aclose()
