@@ -6,7 +6,7 @@ bad field and never echoing a value.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,13 +56,16 @@ def describe_validation_error(kind: str, error: ValidationError) -> str:
     return f"{kind} spec is invalid: " + "; ".join(parts)
 
 
-def parse_spec(kind: str, spec: Mapping[str, Any]) -> Spec:
+def parse_spec(kind: str, spec: Mapping[str, Any], *,
+               egress_verdict: Callable[[Any], str | None] | None = None) -> Spec:
+    """The spec as a model, or SyncError InvalidSpec naming each problem; with `egress_verdict` (the
+    admission webhook's), a literal address the operator may not connect to is one too."""
     model = ToolServerSpec if kind == c.KIND_TOOLSERVER else ConnectorConfigSpec
     try:
         parsed = model.model_validate(dict(spec))
     except ValidationError as exc:
         raise SyncError(c.REASON_INVALID_SPEC, describe_validation_error(kind, exc)) from None
-    problems = spec_problems(spec)
+    problems = spec_problems(spec, egress_verdict=egress_verdict)
     if problems:
         raise SyncError(c.REASON_INVALID_SPEC, f"{kind} spec is invalid: " + "; ".join(problems))
     return parsed

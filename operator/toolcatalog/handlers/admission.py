@@ -23,7 +23,6 @@ import kopf
 from ..api import constants as c
 from ..api.errors import SyncError
 from ..api.spec import parse_spec
-from ..api.validation import literal_address
 from ..config import OperatorConfig
 from ..mcp.egress import EgressPolicy
 
@@ -36,13 +35,10 @@ KIND_OF_PLURAL = {plural: kind for kind, plural in c.PLURAL.items()}
 def problems_of(kind: str, spec: Mapping[str, Any], egress: EgressPolicy) -> str | None:
     """Why `spec` is refused (one message), or None. Pure but for the policy's networks."""
     try:
-        parse_spec(kind, spec)
+        parse_spec(kind, spec, egress_verdict=egress.verdict)
     except SyncError as error:
         return error.message
-    url = spec.get("url")
-    address = literal_address(url) if isinstance(url, str) else None
-    reason = egress.verdict(address) if address is not None else None
-    return f"{kind} spec is invalid: spec.url: the operator may not connect there: {reason}" if reason else None
+    return None
 
 
 class ServiceReference:
