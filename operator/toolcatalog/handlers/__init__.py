@@ -21,7 +21,7 @@ def build_registry(config: OperatorConfig, redactor: Redactor) -> kopf.OperatorR
     if shard.sharded:
         logging.getLogger(__name__).info("sharding: this operator takes the resources of %s", shard.describe())
     watch.register(registry, shard)
-    lifecycle.register(registry, config, redactor)
+    lifecycle.register(registry, config, redactor, shard)
     admission.register(registry, config)
     health.register(registry)
     return registry

@@ -50,7 +50,7 @@ class IndexedVersions:
         return self._first(self._configmaps, namespace, name)
 
 
-def register(registry: kopf.OperatorRegistry, config: OperatorConfig, redactor: Redactor) -> None:
+def register(registry: kopf.OperatorRegistry, config: OperatorConfig, redactor: Redactor, shard: Shard) -> None:
 
     @kopf.on.startup(registry=registry)
     async def start(settings: kopf.OperatorSettings, memo: Any, **indexes: Any) -> None:
@@ -81,7 +81,6 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig, redactor: 
         reconciler.observers.append(logs.log_sync)
         memo.engine, memo.kube, memo.pools, memo.drain = engine, kube, (pool, listener_pool), drain
         engine.start()
-        shard = Shard(config.shard, config.total_shards)
         await health.start(memo, engine.objects, kube, backlog=lambda: len(engine.queue),
                            namespaces=config.namespaces, stall_after=config.watch_stall_timeout,
                            readiness_url=config.readiness,
