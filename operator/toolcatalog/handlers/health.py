@@ -159,9 +159,10 @@ class WatchHealth:
             for key in gone:
                 behind[key] = None
             # A key lags since the first check that found it behind at this same version.
-            self._behind_since = {key: (version, since if previous == version else now)
-                                  for key, version in behind.items()
-                                  for previous, since in [self._behind_since.get(key, (version, now))]}
+            since_before, self._behind_since = self._behind_since, {}
+            for key, version in behind.items():
+                previous, since = since_before.get(key, (version, now))
+                self._behind_since[key] = (version, since if previous == version else now)
             stalled = sorted((now - since, key) for key, (_, since) in self._behind_since.items()
                              if now - since >= self.stall_after)
             self.last = Verdict(listed=len(listed), behind=len(behind) - len(gone), missing=missing, gone=len(gone),
