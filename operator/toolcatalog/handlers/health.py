@@ -160,9 +160,9 @@ class WatchHealth:
                 behind[key] = None
             # A key lags since the first check that found it behind at this same version.
             since_before, self._behind_since = self._behind_since, {}
-            for key, version in behind.items():
-                previous, since = since_before.get(key, (version, now))
-                self._behind_since[key] = (version, since if previous == version else now)
+            for key, lagging in behind.items():
+                previous, since = since_before.get(key, (lagging, now))
+                self._behind_since[key] = (lagging, since if previous == lagging else now)
             stalled = sorted((now - since, key) for key, (_, since) in self._behind_since.items()
                              if now - since >= self.stall_after)
             self.last = Verdict(listed=len(listed), behind=len(behind) - len(gone), missing=missing, gone=len(gone),
