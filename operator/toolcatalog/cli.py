@@ -26,7 +26,10 @@ def _csv(value: str) -> tuple[str, ...]:
 
 
 def _run_parser(sub: argparse._SubParsersAction, env: Mapping[str, str]) -> None:
-    def default(name: str, fallback: str) -> str:
+    def default(name: str, fallback: str | None = None) -> str:
+        """TOOLCATALOG_NAME, else `fallback`, else OperatorConfig's default of the field `name`."""
+        if fallback is None:
+            fallback = str(getattr(OperatorConfig, name.lower()))
         return env.get(f"TOOLCATALOG_{name}", fallback)
 
     run = sub.add_parser("run", help="run the operator against the cluster in KUBECONFIG or in-cluster config")
@@ -41,24 +44,24 @@ def _run_parser(sub: argparse._SubParsersAction, env: Mapping[str, str]) -> None
                      help="serve a readiness endpoint, e.g. http://0.0.0.0:8081/readyz: 200 once the watches have "
                           "delivered every resource and each was looked at, 503 before and while stopping")
     run.add_argument("--watch-stall-timeout", type=float, metavar="SECONDS",
-                     default=float(default("WATCH_STALL_TIMEOUT", "180")),
+                     default=float(default("WATCH_STALL_TIMEOUT")),
                      help="the liveness endpoint fails when a change the API server holds has not come through "
                           "the watches for this long (default 180; env TOOLCATALOG_WATCH_STALL_TIMEOUT)")
-    run.add_argument("--log-format", choices=("text", "json"), default=default("LOG_FORMAT", "text"),
+    run.add_argument("--log-format", choices=("text", "json"), default=default("LOG_FORMAT"),
                      help="text, or json: one JSON object a line (default text; env TOOLCATALOG_LOG_FORMAT)")
     run.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG (secrets are never logged)")
     run.add_argument("--debug", action="store_true", help="same as --verbose")
     run.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
     run.add_argument("--context", default=None, help="kubeconfig context to use")
     run.add_argument("--max-concurrent-syncs", type=int, metavar="N",
-                     default=int(default("MAX_CONCURRENT_SYNCS", "10")),
+                     default=int(default("MAX_CONCURRENT_SYNCS")),
                      help="syncs running at once, across resources (default 10; env TOOLCATALOG_MAX_CONCURRENT_SYNCS)")
-    run.add_argument("--max-listeners", type=int, metavar="N", default=int(default("MAX_LISTENERS", "500")),
+    run.add_argument("--max-listeners", type=int, metavar="N", default=int(default("MAX_LISTENERS")),
                      help="long-lived sessions listening for tool-list changes, at most (default 500; "
                           "env TOOLCATALOG_MAX_LISTENERS)")
     run.add_argument("--metrics-port", type=int, metavar="PORT", default=int(default("METRICS_PORT", "0")) or None,
                      help="serve Prometheus metrics on this port (/metrics); off by default")
-    run.add_argument("--metrics-address", metavar="ADDR", default=default("METRICS_ADDRESS", "0.0.0.0"),
+    run.add_argument("--metrics-address", metavar="ADDR", default=default("METRICS_ADDRESS"),
                      help="address the metrics server listens on (default 0.0.0.0)")
     run.add_argument("--egress-deny", metavar="CIDRS", type=_csv,
                      default=_csv(default("EGRESS_DENY", ",".join(DEFAULT_EGRESS_DENY))),
@@ -67,28 +70,28 @@ def _run_parser(sub: argparse._SubParsersAction, env: Mapping[str, str]) -> None
     run.add_argument("--egress-allow", metavar="CIDRS", type=_csv, default=_csv(default("EGRESS_ALLOW", "")),
                      help="if set, the only networks the operator may connect to (env TOOLCATALOG_EGRESS_ALLOW)")
     run.add_argument("--max-sync-timeout", type=float, metavar="SECONDS",
-                     default=float(default("MAX_SYNC_TIMEOUT", "60")),
+                     default=float(default("MAX_SYNC_TIMEOUT")),
                      help="the longest one sync may take, whatever spec.sync.timeoutSeconds says (default 60)")
-    run.add_argument("--min-server-ttl", type=float, metavar="SECONDS", default=float(default("MIN_SERVER_TTL", "60")),
+    run.add_argument("--min-server-ttl", type=float, metavar="SECONDS", default=float(default("MIN_SERVER_TTL")),
                      help="the shortest cache lifetime a server's ttlMs may impose (default 60)")
     run.add_argument("--max-response-bytes", type=int, metavar="BYTES",
-                     default=int(default("MAX_RESPONSE_BYTES", str(8 * 1024 * 1024))),
+                     default=int(default("MAX_RESPONSE_BYTES")),
                      help="the largest answer read from an MCP server, on the wire and inflated (default 8 MiB)")
     run.add_argument("--max-catalog-bytes", type=int, metavar="BYTES",
-                     default=int(default("MAX_CATALOG_BYTES", str(32 * 1024 * 1024))),
+                     default=int(default("MAX_CATALOG_BYTES")),
                      help="the most bytes of tool definitions read for one catalog, inflated (default 32 MiB)")
-    run.add_argument("--kube-qps", type=float, default=float(default("KUBE_QPS", "100")), metavar="QPS",
+    run.add_argument("--kube-qps", type=float, default=float(default("KUBE_QPS")), metavar="QPS",
                      help="requests a second the operator makes to the API server, on average (default 100)")
-    run.add_argument("--kube-burst", type=int, default=int(default("KUBE_BURST", "200")), metavar="N",
+    run.add_argument("--kube-burst", type=int, default=int(default("KUBE_BURST")), metavar="N",
                      help="requests it may make at once above that rate (default 200)")
     run.add_argument("--webhook-port", type=int, metavar="PORT",
                      default=int(default("WEBHOOK_PORT", "0")) or None,
                      help="serve the validating admission webhook (HTTPS, path /validate) on this port "
                           "(default: off; env TOOLCATALOG_WEBHOOK_PORT)")
-    run.add_argument("--webhook-address", metavar="ADDR", default=default("WEBHOOK_ADDRESS", "0.0.0.0"),
+    run.add_argument("--webhook-address", metavar="ADDR", default=default("WEBHOOK_ADDRESS"),
                      help="the address the webhook listens on (default 0.0.0.0)")
     run.add_argument("--webhook-cert-dir", metavar="DIR",
-                     default=default("WEBHOOK_CERT_DIR", "/etc/toolcatalog/webhook"),
+                     default=default("WEBHOOK_CERT_DIR"),
                      help="tls.crt and tls.key of the webhook, and ca.crt if the API server needs it (the layout of "
                           "a cert-manager Secret; re-read when they change; default /etc/toolcatalog/webhook)")
     run.add_argument("--webhook-service", metavar="NAMESPACE/NAME", default=default("WEBHOOK_SERVICE", "") or None,
@@ -99,9 +102,9 @@ def _run_parser(sub: argparse._SubParsersAction, env: Mapping[str, str]) -> None
                      help="create and keep up to date this ValidatingWebhookConfiguration, a name with a dot such "
                           "as toolcatalog.dev (kopf also keeps an empty MutatingWebhookConfiguration of that name; "
                           "needs RBAC to write both; default: none, apply your own as deploy/overlays/webhook does)")
-    run.add_argument("--shard", type=int, default=int(default("SHARD", "0")), metavar="I",
+    run.add_argument("--shard", type=int, default=int(default("SHARD")), metavar="I",
                      help="take only the resources whose uid hashes to shard I (default 0; env TOOLCATALOG_SHARD)")
-    run.add_argument("--total-shards", type=int, default=int(default("TOTAL_SHARDS", "1")), metavar="N",
+    run.add_argument("--total-shards", type=int, default=int(default("TOTAL_SHARDS")), metavar="N",
                      help="the number of shards, one operator process each (default 1: no sharding; "
                           "env TOOLCATALOG_TOTAL_SHARDS)")
 
