@@ -193,6 +193,9 @@ def run_operator(config: OperatorConfig) -> int:
         ))
     except KeyboardInterrupt:
         return 130
+    except Exception:       # through the logging filter: a traceback must not print a credential either
+        logging.getLogger("toolcatalog").exception("the operator stopped on an unexpected error")
+        return 1
     return 0
 
 

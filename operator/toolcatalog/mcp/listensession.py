@@ -21,7 +21,7 @@ import asyncio
 import inspect
 import logging
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
@@ -32,6 +32,7 @@ from mcp.client.subscriptions import ListenNotSupportedError, SubscriptionLost
 from ..api import constants as c
 from ..api.endpoint import Endpoint
 from ..api.errors import SyncError
+from .listen import OnChange
 from .pool import HttpPool
 from .session import (
     WatchedTransport,
@@ -43,8 +44,6 @@ from .session import (
 )
 
 logger = logging.getLogger("toolcatalog.mcp.listen")
-
-OnChange = Callable[[], Awaitable[None] | None]
 
 
 class _ListenTransport(WatchedTransport):
