@@ -22,7 +22,6 @@ from ..api.redact import Redactor
 from ..engine.reconciler import Outcome
 
 SYNC_LOGGER = logging.getLogger("toolcatalog.sync")
-FORMATS = ("text", "json")
 
 # Attributes every LogRecord has; anything else on a record came in through `extra`.
 _RECORD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
