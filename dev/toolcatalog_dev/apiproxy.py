@@ -1,11 +1,17 @@
 """A Kubernetes API proxy on loopback that can stall watches and slow down chosen requests: for the
-tests of liveness (stalled watches) and of graceful shutdown (a sync caught while it writes).
+tests of liveness (stalled watches) and of graceful shutdown (a sync caught while it writes); it also
+counts, and on demand keeps, what the API server answers (what the operator receives, for the tests
+and the benchmark of what it reads).
 
     with ApiProxy(upstream_url, ssl_context=...) as proxy:   # its own thread and event loop
         kubeconfig = proxy.write_kubeconfig(path, token=...)  # http://127.0.0.1:PORT
         proxy.stall_watches()        # watch streams deliver nothing (bookmarks neither) until resumed
+        proxy.stall_watches(r"/secrets")                      # ... only those whose path matches
         proxy.delay("PATCH", r"/configmaps/", 3.0)            # such requests wait 3 s before going up
         await proxy.wait_for_request("PATCH", r"/configmaps/")
+        proxy.received_bytes(r"/secrets")                     # bytes of the answers, as sent on the wire
+    with ApiProxy(upstream_url, keep_bodies=True) as proxy:
+        proxy.answers(r"/secrets")   # each answer with its request's Accept and its body, decompressed
 
 It speaks plain HTTP to its client (the operator: a kubeconfig with a bearer token, or none on the
 emulator) and forwards every request as it came, headers and body, to the API server (plain HTTP to
@@ -17,12 +23,14 @@ work through it. Public aiohttp APIs only.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import re
 import socket
 import ssl
 import threading
 import time
-from dataclasses import dataclass
+import zlib
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,12 +50,37 @@ class Seen:
     at: float
 
 
+@dataclass
+class Answer:
+    """What the API server answered one request, as relayed to the client."""
+
+    method: str
+    path: str           # with the query string
+    accept: str         # the request's Accept header
+    status: int = 0
+    encoding: str = ""  # the answer's Content-Encoding
+    size: int = 0       # bytes relayed, as they went on the wire (compressed, if they were)
+    raw: bytearray | None = field(default=None, repr=False)     # with keep_bodies
+
+    def body(self) -> bytes:
+        """The body, decompressed (gzip, deflate); empty unless the proxy keeps bodies."""
+        raw = bytes(self.raw or b"")
+        if self.encoding == "gzip":
+            return gzip.decompress(raw)
+        if self.encoding == "deflate":
+            return zlib.decompress(raw)
+        return raw
+
+
 class ApiProxy:
-    def __init__(self, upstream: str, *, ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(self, upstream: str, *, ssl_context: ssl.SSLContext | None = None, keep_bodies: bool = False) -> None:
         self.upstream = upstream.rstrip("/")
         self.ssl_context = ssl_context
+        self.keep_bodies = keep_bodies
         self.port = 0
         self.seen: list[Seen] = []
+        self._answers: list[Answer] = []
+        self._stall_pattern: re.Pattern[str] | None = None
         self._delays: list[tuple[str, re.Pattern[str], float]] = []
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -64,9 +97,11 @@ class ApiProxy:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def stall_watches(self) -> None:
+    def stall_watches(self, path_pattern: str | None = None) -> None:
         """From now on, watch responses deliver nothing more (their bytes wait here), and new watches
-        are held before they reach the API server."""
+        are held before they reach the API server: every watch, or those whose path matches."""
+        with self._lock:
+            self._stall_pattern = re.compile(path_pattern) if path_pattern else None
         self._call(lambda: self._flowing.clear() if self._flowing else None)
 
     def resume_watches(self) -> None:
@@ -98,6 +133,17 @@ class ApiProxy:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"no {method} {path_pattern} through the API proxy within {timeout:g}s")
             await asyncio.sleep(0.02)
+
+    def answers(self, path_pattern: str | None = None, method: str | None = None) -> list[Answer]:
+        """The answers relayed so far (a watch's while it streams), of requests whose path matches."""
+        with self._lock:
+            answers = list(self._answers)
+        return [one for one in answers if (method is None or one.method == method.upper())
+                and (path_pattern is None or re.search(path_pattern, one.path))]
+
+    def received_bytes(self, path_pattern: str | None = None) -> int:
+        """Bytes of the answers relayed to the client so far, as on the wire, for paths that match."""
+        return sum(answer.size for answer in self.answers(path_pattern))
 
     @property
     def in_flight(self) -> int:
@@ -214,10 +260,15 @@ class ApiProxy:
             await asyncio.sleep(delay)
         watch = request.query.get("watch") in ("true", "1")
         if watch:
-            await self._flowing.wait()
+            await self._hold(path)
         headers = {name: value for name, value in request.headers.items() if name.lower() not in HOP_HEADERS}
+        answer = Answer(request.method, path, request.headers.get("Accept", ""),
+                        raw=bytearray() if self.keep_bodies else None)
+        with self._lock:
+            self._answers.append(answer)
         async with session.request(request.method, self.upstream + path, headers=headers,
                                    data=body if body else None, allow_redirects=False) as upstream:
+            answer.status, answer.encoding = upstream.status, upstream.headers.get("Content-Encoding", "")
             response = aiohttp.web.StreamResponse(status=upstream.status, reason=upstream.reason)
             for name, value in upstream.headers.items():
                 if name.lower() not in HOP_HEADERS:
@@ -225,8 +276,21 @@ class ApiProxy:
             await response.prepare(request)
             async for chunk in upstream.content.iter_any():
                 if watch:
-                    await self._flowing.wait()
+                    await self._hold(path)
                 await response.write(chunk)
+                answer.size += len(chunk)
+                if answer.raw is not None:
+                    answer.raw += chunk
             await response.write_eof()
             return response
+
+    async def _hold(self, path: str) -> None:
+        """While watches are stalled (those matching the pattern, if one was given), wait."""
+        assert self._flowing is not None
+        while not self._flowing.is_set():
+            with self._lock:
+                pattern = self._stall_pattern
+            if pattern is not None and not pattern.search(path):
+                return
+            await self._flowing.wait()
 

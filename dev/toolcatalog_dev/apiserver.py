@@ -51,6 +51,10 @@ ApiEmulator's helpers):
   410 Expired); ``sendInitialEvents=true`` ends the initial ADDED events with a BOOKMARK;
   ``timeoutSeconds``; with a selector, an object that starts or stops matching is ADDED or
   DELETED, as on a real server.
+- metadata only: ``Accept: application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1`` on a
+  list, ``as=PartialObjectMetadata`` on a get or a watch answer with the objects' ``metadata`` alone
+  (kind ``PartialObjectMetadata[List]``, apiVersion ``meta.k8s.io/v1``), as a real server does; the
+  wrong one of the two is 406. Other ``as=`` forms (a Table) are ignored: the objects are served.
 - ``labelSelector`` (equality and set-based) and ``fieldSelector`` (``=``, ``==``, ``!=`` on any
   dotted field path, e.g. ``metadata.name``, ``type``) on list and watch; lists are sorted by
   namespace and name and carry ``kind: <Kind>List``, ``apiVersion`` and the current
@@ -105,7 +109,19 @@ import kmock
 import multidict
 import yarl
 
-from .apistate import CRDS, NAMESPACES, ApiState, Target, error, merge_diff, parse_path
+from .apistate import (
+    CRDS,
+    NAMESPACES,
+    ApiState,
+    Target,
+    error,
+    merge_diff,
+    metadata_only,
+    parse_path,
+    partial_events,
+    partial_list,
+    partial_metadata,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -409,11 +425,16 @@ class ApiServer:
         if target.subresource is not None:
             raise error(404, "NotFound", f"namespaces/{target.subresource} is not emulated")
         if request.method == "GET" and _is_watch(request.query):
-            return await self.stream(request, self.state.watch(target, request.query))
+            events = self.state.watch(target, request.query)
+            return await self.stream(request, partial_events(events) if metadata_only(request.headers, False)
+                                     else events)
         if request.method == "GET" and target.name is None:
-            return aiohttp.web.json_response(self.state.list_objects(target, request.query))
+            listing = self.state.list_objects(target, request.query)
+            return aiohttp.web.json_response(partial_list(listing) if metadata_only(request.headers, True)
+                                             else listing)
         if request.method == "GET":
-            return aiohttp.web.json_response(self.state.get_object(target))
+            obj = self.state.get_object(target)
+            return aiohttp.web.json_response(partial_metadata(obj) if metadata_only(request.headers, False) else obj)
         if self.is_write(request.method, target):
             return await _shielded(self.write(request, target, body))
         raise error(405, "MethodNotAllowed", f"{request.method} on namespaces is not emulated")

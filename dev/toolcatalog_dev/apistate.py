@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import collections
+import contextlib
 import copy
 import dataclasses
 import datetime
@@ -161,6 +162,51 @@ def spec_part(obj: dict[str, Any]) -> dict[str, Any]:
 def by_name(item: tuple[tuple[Any, ...], Any]) -> tuple[str, str]:
     """Sort (key, object) pairs as a real server lists them: by namespace, then name."""
     return item[0][1] or "", item[0][2] or ""
+
+
+def metadata_only(headers: Any, listing: bool) -> bool:
+    """Whether a read asks for metadata only, as a real server reads the Accept header: the first media
+    type it can serve wins; ``as=PartialObjectMetadataList;g=meta.k8s.io;v=v1`` fits a list,
+    ``as=PartialObjectMetadata`` one object or a watch. Other ``as=`` forms (a Table) are skipped, and
+    then the objects are served; 406 if only PartialObjectMetadata of the wrong form was asked for."""
+    accept = next((str(value) for key, value in dict(headers or {}).items() if key.lower() == "accept"), "")
+    wanted = "PartialObjectMetadataList" if listing else "PartialObjectMetadata"
+    partial = False
+    for media in accept.split(","):
+        kind, *parameters = (part.strip() for part in media.split(";"))
+        options = dict(part.split("=", 1) for part in parameters if "=" in part)
+        if "as" not in options:
+            if kind in ("application/json", "*/*", "application/*", ""):
+                return False
+            continue
+        if options["as"].startswith("PartialObjectMetadata"):
+            partial = True
+            if options["as"] == wanted and options.get("g") == "meta.k8s.io" and options.get("v") in ("v1", "v1beta1"):
+                return True
+    if partial:
+        raise error(406, "NotAcceptable", f"you requested PartialObjectMetadata{'' if listing else 'List'}, but "
+                                          f"the requested object is {'a list' if listing else 'not a list'}")
+    return False
+
+
+def partial_metadata(obj: dict[str, Any]) -> dict[str, Any]:
+    """An object as PartialObjectMetadata: its metadata and nothing else."""
+    return {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj.get("metadata") or {}}
+
+
+def partial_list(listing: dict[str, Any]) -> dict[str, Any]:
+    return {"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1",
+            "metadata": listing.get("metadata") or {},
+            "items": [partial_metadata(item) for item in listing.get("items") or []]}
+
+
+async def partial_events(events: AsyncIterator[bytes | dict[str, Any]]) -> AsyncIterator[bytes | dict[str, Any]]:
+    """A watch stream with each event's object as PartialObjectMetadata (errors stay Status objects)."""
+    async with contextlib.aclosing(events) as items:  # type: ignore[type-var]
+        async for item in items:
+            if isinstance(item, dict) and item.get("type") != "ERROR":
+                item = {**item, "object": partial_metadata(item.get("object") or {})}
+            yield item
 
 
 def api_version(resource: kmock.resource) -> str:
@@ -631,11 +677,14 @@ class ApiState:
         target = Target(resource, request.namespace, request.name, request.subresource)
         match request.action:
             case kmock.action.LIST:
-                return self.list_objects(target, request.params)
+                listing = self.list_objects(target, request.params)
+                return partial_list(listing) if metadata_only(request.headers, listing=True) else listing
             case kmock.action.WATCH:
-                return self.watch(target, request.params)
+                events = self.watch(target, request.params)
+                return partial_events(events) if metadata_only(request.headers, listing=False) else events
             case kmock.action.FETCH:
-                return self.get_object(target)
+                obj = self.get_object(target)
+                return partial_metadata(obj) if metadata_only(request.headers, listing=False) else obj
             case kmock.action.CREATE:
                 meta = (request.data.get("metadata") or {}) if isinstance(request.data, dict) else {}
                 return self.emulator.objects[resource, request.namespace or meta.get("namespace"),

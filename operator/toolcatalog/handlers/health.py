@@ -8,14 +8,19 @@ the cache. A difference is normal for a moment (a watch event is on its way); on
 `--watch-stall-timeout` seconds (default 180: longer than kopf needs to notice a dead watch stream
 and reconnect, 70 s) means the watches have stalled.
 
+The metadata informers of Secrets and ConfigMaps (kube/references.py) are our own, not kopf's:
+each knows when the API server last told it anything, and hears from it at least every third of the
+stall timeout when all is well (its watches end that often), so one silent for the whole stall
+timeout has stalled too.
+
 - Liveness (kopf's endpoint, `--liveness`): the `watches` probe fails, and the endpoint answers 500,
-  while a change the API server holds has not come through the watches for that long. Restarting
-  the operator starts its watches afresh. An API server that cannot be reached is no reason to
-  restart: the probe then says so and passes.
+  while a change the API server holds has not come through the watches for that long, or an
+  informer has been silent that long. Restarting the operator starts its watches afresh. An API
+  server that cannot be reached is no reason to restart: the probe then says so and passes.
 - Readiness (`--readiness URL`, our own endpoint): 503 until the caches are warm, then 200. Warm:
-  the watches have delivered every resource the API server listed (kopf fills its indexes of
-  Secrets and ConfigMaps before it delivers any), and the work queue has taken each of them once
-  (its backlog emptied after that). During shutdown it is 503 again.
+  the informers have listed the Secrets and ConfigMaps (the engine's workers start only then), the
+  watches have delivered every resource the API server listed, and the work queue has taken each
+  of them once (its backlog emptied after that). During shutdown it is 503 again.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp.web
 import kopf
@@ -53,6 +58,13 @@ KINDS = (c.KIND_TOOLSERVER, c.KIND_CONNECTORCONFIG)
 LIST_TIMEOUT = 5.0          # a probe must answer before the kubelet's timeout
 READY_POLL = 1.0            # how often readiness looks, until ready
 EXAMPLES = 5
+
+
+class Informers(Protocol):
+    """The metadata informers' side of health (kube/references.py)."""
+
+    def synced(self) -> bool: ...
+    def silent(self, longer_than: float) -> list[str]: ...
 
 
 def namespace_matches(namespace: str, patterns: Iterable[str]) -> bool:
@@ -88,6 +100,7 @@ class Verdict:
     missing: int = 0            # ... not at all (the initial listing has not delivered them yet)
     gone: int = 0               # cached objects the server no longer has
     stalled: list[str] = field(default_factory=list)    # behind for longer than the stall timeout
+    silent: list[str] = field(default_factory=list)     # informers silent for longer than the stall timeout
     error: str | None = None    # the API server could not be asked: nothing is known
 
     def as_dict(self) -> dict[str, Any]:
@@ -95,16 +108,19 @@ class Verdict:
                                   "gone": self.gone}
         if self.stalled:
             result["stalled"] = self.stalled[:EXAMPLES]
+        if self.silent:
+            result["silent"] = self.silent
         if self.error:
             result["error"] = self.error
         return result
 
 
 class WatchHealth:
-    def __init__(self, objects: ObjectCache, kube: KubeClient, *, namespaces: tuple[str, ...] = (),
-                 stall_after: float = 180.0, owns: Callable[[Mapping[str, Any]], bool] | None = None,
+    def __init__(self, objects: ObjectCache, kube: KubeClient, informers: Informers | None = None, *,
+                 namespaces: tuple[str, ...] = (), stall_after: float = 180.0,
+                 owns: Callable[[Mapping[str, Any]], bool] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self.objects, self.kube = objects, kube
+        self.objects, self.kube, self.informers = objects, kube, informers
         self.namespaces, self.stall_after = namespaces, stall_after
         self.owns = owns            # a shard's filter on an object's metadata (None: every object)
         self.clock = clock
@@ -167,7 +183,8 @@ class WatchHealth:
                              if now - since >= self.stall_after)
             self.last = Verdict(listed=len(listed), behind=len(behind) - len(gone), missing=missing, gone=len(gone),
                                 stalled=[f"{kind} {namespace}/{name} ({age:.0f}s)"
-                                         for age, (kind, namespace, name) in reversed(stalled)])
+                                         for age, (kind, namespace, name) in reversed(stalled)],
+                                silent=self.informers.silent(self.stall_after) if self.informers else [])
             BEHIND.set(len(behind))
             STALLED.set(len(stalled))
             return self.last
@@ -185,10 +202,13 @@ class Readiness:
     async def run(self) -> None:
         while True:
             verdict = await self.health.check()
-            if verdict.error is None and verdict.missing == 0:
+            informers = self.health.informers
+            if verdict.error is None and verdict.missing == 0 and (informers is None or informers.synced()):
                 break
-            self.state = (f"waiting for the initial listing: {verdict.missing} of {verdict.listed} resources not "
-                          "delivered by the watches yet" if verdict.error is None else verdict.error)
+            self.state = (verdict.error if verdict.error is not None else
+                          f"waiting for the initial listing: {verdict.missing} of {verdict.listed} resources not "
+                          "delivered by the watches yet" if verdict.missing else
+                          "waiting for the initial listing of Secrets and ConfigMaps (metadata)")
             await asyncio.sleep(self.poll)
         self.state = "taking every resource once"
         while self.backlog() > 0:
@@ -235,6 +255,8 @@ def register(registry: kopf.OperatorRegistry) -> None:
             raise kopf.PermanentError(
                 f"the watches have stalled: {len(verdict.stalled)} change(s) the API server holds have not come "
                 f"through for over {health.stall_after:g}s: {', '.join(verdict.stalled[:EXAMPLES])}")
+        if verdict.silent:
+            raise kopf.PermanentError(f"the watches have stalled: {', '.join(verdict.silent[:EXAMPLES])}")
         readiness: Readiness | None = getattr(memo, "readiness", None)
         return {**verdict.as_dict(), **({"ready": readiness.ready} if readiness is not None else {})}
 
@@ -245,12 +267,13 @@ def exact_namespaces(patterns: Iterable[str]) -> bool:
     return bool(patterns) and all(_is_exact(pattern) for pattern in patterns)
 
 
-async def start(memo: Any, objects: ObjectCache, kube: KubeClient, *, backlog: Callable[[], int],
+async def start(memo: Any, objects: ObjectCache, kube: KubeClient, informers: Informers | None, *,
+                backlog: Callable[[], int],
                 namespaces: tuple[str, ...], stall_after: float, readiness_url: str | None,
                 owns: Callable[[Mapping[str, Any]], bool] | None = None) -> None:
     """The watches' health check (for the liveness probe), readiness (the toolcatalog_operator_ready gauge)
     and, with a URL, the readiness endpoint."""
-    memo.health = WatchHealth(objects, kube, namespaces=namespaces, stall_after=stall_after, owns=owns)
+    memo.health = WatchHealth(objects, kube, informers, namespaces=namespaces, stall_after=stall_after, owns=owns)
     memo.readiness = Readiness(memo.health, backlog)
     if readiness_url:
         memo.readiness_runner = await serve_readiness(readiness_url, memo.readiness)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from typing import Any
@@ -16,15 +17,16 @@ from ..engine.objects import ObjectCache
 from ..engine.reconciler import Reconciler
 from ..engine.runtime import Engine
 from ..kube.client import KubeClient
+from ..kube.informer import WATCH_TIMEOUT
 from ..kube.login import login
+from ..kube.references import ReferenceInformers
 from ..mcp.egress import EgressPolicy
 from ..mcp.fetch import EraMemory, fetch_catalog
 from ..mcp.pool import HttpPool
 from ..mcp.wire import Limits
-from . import health, logs
+from . import health, logs, watch
 from .drain import FETCH_GRACE_SECONDS, WRITE_TIMEOUT_SECONDS, Drain
 from .sharding import Shard
-from .watch import CONFIGMAP_VERSIONS, SECRET_VERSIONS
 
 logger = logging.getLogger(__name__)
 # Our own cache ConfigMaps are never anybody's reference: leave their writes out of the watch.
@@ -33,21 +35,24 @@ CONFIGMAP_SELECTOR = "app.kubernetes.io/managed-by!=toolcatalog"
 SECRET_SELECTOR = "type!=helm.sh/release.v1"
 
 
-class IndexedVersions:
-    """resourceVersions of Secrets and ConfigMaps, as kopf's indexes hold them (the engine's `Versions`)."""
+def reference_informers(config: OperatorConfig, client: KubeClient) -> ReferenceInformers:
+    """Metadata-only informers of Secrets and ConfigMaps where kopf watches our resources: everywhere,
+    in each exact namespace, or in each namespace the patterns match (by kopf's rule)."""
+    patterns = config.namespaces if config.namespaces and not health.exact_namespaces(config.namespaces) else ()
+    return ReferenceInformers(
+        client, namespaces=config.namespaces,
+        matching=functools.partial(health.namespace_matches, patterns=patterns) if patterns else None,
+        selectors={"Secret": ("", SECRET_SELECTOR), "ConfigMap": (CONFIGMAP_SELECTOR, "")},
+        # A quiet informer hears from the server at least this often: well within the stall timeout.
+        watch_timeout=min(WATCH_TIMEOUT, config.watch_stall_timeout / 3))
 
-    def __init__(self, secrets: kopf.Index, configmaps: kopf.Index) -> None:
-        self._secrets, self._configmaps = secrets, configmaps
 
-    @staticmethod
-    def _first(index: kopf.Index, namespace: str, name: str) -> str | None:
-        return next(iter(index.get((namespace, name), ())), None)
-
-    def secret(self, namespace: str, name: str) -> str | None:
-        return self._first(self._secrets, namespace, name)
-
-    def configmap(self, namespace: str, name: str) -> str | None:
-        return self._first(self._configmaps, namespace, name)
+async def start_when_synced(engine: Engine, references: ReferenceInformers) -> None:
+    """The workers start once every informer has listed: before, a reconcile would find no version of any
+    Secret and take each one it references for deleted (controller-runtime's WaitForCacheSync)."""
+    await references.wait_synced()
+    logger.info("%s listed; starting the engine", references.describe())
+    engine.start()
 
 
 def register(registry: kopf.OperatorRegistry, config: OperatorConfig, redactor: Redactor, shard: Shard) -> None:
@@ -55,8 +60,6 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig, redactor: 
     @kopf.on.startup(registry=registry)
     async def start(settings: kopf.OperatorSettings, memo: Any, **indexes: Any) -> None:
         settings.posting.enabled = False        # the engine posts its own Events, and only those
-        settings.watching.label_selectors["configmaps"] = CONFIGMAP_SELECTOR
-        settings.watching.field_selectors["secrets"] = SECRET_SELECTOR
         # Exact namespace names: no cluster-wide scanning of namespaces and CRDs (a namespace-scoped
         # install then needs no cluster-scoped permission at all).
         settings.scanning.disabled = health.exact_namespaces(config.namespaces)
@@ -65,12 +68,16 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig, redactor: 
         # Each listener holds a connection; handshake-era ones a second for pings, plus reconnects.
         listener_pool = HttpPool(egress=egress, max_connections=2 * config.max_listeners + 10)
         kube = KubeClient(functools.partial(login, config.context), qps=config.kube_qps, burst=config.kube_burst)
+        # Each watch holds a connection for as long as it runs: a client of their own, with no cap.
+        watch_client = KubeClient(functools.partial(login, config.context), qps=config.kube_qps,
+                                  burst=config.kube_burst, connections=0)
+        references = reference_informers(config, watch_client)
         drain = Drain()     # on shutdown, syncs are cut only before they write anything
         reconciler = Reconciler(objects=ObjectCache(), kube=drain.store(kube),
                                 fetch=drain.fetcher(functools.partial(fetch_catalog, pool=pool, eras=EraMemory(),
                                                                       limits=Limits(config.max_response_bytes,
                                                                                     config.max_catalog_bytes))),
-                                versions=IndexedVersions(indexes[SECRET_VERSIONS], indexes[CONFIGMAP_VERSIONS]),
+                                versions=references,
                                 server_ttl_floor=config.min_server_ttl, max_sync_timeout=config.max_sync_timeout,
                                 redactor=redactor)
         engine = Engine(reconciler, workers=config.max_concurrent_syncs, slow_after=config.slow_after,
@@ -79,9 +86,13 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig, redactor: 
                                                    pool=listener_pool)
         reconciler.observers.append(metrics.observe)
         reconciler.observers.append(logs.log_sync)
+        references.on_change = watch.waker(engine, indexes)
         memo.engine, memo.kube, memo.pools, memo.drain = engine, kube, (pool, listener_pool), drain
-        engine.start()
-        await health.start(memo, engine.objects, kube, backlog=lambda: len(engine.queue),
+        memo.references, memo.watch_client = references, watch_client
+        references.start()
+        memo.engine_start = asyncio.get_running_loop().create_task(start_when_synced(engine, references),
+                                                                   name="engine start")
+        await health.start(memo, engine.objects, kube, references, backlog=lambda: len(engine.queue),
                            namespaces=config.namespaces, stall_after=config.watch_stall_timeout,
                            readiness_url=config.readiness,
                            owns=(lambda meta: shard.owns(meta.get("uid"))) if shard.sharded else None)
@@ -101,6 +112,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig, redactor: 
         if engine is None:
             return
         await health.stop(memo)                     # readiness: 503 from now on
+        memo.engine_start.cancel()
         engine.queue.shut_down()                    # no new syncs; those reading or fetching may be cut,
         await memo.drain.stop(FETCH_GRACE_SECONDS)  # those writing finish: never a half-written sync
         await engine.stop(WRITE_TIMEOUT_SECONDS)    # waits for workers and slow reconciles alike
@@ -110,4 +122,6 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig, redactor: 
         for pool in memo.pools:
             await pool.aclose()
         await memo.kube.aclose()
+        await memo.references.stop()
+        await memo.watch_client.aclose()
         await health.close(memo)

@@ -2,18 +2,20 @@
 
 - `on.event` of ToolServers and ConnectorConfigs: the body goes into the object cache, the key into
   the work queue (a ToolServer also wakes the ConnectorConfigs that inherit from it).
-- `on.event` of Secrets and ConfigMaps: the resources that reference one are enqueued; their
-  reconcile compares the resourceVersion it recorded with the one the index holds now.
 - `index`es: which resources reference which Secret, ConfigMap or ToolServer (from the spec, and
-  from what the last sync recorded in status.references), and the resourceVersion of every Secret
-  and ConfigMap. Only names and versions: never a value.
+  from what the last sync recorded in status.references). Only names: never a value.
+
+Secrets and ConfigMaps are not kopf's: kopf would list and watch their whole bodies. The operator's
+own metadata-only informers (kube/references.py) hold their resourceVersions, and `waker` turns
+each change they see into the keys of the resources that reference the object; their reconcile
+compares the resourceVersion it recorded with the one the informer holds now.
 
 No finalizers, no handler progress, no diff-base annotations: `on.event` and `index` need none.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import kopf
@@ -27,8 +29,6 @@ from .sharding import Shard, identity_and_spec
 
 # Index ids: also the names kopf passes them to handlers under.
 REFERRERS = ("toolserver_referrers", "connectorconfig_referrers")
-SECRET_VERSIONS = "secret_versions"
-CONFIGMAP_VERSIONS = "configmap_versions"
 
 RefKey = tuple[str, str, str]       # namespace, kind (Secret | ConfigMap | ToolServer), name
 
@@ -68,39 +68,22 @@ def register(registry: kopf.OperatorRegistry, shard: Shard | None = None) -> Non
     for kind, index_id in zip((c.KIND_TOOLSERVER, c.KIND_CONNECTORCONFIG), REFERRERS, strict=True):
         _register_kind(registry, kind, index_id, shard or Shard())
 
-    # Every handler here is a coroutine: kopf runs plain functions in a thread pool, a thread hop per event.
-    @kopf.index("secrets", id=SECRET_VERSIONS, registry=registry)
-    async def secret_versions(namespace: str | None, name: str, meta: kopf.Meta,
-                              **_: Any) -> dict[tuple[str, str], str]:
-        return {(namespace or "", name): str(meta.get("resourceVersion") or "")}
 
-    @kopf.index("configmaps", id=CONFIGMAP_VERSIONS, registry=registry)
-    async def configmap_versions(namespace: str | None, name: str, meta: kopf.Meta,
-                                 **_: Any) -> dict[tuple[str, str], str]:
-        return {(namespace or "", name): str(meta.get("resourceVersion") or "")}
+def waker(engine: Engine, indexes: Mapping[str, Any]) -> Callable[[str, str, str], None]:
+    """What the Secret and ConfigMap informers call on a change: enqueue the resources referencing it
+    (kopf's referrer indexes are live views; the informers run in the same event loop)."""
+    referrer_indexes = [indexes[index_id] for index_id in REFERRERS]
 
-    @kopf.on.event("secrets", id="wake-secret-users", registry=registry)
-    async def on_secret(event: kopf.RawEvent, namespace: str | None, name: str, memo: Any,
-                        **indexes: Any) -> None:
-        _wake(memo, event, (namespace or "", "Secret", name), [indexes[id_] for id_ in REFERRERS])
-
-    @kopf.on.event("configmaps", id="wake-configmap-users", registry=registry)
-    async def on_configmap(event: kopf.RawEvent, namespace: str | None, name: str, memo: Any,
-                           **indexes: Any) -> None:
-        _wake(memo, event, (namespace or "", "ConfigMap", name), [indexes[id_] for id_ in REFERRERS])
-
-
-def _wake(memo: Any, event: kopf.RawEvent, key: RefKey, indexes: Iterable[kopf.Index]) -> None:
-    engine = _engine(memo)
-    if engine is None or event.get("type") is None:     # the initial listing: the indexes know it all
-        return
-    for referrer in referrers(indexes, key):
-        engine.enqueue(referrer)
+    def wake(kind: str, namespace: str, name: str) -> None:
+        for referrer in referrers(referrer_indexes, (namespace, kind, name)):
+            engine.enqueue(referrer)
+    return wake
 
 
 def _register_kind(registry: kopf.OperatorRegistry, kind: str, index_id: str, shard: Shard) -> None:
     plural = c.PLURAL[kind]
 
+    # Every handler here is a coroutine: kopf runs plain functions in a thread pool, a thread hop per event.
     @kopf.index(c.GROUP, c.VERSION, plural, id=index_id, registry=registry)
     async def index_references(namespace: str | None, name: str, spec: Any, status: Any, uid: str | None,
                                **_: Any) -> dict[RefKey, ObjectKey]:

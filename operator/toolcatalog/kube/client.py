@@ -1,10 +1,11 @@
-"""The only code that calls the Kubernetes API directly (kopf does the watching).
+"""The only code that calls the Kubernetes API directly (kopf watches our own resources).
 
 A small async REST client on aiohttp (kopf's own HTTP client; it costs a third of the CPU per request
 that httpx2 did), with the credentials kopf logs in with (`login.py`): GET, POST and JSON merge-PATCH
-of the few objects a sync reads and writes, and Events. Requests are limited client-side (QPS and
-burst, as client-go does), a 401 logs in again once (a rotated token), and every failure is one
-`ApiError`; `api_error` (errors.py) maps it to a sync reason in one table.
+of the few objects a sync reads and writes, and Events; lists and watches of metadata only for the
+informers of informer.py. Requests are limited client-side (QPS and burst, as client-go does), a 401
+logs in again once (a rotated token), and every failure is one `ApiError`; `api_error` (errors.py)
+maps it to a sync reason in one table.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -30,7 +31,11 @@ logger = logging.getLogger(__name__)
 MERGE_PATCH = "application/merge-patch+json"
 # Lists of metadata only (names, uids, resourceVersions), with plain JSON as the fallback.
 METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1, application/json"
+# Metadata only, and nothing else: the informers never take a Secret's body, whatever the server.
+ONLY_METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+ONLY_METADATA = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
 DEFAULT_TIMEOUT_SECONDS = 30.0
+MAX_LINE_BYTES = 16 * 1024 * 1024      # one watch event; a metadata-only one is about a kilobyte
 CORE = "/api/v1"
 
 
@@ -70,9 +75,11 @@ class KubeClient:
     """Async access to the objects a sync reads and writes; plain JSON dicts in and out."""
 
     def __init__(self, login: Callable[[], kopf.ConnectionInfo], *, qps: float = 50.0, burst: int = 100,
-                 timeout: float = DEFAULT_TIMEOUT_SECONDS) -> None:
+                 timeout: float = DEFAULT_TIMEOUT_SECONDS, connections: int = 100) -> None:
+        """`connections`: open at most this many at once (0: no limit; each watch holds one)."""
         self._login = login
         self._timeout = timeout
+        self._connections = connections
         self._limit = TokenBucket(qps, burst)
         self._client: aiohttp.ClientSession | None = None
         self._server = ""
@@ -81,7 +88,8 @@ class KubeClient:
     def _connect(self) -> aiohttp.ClientSession:
         info = self._login()
         self._server = info.server.rstrip("/")      # may carry a path (an API server behind a proxy)
-        return aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=info.as_ssl_context()),
+        return aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=info.as_ssl_context(),
+                                                                    limit=self._connections),
                                      headers={"Accept": "application/json", **info.as_http_headers()},
                                      timeout=aiohttp.ClientTimeout(total=self._timeout), trust_env=False)
 
@@ -162,6 +170,58 @@ class KubeClient:
             token = str((answer.get("metadata") or {}).get("continue") or "")
             if not token:
                 return items
+
+    # -- metadata only, for the informers (informer.py) ----------------------------------------
+
+    async def list_metadata_page(self, path: str, query: Mapping[str, str]) -> dict[str, Any]:
+        """One page of a PartialObjectMetadataList: names, namespaces, resourceVersions, no bodies."""
+        return await self.request("GET", f"{path}?{urlencode(query)}", accept=ONLY_METADATA_LIST,
+                                  what=f"the list of {path}")
+
+    async def watch_metadata(self, path: str, query: Mapping[str, str], *,
+                             idle_timeout: float) -> AsyncIterator[bytes]:
+        """The lines of a watch of metadata only (one PartialObjectMetadata event each), as they come.
+
+        Ends when the server ends the stream; ApiError when it cannot start, or when nothing at all came
+        for `idle_timeout` seconds (a stream that stalled: the server sends bookmarks every minute).
+        """
+        what = f"the watch of {path}"
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self._timeout, sock_read=idle_timeout)
+        for attempt in (1, 2):
+            if self._client is None:
+                self._client = self._connect()
+            await self._limit.acquire()
+            self.requests += 1
+            url = yarl.URL(f"{self._server}{path}?{urlencode(query)}", encoded=True)
+            try:
+                async with self._client.get(url, headers={"Accept": ONLY_METADATA},
+                                            timeout=timeout, allow_redirects=False) as response:
+                    logger.debug("GET %s (watch): HTTP %d", path, response.status)
+                    if response.status == 401 and attempt == 1:
+                        await self.aclose()     # log in again (a rotated ServiceAccount token), once
+                        continue
+                    if response.status >= 300:
+                        retry_after = response.headers.get("Retry-After")
+                        raise ApiError.from_response(response.status, await response.read(), what,
+                                                     retry_after=retry_after)
+                    buffered = bytearray()
+                    async for chunk in response.content.iter_any():
+                        buffered += chunk
+                        if b"\n" in chunk:
+                            *lines, rest = buffered.split(b"\n")
+                            for line in lines:
+                                if line.strip():
+                                    yield bytes(line)
+                            buffered = rest
+                        if len(buffered) > MAX_LINE_BYTES:
+                            raise ApiError(200, "BadResponse", f"{what}: an event longer than {MAX_LINE_BYTES} bytes")
+                    if buffered.strip():
+                        yield bytes(buffered)
+                    return
+            except TimeoutError:
+                raise ApiError(0, "Timeout", f"{what}: nothing came for {idle_timeout:g}s") from None
+            except aiohttp.ClientError as exc:
+                raise ApiError(0, "Unavailable", f"{what}: the stream broke ({type(exc).__name__})") from None
 
     # -- the objects a sync writes -----------------------------------------------------------
 
