@@ -9,7 +9,9 @@ Sections (--only picks some): floor (bare SDK session, raw HTTP on a warm connec
 open session: 1, 50 and 500 tools), refresh (annotation to answer, on the emulator and on the real
 control plane, as ratios to the floor), converge (N ToolServers × 20 tools created at once on a fresh
 real control plane, then idle and sizes), steady (N with a short TTL for a while), triggers (Secret
-rotation and list-changed notification to resync). Prints a table and writes
+rotation and list-changed notification to resync), secrets (the operator's RSS and the bytes it receives with
+5,000 unrelated 10 KiB Secrets in the cluster; --secrets-baseline REF: also with the operator code of REF).
+Prints a table and writes
 bench/results/<date>-<machine>.json. Every server listens on, and all traffic goes to, 127.0.0.1.
 """
 
@@ -28,10 +30,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench import floor, refresh, scale, steady, triggers
+from bench import floor, refresh, scale, secrets, steady, triggers
 from bench.common import REPO, McpFleet, emulator, log, operator_environment, real_cluster, workdir
 
-SECTIONS = ("floor", "refresh", "converge", "steady", "triggers")
+SECTIONS = ("floor", "refresh", "converge", "steady", "triggers", "secrets")
 CATALOGS = [1, 50, 500]
 PAGE_SIZE = 100
 
@@ -52,6 +54,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--kube-qps", type=float, default=None, metavar="QPS",
                         help="also converge the largest N at or below 1000 with the operator's --kube-qps QPS "
                              "(burst 2×QPS), beside the default 100 (default 50; --quick: not)")
+    parser.add_argument("--secrets-count", type=int, default=None,
+                        help="unrelated Secrets of 10 KiB created in the secrets section (default 5000)")
+    parser.add_argument("--secrets-baseline", default=None, metavar="REF",
+                        help="the secrets section also runs the operator code of this git ref, to compare with")
     parser.add_argument("--only", default=",".join(SECTIONS), help=f"sections to run, of {','.join(SECTIONS)}")
     parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
                         help="record py-spy profiles of the operator (converge, steady) into DIR")
@@ -61,7 +67,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     defaults = {"sizes": "100" if quick else "100,1000,5000", "rounds": 10 if quick else 30,
                 "idle_seconds": 20.0 if quick else 60.0, "steady_resources": 200 if quick else 1000,
                 "steady_ttl": 30 if quick else 120, "steady_seconds": 90.0 if quick else 1800.0,
-                "trigger_rounds": 3 if quick else 10, "kube_qps": None if quick else 50.0}
+                "trigger_rounds": 3 if quick else 10, "kube_qps": None if quick else 50.0,
+                "secrets_count": 500 if quick else 5000}
     for name, value in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
@@ -104,7 +111,7 @@ async def run(args: argparse.Namespace, output: Path | None = None) -> dict[str,
                                "errors": {}}
     directory = workdir()
     for section, step in (("floor+refresh", _latency), ("converge", _converge), ("steady", _steady),
-                          ("triggers", _triggers)):
+                          ("triggers", _triggers), ("secrets", _secrets)):
         try:
             await step(args, results, directory)
         except Exception as error:      # one section failing still leaves the others' figures
@@ -171,6 +178,11 @@ async def _triggers(args: argparse.Namespace, results: dict[str, Any], directory
             results["triggers"] = await triggers.measure(backend, args.trigger_rounds, directory)
 
 
+async def _secrets(args: argparse.Namespace, results: dict[str, Any], directory: Path) -> None:
+    if "secrets" in args.only:
+        results["secrets"] = await secrets.run(args.secrets_count, directory, REPO, args.secrets_baseline)
+
+
 def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     """Each figure the issue sets a target for, with the measured value and whether it holds."""
     rows: list[dict[str, Any]] = []
@@ -218,6 +230,10 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 idle["api_requests_per_minute_our_resources"], "0", idle["api_requests_per_minute_our_resources"] == 0)
     if 5000 in converged:
         row("5000 × 20 tools converge, s", converged[5000]["converge_seconds"], "measured", None)
+    for label, entry in (results.get("secrets") or {}).items():
+        judged = label == "current"
+        row(f"RSS growth, {entry['secrets']} unrelated 10 KiB Secrets created ({label}), MiB",
+            entry["rss_growth_mib"], "< 5" if judged else "measured", entry["rss_growth_mib"] < 5 if judged else None)
     return rows
 
 
@@ -274,6 +290,15 @@ def table(results: dict[str, Any]) -> str:
     if results.get("triggers"):
         for name, figures in results["triggers"].items():
             out(f"trigger {name:<22} p50 {figures['p50']:8.1f}  p95 {figures['p95']:8.1f}  (n={figures['n']})")
+    for label, entry in (results.get("secrets") or {}).items():
+        start = entry["start_with_them"]
+        out(f"secrets ({label}: {entry['ref']}): {entry['secrets']} unrelated Secrets of {entry['secret_bytes']} B "
+            f"created in {entry['create_seconds']} s: operator RSS {entry['rss_before_mib']} -> "
+            f"{entry['rss_after_mib']} MiB (growth {entry['rss_growth_mib']} MiB, peak {entry['peak_rss_mib']} MiB), "
+            f"CPU {entry['cpu_seconds_while_created']} s, {entry['secret_bytes_received_while_created'] / 2**20:.2f} "
+            f"MiB of Secret answers received; a start with them: ready in {start['ready_seconds']} s, RSS "
+            f"{start['rss_mib']} MiB ({start['rss_over_first_start_mib']:+} MiB over the first start), "
+            f"{start['secret_bytes_received'] / 2**20:.2f} MiB received")
     for section, error in (results.get("errors") or {}).items():
         out(f"FAILED {section}: {error[:300]}")
     if results.get("targets"):

@@ -89,12 +89,14 @@ class Cluster:
     # -- raw --------------------------------------------------------------------------------
 
     async def request(self, method: str, path: str, payload: Any = None,
-                      content_type: str = "application/json", params: dict[str, str] | None = None) -> Any:
-        """One request; the decoded JSON answer, or ApiError unless 2xx."""
+                      content_type: str = "application/json", params: dict[str, str] | None = None,
+                      accept: str | None = None) -> Any:
+        """One request; the decoded JSON answer (the text if it is not one JSON document), or ApiError
+        unless 2xx."""
+        headers = {"Content-Type": content_type, **({"Accept": accept} if accept else {})}
         for attempt in (1, 2):
             try:
-                response = await self._client.request(method, path, json=payload, params=params,
-                                                      headers={"Content-Type": content_type})
+                response = await self._client.request(method, path, json=payload, params=params, headers=headers)
                 break
             except (httpx2.RemoteProtocolError, httpx2.ConnectError):
                 # A pooled connection to an API server that restarted since: it never saw the request.

@@ -51,11 +51,12 @@ by a Role. The same rules as deploy/base/rbac.yaml (tests/e2e/test_deploy.py com
 - apiGroups: ["toolcatalog.dev"]
   resources: ["toolservers/status", "connectorconfigs/status"]
   verbs: ["patch"]
-# Cache ConfigMaps (deletion is left to the garbage collector), and CA bundles it watches.
+# Cache ConfigMaps (deletion is left to the garbage collector), and CA bundles it watches (metadata only).
 - apiGroups: [""]
   resources: ["configmaps"]
   verbs: ["get", "list", "watch", "create", "patch"]
-# Credentials named by auth.*.secretKeyRef and tls.caBundle.secretKeyRef; watched for rotation.
+# Credentials named by auth.*.secretKeyRef and tls.caBundle.secretKeyRef: read by name; watched for
+# rotation as metadata only (never their data).
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "list", "watch"]
