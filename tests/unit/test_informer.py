@@ -212,7 +212,7 @@ async def test_a_failing_first_listing_is_retried_and_nothing_is_synced_until_it
     assert running.slept[:3] == [0.8, 1.6, 3.2]
 
 
-async def test_silence_counts_from_the_last_thing_the_server_said() -> None:
+async def test_silence_counts_from_the_last_answer_of_the_server_a_refusal_included() -> None:
     now = [100.0]
     api = ScriptedApi()
     api.listings[PATH] = [page(version="5")]
@@ -222,6 +222,14 @@ async def test_silence_counts_from_the_last_thing_the_server_said() -> None:
         assert running.informer.silent_for() == 50.0
         api.streams[PATH].put_nowait([bookmark("6")])
         await until(lambda: len(api.watches(PATH)) == 2)
+        assert running.informer.silent_for() == 0.0
+        # No answer at all (a stalled stream, an unreachable server) is silence; a refusal is an answer.
+        now[0] = 200.0
+        api.streams[PATH].put_nowait(ApiError(0, "Timeout", "nothing came for 65s"))
+        await until(lambda: len(api.watches(PATH)) == 3)
+        assert running.informer.silent_for() == 50.0
+        api.streams[PATH].put_nowait(ApiError(403, "Forbidden", "secrets is forbidden"))
+        await until(lambda: len(api.watches(PATH)) == 4)
         assert running.informer.silent_for() == 0.0
 
 

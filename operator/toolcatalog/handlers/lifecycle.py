@@ -48,8 +48,8 @@ def reference_informers(config: OperatorConfig, client: KubeClient) -> Reference
 
 
 async def start_when_synced(engine: Engine, references: ReferenceInformers) -> None:
-    """The workers start once every informer has listed: before, a reconcile would find no version of any
-    Secret and take each one it references for deleted (controller-runtime's WaitForCacheSync)."""
+    """The workers start once every informer has listed (controller-runtime's WaitForCacheSync): before, a
+    reconcile would find no version of any Secret, and every resource that uses one would sync again."""
     await references.wait_synced()
     logger.info("%s listed; starting the engine", references.describe())
     engine.start()

@@ -42,7 +42,7 @@ Change = tuple[str, str, str]           # ADDED | MODIFIED | DELETED, namespace,
 OnChange = Callable[[Change], None]
 
 PAGE_SIZE = 500
-WATCH_TIMEOUT = 60.0            # the server ends each watch after this long (plus jitter); kopf's is 70 s
+WATCH_TIMEOUT = 60.0            # the server ends each watch after this long, plus up to half as much jitter
 RECONNECT_PAUSE = 0.1           # between a stream the server ended and the next watch (kopf's pause too)
 
 
@@ -160,17 +160,19 @@ class MetadataInformer:
         self.synced = asyncio.Event()       # set once the first listing is in the store
         self.version: str | None = None     # the resourceVersion to watch from; None: list first
         self.lists = 0                      # listings done (the first, and one after each 410)
-        self.last_heard = clock()           # the last time the server answered anything
+        self.last_heard = clock()           # the last time the server answered anything, an error included
+        self._received = 0                  # pages and events received: progress, for the backoff
 
     def silent_for(self) -> float:
-        """Seconds since the API server last told this informer anything (a page, an event, a stream's end)."""
+        """Seconds since the API server last answered this informer anything (a page, an event, a stream's
+        end, an error status): a stalled or unreachable watch, not one the server refuses (403)."""
         return self.clock() - self.last_heard
 
     async def run(self) -> None:
         """Until cancelled: list when there is no version to watch from, else watch; retry what fails."""
         failures = 0
         while True:
-            heard = self.last_heard
+            received = self._received
             try:
                 if self.version is None:
                     await self.list_all()
@@ -181,10 +183,12 @@ class MetadataInformer:
                 logger.debug("%s: resourceVersion %s expired; listing again", self.scope.describe(), self.version)
                 self.version = None
             except ApiError as error:
+                if error.status:        # an answer, if not the one wanted
+                    self.last_heard = self.clock()
                 if error.status == 410:
                     self.version = None
                     continue
-                failures = 1 if self.last_heard > heard else failures + 1    # a new run of failures
+                failures = 1 if self._received > received else failures + 1     # a new run of failures
                 delay = max(self.backoff.delay(failures, self.jitter()), error.retry_after or 0.0)
                 # The first failure of a run of them is a warning; the rest are repeats until it recovers.
                 (logger.warning if failures == 1 else logger.debug)(
@@ -198,7 +202,7 @@ class MetadataInformer:
         version = ""
         while True:
             page = await self.transport.list_metadata_page(self.scope.path, query)
-            self.last_heard = self.clock()
+            self.last_heard, self._received = self.clock(), self._received + 1
             for item in page.get("items") or []:
                 meta = item.get("metadata") or {}
                 listed.setdefault(str(meta.get("namespace") or ""), {})[str(meta.get("name") or "")] = \
@@ -227,7 +231,7 @@ class MetadataInformer:
         stream = self.transport.watch_metadata(self.scope.path, query, idle_timeout=idle)
         try:
             async for line in stream:
-                self.last_heard = self.clock()
+                self.last_heard, self._received = self.clock(), self._received + 1
                 self._handle(line)
         finally:
             await _aclose(stream)
