@@ -21,7 +21,6 @@ import base64
 import copy
 import json
 import os
-import shutil
 import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -104,14 +103,13 @@ def kubectl(cluster_session: Any) -> str:
 
 @pytest.fixture(scope="session")
 def helm_dir(backend: str) -> Path:
-    """helm and cert-manager's CRDs: built (cached) by test/controlplane/helm/build.sh."""
-    version = _gomod_version(REPO / "test/controlplane/helm/go.mod", "helm.sh/helm/v3")
-    cached = _cache() / "helm" / version
-    if backend == "emulator" and not (cached / "helm").exists():
-        pytest.skip("helm is built from the Go module proxy: `make helm`, or the cluster tier")
-    if shutil.which("go") is None and not (cached / "helm").exists():
-        pytest.skip("building helm needs Go")
-    result = subprocess.run(["bash", str(HELM_BUILD)], capture_output=True, text=True, timeout=1800, check=False)
+    """helm and cert-manager's CRDs, as `make helm` (a step of .ci/run) built them: never built here."""
+    result = subprocess.run(["bash", str(HELM_BUILD), "--check"], capture_output=True, text=True, timeout=60,
+                            check=False)
+    if result.returncode == 3:
+        if backend == "emulator":       # `make test` on a fresh machine: the cluster tier renders them
+            pytest.skip(result.stderr.strip())
+        pytest.fail(result.stderr.strip(), pytrace=False)
     assert result.returncode == 0, result.stderr[-3000:]
     return Path(result.stdout.strip().splitlines()[-1])
 

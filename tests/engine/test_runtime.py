@@ -1,9 +1,15 @@
-"""The engine's workers: slow reconciles step aside, and a stop waits for every reconcile in flight."""
+"""The engine's workers: slow reconciles step aside, and a stop waits for every reconcile in flight.
+
+On looptime's fake loop time: the sleeps cost no real time, and each test asserts how much loop time passed
+(when a reconcile stepped aside, when a stop returned).
+"""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
+
+import pytest
 
 from toolcatalog.api.resource import ObjectKey
 from toolcatalog.engine.objects import ObjectCache
@@ -33,33 +39,39 @@ def engine_for(reconciler: Any, **kwargs: Any) -> Engine:
     return Engine(reconciler, **kwargs)
 
 
-async def test_a_stop_waits_for_a_reconcile_that_steps_aside_while_stopping():
+pytestmark = pytest.mark.looptime
+
+
+async def test_a_stop_waits_for_a_reconcile_that_steps_aside_while_stopping(looptime):
     reconciler = SlowReconciler(seconds=0.5)
     engine = engine_for(reconciler, workers=1, slow_after=0.2)
     engine.start()
     engine.queue.add(("ToolServer", "ns", "a"))
     while not reconciler.started:
-        await asyncio.sleep(0.01)
-    await engine.stop(timeout=5)        # begins before the reconcile steps aside into the slow pool
+        await asyncio.sleep(0)
+    assert looptime == 0
+    await engine.stop(timeout=5)        # begins before the reconcile steps aside into the slow pool (at 0.2)
     assert reconciler.finished == ["a"]
+    assert float(looptime) == pytest.approx(0.5)   # it waited for the reconcile to end, not for the deadline
 
 
-async def test_hung_reconciles_step_aside_and_the_next_key_is_taken():
+async def test_hung_reconciles_step_aside_and_the_next_key_is_taken(looptime):
     reconciler = SlowReconciler(seconds=0.0, hung={"hung-1", "hung-2"})
     engine = engine_for(reconciler, workers=1, slow_after=0.05)
     engine.start()
     for name in ("hung-1", "hung-2", "healthy"):
         engine.queue.add(("ToolServer", "ns", name))
-    for _ in range(200):
-        if "healthy" in reconciler.finished:
-            break
-        await asyncio.sleep(0.01)
+    while "healthy" not in reconciler.finished:
+        await asyncio.sleep(0.001)
+    # Each hung reconcile held the only worker for slow_after, then stepped aside.
+    assert float(looptime) == pytest.approx(0.1, abs=0.002)
     assert reconciler.finished == ["healthy"] and engine.slow == 2
     await engine.stop(timeout=0.1)      # the hung ones are cut at the deadline
     assert engine.slow == 0
+    assert float(looptime) == pytest.approx(0.2, abs=0.002)
 
 
-async def test_one_namespace_holds_at_most_half_of_the_slow_pool():
+async def test_one_namespace_holds_at_most_half_of_the_slow_pool(looptime):
     hung = {f"hung-{i}" for i in range(4)}
     reconciler = SlowReconciler(seconds=0.0, hung=hung)
     engine = engine_for(reconciler, workers=1, slow_after=0.05, slow_capacity=4)
@@ -67,11 +79,9 @@ async def test_one_namespace_holds_at_most_half_of_the_slow_pool():
     for name in sorted(hung):
         engine.queue.add(("ToolServer", "team-a", name))
     engine.queue.add(("ToolServer", "team-b", "healthy"))
-    for _ in range(200):
-        if len(reconciler.started) >= 3:
-            break
-        await asyncio.sleep(0.01)
-    await asyncio.sleep(0.2)
-    # Two of team-a's hung reconciles hold the pool's half; the third holds the only worker.
-    assert engine.slow == 2 and len(reconciler.started) == 3
+    await asyncio.sleep(600)            # ten minutes of loop time: nothing more is ever started
+    # Two of team-a's hung reconciles hold the pool's half; the third holds the only worker, so team-b's key
+    # waits behind it (backpressure) and the fourth never starts.
+    assert engine.slow == 2 and reconciler.started == ["hung-0", "hung-1", "hung-2"]
     await engine.stop(timeout=0.1)
+    assert engine.slow == 0
