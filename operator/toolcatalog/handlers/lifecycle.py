@@ -15,6 +15,7 @@ from ..engine.listeners import ToolChangeListeners
 from ..engine.objects import ObjectCache
 from ..engine.reconciler import Reconciler
 from ..engine.runtime import Engine
+from ..engine.workmetrics import ControllerMetrics
 from ..kube.client import KubeClient
 from ..kube.login import login
 from ..mcp.egress import EgressPolicy
@@ -73,8 +74,10 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig, redactor: 
                                 versions=IndexedVersions(indexes[SECRET_VERSIONS], indexes[CONFIGMAP_VERSIONS]),
                                 server_ttl_floor=config.min_server_ttl, max_sync_timeout=config.max_sync_timeout,
                                 redactor=redactor)
+        controller_metrics = ControllerMetrics()
         engine = Engine(reconciler, workers=config.max_concurrent_syncs, slow_after=config.slow_after,
-                        on_forget=metrics.forget)
+                        slow_capacity=config.max_slow_syncs, on_forget=metrics.forget, observer=controller_metrics)
+        controller_metrics.watch(engine)
         reconciler.listeners = ToolChangeListeners(engine.list_changed, max_listeners=config.max_listeners,
                                                    pool=listener_pool)
         reconciler.observers.append(metrics.observe)
@@ -87,8 +90,8 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig, redactor: 
                            owns=(lambda meta: shard.owns(meta.get("uid"))) if shard.sharded else None)
         if config.metrics_port:
             metrics.serve(config.metrics_port, config.metrics_address)
-        logger.info("toolcatalog ready: at most %d concurrent syncs, %d listeners",
-                    config.max_concurrent_syncs, config.max_listeners)
+        logger.info("toolcatalog ready: %d workers, at most %d slow syncs beside them, %d listeners",
+                    engine.workers, engine.slow_capacity, config.max_listeners)
 
     @kopf.on.login(registry=registry)
     def credentials(**_: Any) -> kopf.ConnectionInfo:
