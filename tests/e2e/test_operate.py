@@ -77,6 +77,18 @@ async def probe(url: str, status: int | None = None) -> tuple[int, Any] | None:
     return got if got is not None and (status is None or got[0] == status) else None
 
 
+def full_lists(proxy: ApiProxy) -> list[Any]:
+    """LISTs of our resources the operator made itself (kopf's initial listing is a plain GET, no query)."""
+    return [seen for seen in proxy.requests("GET", r"/(toolservers|connectorconfigs)\?")
+            if "watch=" not in seen.path and not re.search(r"[?&]limit=1(&|$)", seen.path)]
+
+
+async def checked(url: str) -> tuple[int, Any] | None:
+    """The liveness endpoint's answer once the watch check has run (before: `{"state": "starting"}`)."""
+    got = await probe(url)
+    return got if got is not None and "behind" in (got[1].get("watches") or {}) else None
+
+
 def json_lines(log: str) -> list[dict[str, Any]]:
     """Every line of a --log-format=json log, parsed: each must be one JSON object."""
     lines = []
@@ -269,10 +281,18 @@ async def test_liveness_fails_while_the_watches_stall_and_passes_again_when_they
     with McpTestServer(tools=make_tools(2)) as server:
         await api.create(toolserver("alive", server.url, sync={"minIntervalSeconds": 0}))
         await waiter.status(TS, "alive", synced, "first sync", operator=operator)
-        status, body = await wait_until(lambda: probe(url), what="/healthz answers", operator=operator)
+        status, body = await wait_until(lambda: checked(url), what="/healthz answers a check", operator=operator)
         assert status == 200 and body["watches"]["behind"] == 0, body
+        # Probes read what the background check found: ten of them send nothing to the API server, and no
+        # check lists the resources (only short watches of the changes, and a list of one item at start).
+        before = len(proxy.requests())
+        for _ in range(10):
+            assert (await probe(url))[0] == 200
+        made = proxy.requests()[before:]
+        assert all("timeoutSeconds=" in seen.path for seen in made if "toolcatalog.dev" in seen.path), made
+        assert not full_lists(proxy), full_lists(proxy)
 
-        proxy.stall_watches()
+        proxy.stall_watches(spare=r"[?&]timeoutSeconds=")     # kopf's streams; not the check's short watches
         started = time.monotonic()
         await forced_refresh(api, "alive", "during-the-stall")      # a change the watches do not deliver
         status, _ = await wait_until(lambda: probe(url, 500), timeout=40, what="/healthz to fail", operator=operator)
@@ -306,6 +326,7 @@ async def test_readiness_waits_for_the_initial_listing_and_a_first_look_at_every
                                         operator=operator)
         assert body == {"ready": True, "state": "ready"}
         assert proxy.requests("GET", r"^/apis/toolcatalog\.dev/v1alpha1/toolservers$")
+        assert not full_lists(proxy), full_lists(proxy)     # readiness needs kopf's listing, not one of its own
         for index in range(3):
             await waiter.status(TS, f"warm-{index}", synced, "synced", operator=operator)
 

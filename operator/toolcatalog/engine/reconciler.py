@@ -208,6 +208,11 @@ class Reconciler:
         if self.listeners is not None:
             self.listeners.stop(key)
 
+    def looked_at(self, key: ObjectKey) -> bool:
+        """Whether a reconcile has decided about `key` since the operator started (readiness)."""
+        memory = self._memory.get(key)
+        return memory is not None and memory.reconciled
+
     # -- the loop's step --------------------------------------------------------------------------
 
     async def reconcile(self, key: ObjectKey) -> float | None:

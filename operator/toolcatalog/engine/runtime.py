@@ -62,6 +62,8 @@ class Engine:
         self._on_forget = on_forget
         self.reconciles = 0
         self.busy = 0           # workers running a reconcile now (not counting those that stepped aside)
+        # A watch event came: kopf runs no handler but its indexers until every initial listing is indexed.
+        self.watching = False
 
     # -- triggers: they only enqueue ---------------------------------------------------------
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import kopf
 
+from ..api.constants import KIND_CONNECTORCONFIG, KIND_TOOLSERVER
 from ..api.redact import Redactor
 from ..config import OperatorConfig
 from ..engine import metrics
@@ -25,9 +26,10 @@ from ..mcp.wire import Limits
 from . import health, logs
 from .drain import FETCH_GRACE_SECONDS, WRITE_TIMEOUT_SECONDS, Drain
 from .sharding import Shard
-from .watch import CONFIGMAP_VERSIONS, SECRET_VERSIONS
+from .watch import CONFIGMAP_VERSIONS, KEYS, SECRET_VERSIONS
 
 logger = logging.getLogger(__name__)
+KINDS = (KIND_TOOLSERVER, KIND_CONNECTORCONFIG)     # in the order of watch.KEYS
 # Our own cache ConfigMaps are never anybody's reference: leave their writes out of the watch.
 CONFIGMAP_SELECTOR = "app.kubernetes.io/managed-by!=toolcatalog"
 # Helm keeps every release in a Secret; none of them is a credential for an MCP server.
@@ -84,7 +86,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig, redactor: 
         reconciler.observers.append(logs.log_sync)
         memo.engine, memo.kube, memo.pools, memo.drain = engine, kube, (pool, listener_pool), drain
         engine.start()
-        await health.start(memo, engine.objects, kube, backlog=lambda: len(engine.queue),
+        await health.start(memo, engine, kube, keys=dict(zip(KINDS, (indexes[id_] for id_ in KEYS), strict=True)),
                            namespaces=config.namespaces, stall_after=config.watch_stall_timeout,
                            readiness_url=config.readiness,
                            owns=(lambda meta: shard.owns(meta.get("uid"))) if shard.sharded else None)
