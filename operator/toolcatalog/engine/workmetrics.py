@@ -63,6 +63,8 @@ MAX_SLOW = Gauge("toolcatalog_max_slow_reconciles", "The most reconciles the slo
                  ["controller"])
 
 RESULTS = (SUCCESS, ERROR, "requeue", REQUEUE_AFTER)
+# The API's failures a healthy operator meets: their series exist from 0, so a rate() of them has a value.
+COMMON_API_REASONS = ("TooManyRequests", "ServiceUnavailable", "InternalError", "Conflict", "Timeout")
 
 
 class ControllerMetrics:
@@ -75,6 +77,8 @@ class ControllerMetrics:
         self._waited, self._worked = QUEUE_SECONDS.labels(*queue), WORK_SECONDS.labels(*queue)
         self._errors, self._seconds = RECONCILE_ERRORS.labels(name), RECONCILE_SECONDS.labels(name)
         self._results = {result: RECONCILES.labels(name, result) for result in RESULTS}   # all exist from 0
+        for reason in COMMON_API_REASONS:
+            API_ERRORS.labels(name, reason)
 
     # -- the queue (QueueObserver) ------------------------------------------------------------
 
