@@ -29,6 +29,7 @@ from urllib.parse import quote
 
 import pytest
 
+from tests.e2e.test_metrics import scrape_when
 from tests.support.k8s import CM, TS, condition, secret, toolserver, wait_until
 from toolcatalog.api import constants as c
 from toolcatalog_dev.apiproxy import ApiProxy
@@ -329,6 +330,33 @@ async def test_readiness_waits_for_the_initial_listing_and_a_first_look_at_every
         assert not full_lists(proxy), full_lists(proxy)     # readiness needs kopf's listing, not one of its own
         for index in range(3):
             await waiter.status(TS, f"warm-{index}", synced, "synced", operator=operator)
+
+
+# ------------------------------------------------------------------------------ throttling
+
+
+async def test_a_429_with_retry_after_holds_the_retry_back_that_long_and_is_counted(api, proxy, proxied_kubeconfig,
+                                                                                   launch, waiter):
+    """The API server throttles the cache ConfigMap's create (429, Retry-After: 3): nothing is written, and the
+    work queue retries that resource no sooner than 3 s later (its backoff alone: within half a second)."""
+    port = free_port()
+    operator = launch(proxied_kubeconfig, "--metrics-port", str(port), "--metrics-address", "127.0.0.1")
+    create = rf"^/api/v1/namespaces/{api.ns}/configmaps(\?|$)"
+    proxy.refuse("POST", create, 429, "TooManyRequests", retry_after=3)
+    with McpTestServer(tools=make_tools(2)) as server:
+        await api.create(toolserver("throttled", server.url))
+        await waiter.status(TS, "throttled", synced, "synced after the throttled create", operator=operator)
+    refused, retried = proxy.requests("POST", create)[:2]
+    print(f"\nthe create refused with 429 and Retry-After: 3 was retried {retried.at - refused.at:.2f}s later")
+    assert retried.at - refused.at >= 2.9
+    assert "the API server asked for 3s" in operator.log()
+    metrics = await wait_until(lambda: scrape_when(port, "toolcatalog_reconcile_kube_api_errors_total"),
+                               what="the metrics", operator=operator)
+    assert metrics[("toolcatalog_reconcile_kube_api_errors_total",
+                    (("controller", "toolcatalog"), ("reason", "TooManyRequests")))] == 1
+    assert metrics[("toolcatalog_reconcile_total", (("controller", "toolcatalog"), ("result", "error")))] == 1
+    assert metrics[("toolcatalog_workqueue_retries_total", (("controller", "toolcatalog"), ("name", "toolcatalog")))] \
+        == 1
 
 
 # ------------------------------------------------------------------------------ the sandbox

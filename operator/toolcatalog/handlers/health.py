@@ -149,7 +149,11 @@ class WatchCheck:
     async def check(self) -> Verdict:
         try:
             async with asyncio.timeout(ASK_TIMEOUT + CHANGES_WINDOW):
-                await asyncio.gather(*(self._check(kind, scope) for kind, scope in self.scopes.lists()))
+                outcomes = await asyncio.gather(*(self._check(kind, scope) for kind, scope in self.scopes.lists()),
+                                                return_exceptions=True)
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException):
+                    raise outcome
         except (ApiError, TimeoutError) as error:
             message = error.message if isinstance(error, ApiError) else f"no answer within {ASK_TIMEOUT:g}s"
             verdict = self.lag.verdict()
