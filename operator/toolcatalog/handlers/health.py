@@ -16,8 +16,9 @@ what two background tasks found:
   delivered: a list's version is the whole cluster's latest write (any kind), and kopf hands no
   bookmarks to handlers, so a quiet watch and a stalled one look the same.
 - Readiness (`--readiness URL`, our own endpoint): 503 until the caches are warm, then 200; 503 again
-  when stopping. Warm: kopf's initial listings are delivered (kopf runs no handler but its indexers
-  until every watched kind's initial listing is indexed, so the first watch event proves them over;
+  when stopping. Warm: kopf's initial listings are delivered (kopf guarantees, in its documentation
+  on indexing, that its indexes are fully populated before any other resource handler is invoked, so
+  the first watch event proves the initial listings over;
   with no ToolServer and no ConnectorConfig at all, a LIST of one item says there is nothing to
   wait for), every resource its indexes hold has reached the engine, and each was looked at once.
 
@@ -214,7 +215,12 @@ class WatchCheck:
 
     async def run(self) -> None:
         while True:
-            await self.check()
+            try:
+                await self.check()
+            except asyncio.CancelledError:
+                raise
+            except Exception:       # a bug must not leave the probe reading an old verdict for ever
+                logger.exception("the watch check failed; trying again in %.0fs", self.interval)
             await asyncio.sleep(self.interval)
 
     # -- HealthSource ----------------------------------------------------------------------------
