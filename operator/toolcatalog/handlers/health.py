@@ -125,11 +125,11 @@ class WatchCheck:
     """The liveness check: asks the API server what changed since it last asked (see the module's docstring)."""
 
     def __init__(self, engine: Engine, kube: KubeClient, scopes: Scopes, *, stall_after: float = 180.0,
-                 interval: float | None = None) -> None:
+                 interval: float | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.objects, self.kube, self.scopes = engine.objects, kube, scopes
         self.stall_after = stall_after
         self.interval = interval if interval is not None else min(30.0, max(1.0, stall_after / 4))
-        self.lag = WatchLag(engine.objects, stall_after=stall_after)
+        self.lag = WatchLag(engine.objects, stall_after=stall_after, clock=clock)
         self._checked: dict[tuple[str, str | None], str] = {}     # the version each listing was checked up to
         self.last: Verdict | None = None
         self.checked_at: float | None = None
