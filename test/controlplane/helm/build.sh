@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds helm (v3, the `tool` of the Go module beside this script) for the deploy tests, and fetches
-# cert-manager's Certificate and Issuer CRDs (from its Go module, pinned below) so that a real API
-# server can validate the webhook overlay's objects. Into a cache outside the repository:
+# cert-manager's Certificate and Issuer CRDs and prometheus-operator's ServiceMonitor and PrometheusRule
+# CRDs (from their Go modules, pinned below; downloaded, never built) so that a real API server can
+# validate the webhook's and the monitoring objects. Into a cache outside the repository:
 #
 #   ${TOOLCATALOG_CACHE:-~/.cache/toolcatalog}/helm/<helm version>/{helm,crds/}
 #
@@ -23,6 +24,12 @@ k8s="$(awk '$1 == "k8s.io/client-go" {print $2}' "$here/go.mod")"           # v0
 cache="${TOOLCATALOG_CACHE:-$HOME/.cache/toolcatalog}"
 out="$cache/helm/$version"
 mkdir -p "$out/crds"
+
+# prometheus-operator's ServiceMonitor and PrometheusRule CRDs (its module's example/prometheus-operator-crd/),
+# for the monitoring objects of deploy/components/monitoring and the chart's metrics.* values.
+promop_version=v0.85.0
+promop_sum="h1:M5xLCLEoaW2IJfnuCwFzzpL+jSVQu3KGT84Pye+fW8s="
+promop_crds="monitoring.coreos.com_servicemonitors.yaml monitoring.coreos.com_prometheusrules.yaml"
 
 # cert-manager's CRDs for the tests (its repository's deploy/crds/, "for development and testing").
 certmanager_version=v1.21.2
@@ -61,6 +68,17 @@ if [ "$missing" = 1 ]; then
   sum="$(printf '%s' "$info" | awk -F'"' '$2 == "Sum" {print $4}')"
   [ "$sum" = "$certmanager_sum" ] || { log "cert-manager $certmanager_version: checksum $sum, expected $certmanager_sum"; exit 1; }
   for crd in $certmanager_crds; do install -m 0644 "$dir/deploy/crds/$crd" "$out/crds/$crd"; done
+fi
+
+missing=0
+for crd in $promop_crds; do [ -s "$out/crds/$crd" ] || missing=1; done
+if [ "$missing" = 1 ]; then
+  log "fetching prometheus-operator $promop_version's ServiceMonitor and PrometheusRule CRDs (its Go module)"
+  info="$(cd "$here" && GOFLAGS= go mod download -json "github.com/prometheus-operator/prometheus-operator@$promop_version")"
+  dir="$(printf '%s' "$info" | awk -F'"' '$2 == "Dir" {print $4}')"
+  sum="$(printf '%s' "$info" | awk -F'"' '$2 == "Sum" {print $4}')"
+  [ "$sum" = "$promop_sum" ] || { log "prometheus-operator $promop_version: checksum $sum, expected $promop_sum"; exit 1; }
+  for crd in $promop_crds; do install -m 0644 "$dir/example/prometheus-operator-crd/$crd" "$out/crds/$crd"; done
 fi
 
 echo "$out"
