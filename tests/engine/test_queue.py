@@ -63,10 +63,12 @@ async def test_add_after_keeps_the_earliest_due_time():
     assert await take(queue) == "a"
 
 
-async def test_a_waiting_worker_wakes_when_a_delay_passes():
-    queue: WorkQueue[str] = WorkQueue()
-    queue.add_after("soon", 0.05)
-    assert await take(queue, timeout=1.0) == "soon"
+@pytest.mark.looptime
+async def test_a_waiting_worker_wakes_when_a_delay_passes(looptime):
+    queue: WorkQueue[str] = WorkQueue(clock=asyncio.get_running_loop().time)
+    queue.add_after("soon", 5)
+    assert await take(queue, timeout=60) == "soon"
+    assert float(looptime) == pytest.approx(5)      # woken when it was due, not before and not by a poll
 
 
 def test_backoff_grows_per_key_with_jitter_and_forget_resets_it():
