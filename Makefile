@@ -95,6 +95,10 @@ image: ## Build the container image with podman (cached)
 helm: ## Build helm from the Go module proxy (cached) for the deploy tests, with cert-manager's CRDs
 	bash test/controlplane/helm/build.sh
 
+.PHONY: prometheus
+prometheus: ## Install Prometheus and promtool (Debian's package, as root) for the monitoring tests
+	bash test/prometheus/install.sh
+
 .PHONY: sandbox
 sandbox: $(STAMP) ## The demo kept running, with a KUBECONFIG for kubectl (SANDBOX_ARGS=--real: the real control plane)
 	$(BIN)/toolcatalog sandbox $(SANDBOX_ARGS)

@@ -9,8 +9,9 @@ Sections (--only picks some): floor (bare SDK session, raw HTTP on a warm connec
 open session: 1, 50 and 500 tools), refresh (annotation to answer, on the emulator and on the real
 control plane, as ratios to the floor), converge (N ToolServers × 20 tools created at once on a fresh
 real control plane, then idle and sizes), steady (N with a short TTL for a while), triggers (Secret
-rotation and list-changed notification to resync), secrets (the operator's RSS and the bytes it receives with
-5,000 unrelated 10 KiB Secrets in the cluster; --secrets-baseline REF: also with the operator code of REF).
+rotation and list-changed notification to resync), probes (what the liveness check costs the API server,
+by N up to 1000: bench/probes.py), secrets (the operator's RSS and the bytes it receives with 5,000
+unrelated 10 KiB Secrets in the cluster; --secrets-baseline REF: also with the operator code of REF).
 Prints a table and writes
 bench/results/<date>-<machine>.json. Every server listens on, and all traffic goes to, 127.0.0.1.
 """
@@ -30,10 +31,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench import floor, refresh, scale, secrets, steady, triggers
+from bench import floor, probes, refresh, scale, secrets, steady, triggers
 from bench.common import REPO, McpFleet, emulator, log, operator_environment, real_cluster, workdir
 
-SECTIONS = ("floor", "refresh", "converge", "steady", "triggers", "secrets")
+SECTIONS = ("floor", "refresh", "converge", "steady", "triggers", "probes", "secrets")
 CATALOGS = [1, 50, 500]
 PAGE_SIZE = 100
 
@@ -111,7 +112,7 @@ async def run(args: argparse.Namespace, output: Path | None = None) -> dict[str,
                                "errors": {}}
     directory = workdir()
     for section, step in (("floor+refresh", _latency), ("converge", _converge), ("steady", _steady),
-                          ("triggers", _triggers), ("secrets", _secrets)):
+                          ("triggers", _triggers), ("probes", _probes), ("secrets", _secrets)):
         try:
             await step(args, results, directory)
         except Exception as error:      # one section failing still leaves the others' figures
@@ -176,6 +177,14 @@ async def _triggers(args: argparse.Namespace, results: dict[str, Any], directory
         log("trigger latencies on the real control plane")
         async with real_cluster(directory) as backend:
             results["triggers"] = await triggers.measure(backend, args.trigger_rounds, directory)
+
+
+async def _probes(args: argparse.Namespace, results: dict[str, Any], directory: Path) -> None:
+    if "probes" in args.only:
+        log("what the liveness check costs the real control plane")
+        async with real_cluster(directory) as backend:
+            results["probes"] = await probes.measure(backend, [size for size in args.sizes if size <= 1000],
+                                                     args.trigger_rounds)
 
 
 async def _secrets(args: argparse.Namespace, results: dict[str, Any], directory: Path) -> None:
@@ -290,6 +299,8 @@ def table(results: dict[str, Any]) -> str:
     if results.get("triggers"):
         for name, figures in results["triggers"].items():
             out(f"trigger {name:<22} p50 {figures['p50']:8.1f}  p95 {figures['p95']:8.1f}  (n={figures['n']})")
+    if results.get("probes"):
+        out(probes.table(results["probes"]))
     for label, entry in (results.get("secrets") or {}).items():
         start = entry["start_with_them"]
         out(f"secrets ({label}: {entry['ref']}): {entry['secrets']} unrelated Secrets of {entry['secret_bytes']} B "

@@ -92,9 +92,16 @@ def cluster_session(backend: str, tmp_path_factory: pytest.TempPathFactory) -> I
     if backend != "cluster":
         yield None
         return
-    from toolcatalog_dev.controlplane import running_control_plane
+    from toolcatalog_dev.controlplane import NotBuilt, build, running_control_plane
 
-    with running_control_plane(crds=sorted((REPO / "crds").glob("*.yaml"))) as plane:
+    missing = None
+    try:
+        build(check=True)       # built by `make controlplane` (a step of .ci/run), never inside a test
+    except NotBuilt as error:
+        missing = str(error)
+    if missing is not None:
+        pytest.fail(missing, pytrace=False)
+    with running_control_plane(crds=sorted((REPO / "crds").glob("*.yaml")), check_built=True) as plane:
         yield ClusterSession(plane, tmp_path_factory.mktemp("cluster"))
 
 

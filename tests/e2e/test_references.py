@@ -252,7 +252,7 @@ async def test_liveness_fails_while_the_secret_watches_stall_and_passes_when_the
         await waiter.status(TS, "live", synced, "first sync", operator=operator)
         await wait_until(lambda: probe(url, 200), what="/healthz passes", operator=operator)
 
-        proxy.stall_watches(r"/secrets\?")              # the Secrets' watches only; kopf's go on
+        proxy.stall_watches(only=r"/secrets\?")              # the Secrets' watches only; kopf's go on
         started = time.monotonic()
         await api.patch(SECRETS, api.ns, "live-token", {"data": {"token": b64(ROTATED)}})
         await wait_until(lambda: probe(url, 500), timeout=40, what="/healthz to fail", operator=operator)

@@ -253,7 +253,9 @@ async def test_every_namespace_is_one_cluster_wide_informer_per_kind_with_its_se
                                    selectors={"ConfigMap": ("app.kubernetes.io/managed-by!=toolcatalog", "")})
     informers.start()
     try:
+        assert informers.waiting_for() == "waiting for the initial listing of Secrets and ConfigMaps (metadata)"
         await asyncio.wait_for(informers.wait_synced(), 5)
+        assert informers.waiting_for() is None
         assert (informers.secret("a", "s"), informers.secret("b", "s"), informers.configmap("a", "ca")) == \
             ("1", "2", "3")
         api.streams["/api/v1/secrets"].put_nowait([event("MODIFIED", meta("s", "7", "b"))])
@@ -309,14 +311,14 @@ async def test_an_informer_the_server_stopped_answering_is_reported_silent() -> 
     api = ScriptedApi()
     api.listings["/api/v1/secrets"] = [page()]
     api.listings["/api/v1/configmaps"] = [page()]
-    informers = ReferenceInformers(api, clock=lambda: now[0])
+    informers = ReferenceInformers(api, clock=lambda: now[0], stall_after=180)
     informers.start()
     try:
         await asyncio.wait_for(informers.wait_synced(), 5)
         now[0] = 100.0
-        assert informers.silent(longer_than=180) == []
+        assert informers.stalled() == []
         now[0] = 200.0
-        assert informers.silent(longer_than=180) == ["the watch of secrets (every namespace) (200s silent)",
-                                                     "the watch of configmaps (every namespace) (200s silent)"]
+        assert informers.stalled() == ["the watch of secrets (every namespace) (200s silent)",
+                                       "the watch of configmaps (every namespace) (200s silent)"]
     finally:
         await informers.stop()

@@ -26,7 +26,7 @@ from ..api.models import CacheDocument
 from ..api.redact import Redactor
 from ..api.resource import ObjectKey, Resource
 from ..api.spec import settings_of
-from ..kube.errors import ApiError, api_error
+from ..kube.errors import ApiError, api_error, status_reason
 from ..kube.resolve import ResolveError, resolve_endpoint
 from ..reconcile.cachedoc import (
     CacheParseError,
@@ -86,7 +86,16 @@ class Listeners(Protocol):
 
 
 class TransientError(Exception):
-    """The Kubernetes API failed; nothing was changed; the work queue retries with backoff."""
+    """The Kubernetes API failed; nothing was changed; the work queue retries with backoff, and not before
+    the API server's Retry-After (429, 503) when it sent one. `reason`: the API's Status reason."""
+
+    def __init__(self, message: str, *, reason: str = "Unknown", retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.reason, self.retry_after = reason, retry_after
+
+    @classmethod
+    def of(cls, message: str, error: ApiError) -> TransientError:
+        return cls(f"{message}: {error.message}", reason=status_reason(error), retry_after=error.retry_after)
 
 
 def utcnow() -> datetime:
@@ -199,6 +208,11 @@ class Reconciler:
         if self.listeners is not None:
             self.listeners.stop(key)
 
+    def looked_at(self, key: ObjectKey) -> bool:
+        """Whether a reconcile has decided about `key` since the operator started (readiness)."""
+        memory = self._memory.get(key)
+        return memory is not None and memory.reconciled
+
     # -- the loop's step --------------------------------------------------------------------------
 
     async def reconcile(self, key: ObjectKey) -> float | None:
@@ -237,8 +251,8 @@ class Reconciler:
             wrote = await self._write(resource, plan)
         except StatusRejected as rejected:
             if run is None:
-                raise TransientError(f"{resource.describe()}: writing status failed: {rejected.error.message}") \
-                    from None
+                raise TransientError(f"{resource.describe()}: writing status failed: {rejected.error.message}",
+                                     reason=rejected.error.api_reason or "Unknown") from None
             # Cache and status must describe one catalog: put the previous cache back, record the failure.
             if run.wrote_cache:
                 assert run.plan.cache is not None and run.state is not None
@@ -319,7 +333,8 @@ class Reconciler:
     @staticmethod
     def _raise_if_transient(error: SyncError, resource: Resource) -> None:
         if error.retry is Retry.TRANSIENT:
-            raise TransientError(f"{resource.describe()}: {error.message}") from error
+            raise TransientError(f"{resource.describe()}: {error.message}", reason=error.api_reason or "Unknown",
+                                 retry_after=error.retry_after) from error
 
     async def _read_toolserver(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         """A referenced ToolServer: from the cache; from the API when the cache has not seen it (yet)."""
@@ -391,7 +406,7 @@ class Reconciler:
                 # Created, changed or deleted by someone else meanwhile: read it afresh next time.
                 raise SyncError(c.REASON_API_UNAVAILABLE,
                                 f"ConfigMap {resource.namespace}/{cache.name} changed during the sync; "
-                                "syncing again") from None
+                                "syncing again", api_reason=status_reason(error)) from None
             raise api_error(error, kind="ConfigMap") from None
         rv = (written.get("metadata") or {}).get("resourceVersion")
         self._catalogs[resource.uid] = _Written.of(cache.name, rv, cache.manifest)
@@ -409,8 +424,8 @@ class Reconciler:
             await self.kube.patch_configmap(resource.namespace, cache.name, patch)
         except ApiError as error:
             if error.status != 404:
-                raise TransientError(f"{resource.describe()}: putting the previous cache back failed: "
-                                     f"{error.message}") from None
+                raise TransientError.of(f"{resource.describe()}: putting the previous cache back failed",
+                                        error) from None
         logger.warning("%s: status write refused; ConfigMap %s put back as it was", resource.describe(),
                        cache.name)
 
@@ -428,7 +443,7 @@ class Reconciler:
                     return False        # deleted meanwhile
                 if error.status in (400, 413, 422):
                     raise StatusRejected(api_error(error)) from None
-                raise TransientError(f"{resource.describe()}: writing status failed: {error.message}") from None
+                raise TransientError.of(f"{resource.describe()}: writing status failed", error) from None
             self.objects.observe(resource.kind, answer)
             logger.debug("%s: status patched (%s)", resource.describe(), ", ".join(sorted(patch)))
             wrote = True

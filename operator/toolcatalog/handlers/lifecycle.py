@@ -9,6 +9,7 @@ from typing import Any
 
 import kopf
 
+from ..api.constants import KIND_CONNECTORCONFIG, KIND_TOOLSERVER
 from ..api.redact import Redactor
 from ..config import OperatorConfig
 from ..engine import metrics
@@ -16,6 +17,7 @@ from ..engine.listeners import ToolChangeListeners
 from ..engine.objects import ObjectCache
 from ..engine.reconciler import Reconciler
 from ..engine.runtime import Engine
+from ..engine.workmetrics import ControllerMetrics
 from ..kube.client import KubeClient
 from ..kube.informer import WATCH_TIMEOUT
 from ..kube.login import login
@@ -27,8 +29,10 @@ from ..mcp.wire import Limits
 from . import health, logs, watch
 from .drain import FETCH_GRACE_SECONDS, WRITE_TIMEOUT_SECONDS, Drain
 from .sharding import Shard
+from .watch import KEYS
 
 logger = logging.getLogger(__name__)
+KINDS = (KIND_TOOLSERVER, KIND_CONNECTORCONFIG)     # in the order of watch.KEYS
 # Our own cache ConfigMaps are never anybody's reference: leave their writes out of the watch.
 CONFIGMAP_SELECTOR = "app.kubernetes.io/managed-by!=toolcatalog"
 # Helm keeps every release in a Secret; none of them is a credential for an MCP server.
@@ -44,7 +48,7 @@ def reference_informers(config: OperatorConfig, client: KubeClient) -> Reference
         matching=functools.partial(health.namespace_matches, patterns=patterns) if patterns else None,
         selectors={"Secret": ("", SECRET_SELECTOR), "ConfigMap": (CONFIGMAP_SELECTOR, "")},
         # A quiet informer hears from the server at least this often: well within the stall timeout.
-        watch_timeout=min(WATCH_TIMEOUT, config.watch_stall_timeout / 3))
+        watch_timeout=min(WATCH_TIMEOUT, config.watch_stall_timeout / 3), stall_after=config.watch_stall_timeout)
 
 
 async def start_when_synced(engine: Engine, references: ReferenceInformers) -> None:
@@ -80,8 +84,10 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig, redactor: 
                                 versions=references,
                                 server_ttl_floor=config.min_server_ttl, max_sync_timeout=config.max_sync_timeout,
                                 redactor=redactor)
+        controller_metrics = ControllerMetrics()
         engine = Engine(reconciler, workers=config.max_concurrent_syncs, slow_after=config.slow_after,
-                        on_forget=metrics.forget)
+                        slow_capacity=config.max_slow_syncs, on_forget=metrics.forget, observer=controller_metrics)
+        controller_metrics.watch(engine)
         reconciler.listeners = ToolChangeListeners(engine.list_changed, max_listeners=config.max_listeners,
                                                    pool=listener_pool)
         reconciler.observers.append(metrics.observe)
@@ -92,14 +98,15 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig, redactor: 
         references.start()
         memo.engine_start = asyncio.get_running_loop().create_task(start_when_synced(engine, references),
                                                                    name="engine start")
-        await health.start(memo, engine.objects, kube, references, backlog=lambda: len(engine.queue),
+        await health.start(memo, engine, kube, keys=dict(zip(KINDS, (indexes[id_] for id_ in KEYS), strict=True)),
                            namespaces=config.namespaces, stall_after=config.watch_stall_timeout,
                            readiness_url=config.readiness,
-                           owns=(lambda meta: shard.owns(meta.get("uid"))) if shard.sharded else None)
+                           owns=(lambda meta: shard.owns(meta.get("uid"))) if shard.sharded else None,
+                           sources=(references,))
         if config.metrics_port:
             metrics.serve(config.metrics_port, config.metrics_address)
-        logger.info("toolcatalog ready: at most %d concurrent syncs, %d listeners",
-                    config.max_concurrent_syncs, config.max_listeners)
+        logger.info("toolcatalog ready: %d workers, at most %d slow syncs beside them, %d listeners",
+                    engine.workers, engine.slow_capacity, config.max_listeners)
 
     @kopf.on.login(registry=registry)
     def credentials(**_: Any) -> kopf.ConnectionInfo:

@@ -29,6 +29,7 @@ from .sharding import Shard, identity_and_spec
 
 # Index ids: also the names kopf passes them to handlers under.
 REFERRERS = ("toolserver_referrers", "connectorconfig_referrers")
+KEYS = ("toolserver_keys", "connectorconfig_keys")      # this shard's resources: what readiness waits for
 
 RefKey = tuple[str, str, str]       # namespace, kind (Secret | ConfigMap | ToolServer), name
 
@@ -65,8 +66,8 @@ def _engine(memo: Any) -> Engine | None:
 
 def register(registry: kopf.OperatorRegistry, shard: Shard | None = None) -> None:
     """`shard`: take only the resources whose uid hashes to it (sharding.py); None: every resource."""
-    for kind, index_id in zip((c.KIND_TOOLSERVER, c.KIND_CONNECTORCONFIG), REFERRERS, strict=True):
-        _register_kind(registry, kind, index_id, shard or Shard())
+    for kind, index_id, keys_id in zip((c.KIND_TOOLSERVER, c.KIND_CONNECTORCONFIG), REFERRERS, KEYS, strict=True):
+        _register_kind(registry, kind, index_id, keys_id, shard or Shard())
 
 
 def waker(engine: Engine, indexes: Mapping[str, Any]) -> Callable[[str, str, str], None]:
@@ -80,10 +81,15 @@ def waker(engine: Engine, indexes: Mapping[str, Any]) -> Callable[[str, str, str
     return wake
 
 
-def _register_kind(registry: kopf.OperatorRegistry, kind: str, index_id: str, shard: Shard) -> None:
+def _register_kind(registry: kopf.OperatorRegistry, kind: str, index_id: str, keys_id: str, shard: Shard) -> None:
     plural = c.PLURAL[kind]
 
     # Every handler here is a coroutine: kopf runs plain functions in a thread pool, a thread hop per event.
+    @kopf.index(c.GROUP, c.VERSION, plural, id=keys_id, registry=registry)
+    async def index_keys(namespace: str | None, name: str, uid: str | None, **_: Any) -> dict[tuple[str, str], bool]:
+        """Every resource of this shard: complete, for kopf's initial listing, before any handler runs."""
+        return {(namespace or "", name): True} if shard.owns(uid) else {}
+
     @kopf.index(c.GROUP, c.VERSION, plural, id=index_id, registry=registry)
     async def index_references(namespace: str | None, name: str, spec: Any, status: Any, uid: str | None,
                                **_: Any) -> dict[RefKey, ObjectKey]:
@@ -97,6 +103,7 @@ def _register_kind(registry: kopf.OperatorRegistry, kind: str, index_id: str, sh
         engine = _engine(memo)
         if engine is None:
             return
+        engine.watching = True
         deleted = event.get("type") == "DELETED"
         if shard.owns(body.get("metadata", {}).get("uid")):
             engine.observe(kind, body, deleted=deleted)

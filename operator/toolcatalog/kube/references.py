@@ -5,7 +5,9 @@ namespace (one cluster-wide informer each), exact namespaces (one each per names
 namespace-scoped install lists no Secret outside them), or namespace patterns (`-n 'team-*'`): then
 the namespaces themselves are followed by a metadata informer too, and each matching namespace gets
 its own pair, as kopf does for its own watches. The engine asks `secret` and `configmap` (its
-`Versions`); every change goes to `on_change` as (kind, namespace, name).
+`Versions`); every change goes to `on_change` as (kind, namespace, name). For the probes
+(handlers/health.py's `HealthSource`): what readiness waits for until each has listed, and which
+informers the API server has told nothing for `stall_after` seconds.
 """
 
 from __future__ import annotations
@@ -32,11 +34,12 @@ class ReferenceInformers:
                  namespaces: Sequence[str] = (),
                  matching: Callable[[str], bool] | None = None,
                  selectors: Mapping[str, tuple[str, str]] | None = None,
-                 watch_timeout: float = WATCH_TIMEOUT, clock: Callable[[], float] = time.monotonic) -> None:
+                 watch_timeout: float = WATCH_TIMEOUT, stall_after: float = 180.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.transport, self.on_change, self.matching = transport, on_change, matching
         self.namespaces = tuple(namespaces)
         self.selectors = dict(selectors or {})
-        self.watch_timeout, self.clock = watch_timeout, clock
+        self.watch_timeout, self.stall_after, self.clock = watch_timeout, stall_after, clock
         self.stores = {kind: VersionStore() for kind in PLURALS}
         self._informers: dict[tuple[str, str | None], MetadataInformer] = {}
         self._tasks: dict[tuple[str, str | None], asyncio.Task[None]] = {}
@@ -84,6 +87,14 @@ class ReferenceInformers:
         or cannot be made), described for the liveness probe."""
         return [f"the watch of {informer.scope.describe()} ({informer.silent_for():.0f}s silent)"
                 for informer in self._all() if informer.silent_for() > longer_than]
+
+    # -- the probes' HealthSource -------------------------------------------------------------------
+
+    def waiting_for(self) -> str | None:
+        return None if self.synced() else "waiting for the initial listing of Secrets and ConfigMaps (metadata)"
+
+    def stalled(self) -> list[str]:
+        return self.silent(self.stall_after)
 
     def describe(self) -> str:
         scope = ("namespaces matching the patterns" if self.matching is not None
