@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from toolcatalog.engine.watchlag import Verdict
+from toolcatalog.handlers.health import stalled_watches
 from toolcatalog.kube.errors import ApiError
 from toolcatalog.kube.informer import Backoff, Change, MetadataInformer, Scope, VersionStore
 from toolcatalog.kube.references import ReferenceInformers
@@ -322,3 +324,25 @@ async def test_an_informer_the_server_stopped_answering_is_reported_silent() -> 
                                        "the watch of configmaps (every namespace) (200s silent)"]
     finally:
         await informers.stop()
+
+
+def test_a_silent_informer_fails_liveness_only_while_the_api_server_can_be_asked() -> None:
+    class Check:
+        last: Verdict | None = Verdict()
+
+        def stalled(self) -> list[str]:
+            return []
+
+    class Silent:
+        def waiting_for(self) -> str | None:
+            return None
+
+        def stalled(self) -> list[str]:
+            return ["the watch of secrets (every namespace) (200s silent)"]
+
+    check = Check()
+    assert stalled_watches(check, [Silent()]) == ["the watch of secrets (every namespace) (200s silent)"]  # type: ignore[arg-type]
+    check.last = Verdict(error="cannot ask the API server what changed: connection refused")
+    assert stalled_watches(check, [Silent()]) == []  # type: ignore[arg-type]
+    check.last = None       # not checked yet
+    assert stalled_watches(check, [Silent()]) == []  # type: ignore[arg-type]

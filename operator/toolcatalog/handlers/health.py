@@ -23,7 +23,7 @@ what two background tasks found:
   wait for), every resource its indexes hold has reached the engine, and each was looked at once.
 
 Other watches (an informer of our own) join through `HealthSource`: what their readiness waits for,
-and which of them have stalled.
+and which of them have stalled (counted only while the check can ask the API server).
 """
 
 from __future__ import annotations
@@ -311,7 +311,7 @@ def register(registry: kopf.OperatorRegistry) -> None:
         check: WatchCheck | None = getattr(memo, "watch_check", None)
         if check is None or check.last is None or check.checked_at is None:
             return {"state": "starting"}
-        stalled = [item for source in (check, *getattr(memo, "health_sources", ())) for item in source.stalled()]
+        stalled = stalled_watches(check, getattr(memo, "health_sources", ()))
         if stalled:
             raise kopf.PermanentError(
                 f"the watches have stalled: {len(stalled)} change(s) the API server holds have not come through "
@@ -319,6 +319,13 @@ def register(registry: kopf.OperatorRegistry) -> None:
         readiness: Readiness | None = getattr(memo, "readiness", None)
         return {**check.last.as_dict(), "checkedSecondsAgo": round(time.monotonic() - check.checked_at, 1),
                 **({"ready": readiness.ready} if readiness is not None else {})}
+
+
+def stalled_watches(check: WatchCheck, sources: Sequence[HealthSource]) -> list[str]:
+    """What has stalled: what the check found, and what the other sources report while the check can ask
+    the API server (one that cannot be reached is no reason to restart: an informer hears nothing then)."""
+    asked = check.last is not None and check.last.error is None
+    return [item for source in (check, *(sources if asked else ())) for item in source.stalled()]
 
 
 def indexed_keys(indexes: Mapping[str, kopf.Index]) -> Callable[[], list[ObjectKey]]:
