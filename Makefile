@@ -34,12 +34,16 @@ test: lint ## Lint, then run the whole test suite (unit, engine, end-to-end on t
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 .PHONY: test-cluster
-test-cluster: $(STAMP) ## Run the end-to-end tests against a real control plane (builds it once; needs Go)
+test-cluster: $(STAMP) toolhive-crds ## Run the end-to-end tests against a real control plane (builds it once; needs Go)
 	$(BIN)/pytest -q tests/e2e --backend=cluster $(PYTEST_ARGS)
 
 .PHONY: controlplane
 controlplane: ## Build (or find cached) etcd, kube-apiserver, kube-controller-manager, kubectl, kstatus
 	bash test/controlplane/build.sh
+
+.PHONY: toolhive-crds
+toolhive-crds: ## Fetch ToolHive's CRDs from its Go module (download only, cached) for the ToolAllowlist tests
+	bash test/toolhive/crds.sh
 
 .PHONY: cluster
 cluster: $(STAMP) ## Start a real control plane on loopback with the CRDs, print its KUBECONFIG, until Ctrl-C

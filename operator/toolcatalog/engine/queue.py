@@ -5,6 +5,7 @@
   meanwhile it comes back right after, so no request is lost and none overlap.
 - Delayed: `add_after` keeps the earliest due time of a key (a resync at expiresAt, a retry).
 - Rate limited: `add_rate_limited` backs off per key, exponentially with jitter, until `forget`.
+- Urgent: `add(key, urgent=True)` puts a key before the others (a withdrawal waits for no backlog).
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ class WorkQueue(Generic[K]):
         self._clock = clock
         self._ready: deque[K] = deque()
         self._dirty: set[K] = set()          # waiting in _ready, or to be re-queued when done
+        self._urgent: set[K] = set()         # dirty keys that go before the others
         self._processing: set[K] = set()
         self._delayed: list[tuple[float, int, K]] = []
         self._due: dict[K, float] = {}       # the earliest due time of each delayed key
@@ -59,14 +61,30 @@ class WorkQueue(Generic[K]):
 
     # -- adding -------------------------------------------------------------------------------
 
-    def add(self, key: K) -> None:
-        if self._shutdown or key in self._dirty:
+    def add(self, key: K, urgent: bool = False) -> None:
+        if self._shutdown:
+            return
+        if key in self._dirty:
+            if urgent and key not in self._processing and key not in self._urgent:
+                self._urgent.add(key)           # waiting already: move it to the front
+                self._ready.remove(key)
+                self._ready.appendleft(key)
+            elif urgent:
+                self._urgent.add(key)
             return
         self._dirty.add(key)
         self._due.pop(key, None)              # runs now: an older delay is moot (its entry is skipped)
+        if urgent:
+            self._urgent.add(key)
         if key not in self._processing:
+            self._enqueue(key)
+
+    def _enqueue(self, key: K) -> None:
+        if key in self._urgent:
+            self._ready.appendleft(key)
+        else:
             self._ready.append(key)
-            self._wakeup.set()
+        self._wakeup.set()
 
     def add_after(self, key: K, delay: float) -> None:
         if self._shutdown:
@@ -97,6 +115,7 @@ class WorkQueue(Generic[K]):
         self.backoff.forget(key)
         if key in self._dirty and key not in self._processing:
             self._dirty.discard(key)
+            self._urgent.discard(key)
             try:
                 self._ready.remove(key)
             except ValueError:
@@ -128,6 +147,7 @@ class WorkQueue(Generic[K]):
             if self._ready:
                 key = self._ready.popleft()
                 self._dirty.discard(key)
+                self._urgent.discard(key)
                 self._processing.add(key)
                 return key
             self._wakeup.clear()
@@ -139,8 +159,7 @@ class WorkQueue(Generic[K]):
     def done(self, key: K) -> None:
         self._processing.discard(key)
         if key in self._dirty:          # added while it was processing: once more, now
-            self._ready.append(key)
-            self._wakeup.set()
+            self._enqueue(key)
 
     def shut_down(self) -> None:
         self._shutdown = True

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from ..api.resource import ObjectKey
 from .objects import ObjectCache
@@ -26,10 +26,18 @@ from .reconciler import Reconciler, TransientError
 logger = logging.getLogger(__name__)
 
 
+class KindReconciler(Protocol):
+    """What the engine asks of the reconciler of one kind (ToolAllowlists have their own)."""
+
+    async def reconcile(self, key: ObjectKey) -> float | None: ...
+    def forget(self, key: ObjectKey, uid: str | None = None) -> None: ...
+
+
 class Engine:
     def __init__(self, reconciler: Reconciler, *, workers: int = 10, slow_after: float = 2.0,
                  slow_capacity: int | None = None, on_forget: Callable[[ObjectKey], None] | None = None) -> None:
-        self.reconciler = reconciler
+        self.reconciler = reconciler            # ToolServers and ConnectorConfigs
+        self._by_kind: dict[str, KindReconciler] = {}   # other kinds, each with its own reconciler
         self.objects: ObjectCache = reconciler.objects
         self.queue: WorkQueue[ObjectKey] = WorkQueue()
         self.workers = max(1, workers)
@@ -52,8 +60,15 @@ class Engine:
         self.objects.observe(kind, body)
         self.queue.add(key)
 
-    def enqueue(self, key: ObjectKey) -> None:
-        self.queue.add(key)
+    def register(self, kind: str, reconciler: KindReconciler) -> None:
+        """Keys of `kind` go to `reconciler`, through the same queue and workers."""
+        self._by_kind[kind] = reconciler
+
+    def reconciler_of(self, kind: str) -> KindReconciler:
+        return self._by_kind.get(kind, self.reconciler)
+
+    def enqueue(self, key: ObjectKey, urgent: bool = False) -> None:
+        self.queue.add(key, urgent=urgent)
 
     def list_changed(self, key: ObjectKey) -> None:
         """A listener heard that the server's tool list changed."""
@@ -64,7 +79,7 @@ class Engine:
         if not self.objects.forget(key, uid) and uid is not None:
             return      # an older incarnation's deletion
         self.queue.discard(key)
-        self.reconciler.forget(key, uid)
+        self.reconciler_of(key[0]).forget(key, uid)
         logger.debug("%s %s/%s: forgotten", *key)
         if self._on_forget is not None:
             self._on_forget(key)
@@ -124,7 +139,7 @@ class Engine:
     async def _reconcile(self, key: ObjectKey) -> None:
         try:
             self.reconciles += 1
-            delay = await self.reconciler.reconcile(key)
+            delay = await self.reconciler_of(key[0]).reconcile(key)
         except TransientError as error:
             backoff = self.queue.add_rate_limited(key)
             logger.warning("%s; retrying in %.1fs", error, backoff)

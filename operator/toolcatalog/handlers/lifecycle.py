@@ -8,13 +8,17 @@ from typing import Any
 
 import kopf
 
+from ..api import constants as c
 from ..api.redact import Redactor
 from ..config import OperatorConfig
 from ..engine import metrics
+from ..engine.allowlists import AllowlistReconciler
+from ..engine.catalogs import SourceCatalogs
 from ..engine.listeners import ToolChangeListeners
 from ..engine.objects import ObjectCache
 from ..engine.reconciler import Reconciler
 from ..engine.runtime import Engine
+from ..engine.targets import TargetWriter
 from ..kube.client import KubeClient
 from ..kube.login import login
 from ..mcp.egress import EgressPolicy
@@ -24,7 +28,7 @@ from ..mcp.wire import Limits
 from . import health, logs
 from .drain import FETCH_GRACE_SECONDS, WRITE_TIMEOUT_SECONDS, Drain
 from .sharding import Shard
-from .watch import CONFIGMAP_VERSIONS, SECRET_VERSIONS
+from .watch import ALLOWLISTS, CONFIGMAP_VERSIONS, SECRET_VERSIONS
 
 logger = logging.getLogger(__name__)
 # Our own cache ConfigMaps are never anybody's reference: leave their writes out of the watch.
@@ -48,6 +52,17 @@ class IndexedVersions:
 
     def configmap(self, namespace: str, name: str) -> str | None:
         return self._first(self._configmaps, namespace, name)
+
+
+class IndexedAllowlists:
+    """Which ToolAllowlists name a source, as kopf's index holds it (engine/catalogs.py's `referrers`)."""
+
+    def __init__(self, index: kopf.Index) -> None:
+        self._index = index
+
+    def __call__(self, key: Any) -> set[Any]:
+        kind, namespace, name = key
+        return set(self._index.get((namespace, kind, name), ()))
 
 
 def register(registry: kopf.OperatorRegistry, config: OperatorConfig, redactor: Redactor, shard: Shard) -> None:
@@ -79,6 +94,16 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig, redactor: 
                                                    pool=listener_pool)
         reconciler.observers.append(metrics.observe)
         reconciler.observers.append(logs.log_sync)
+        # ToolAllowlists: reconciled by the same queue and workers; the sources' syncs tell them what changed.
+        catalogs = SourceCatalogs(IndexedAllowlists(indexes[ALLOWLISTS]))
+        allowlists = AllowlistReconciler(objects=engine.objects, kube=kube, catalogs=catalogs,
+                                         writer=TargetWriter(kube, redactor=redactor),
+                                         enqueue=lambda key, urgent: engine.enqueue(key, urgent=urgent),
+                                         owns=shard.owns)
+        catalogs.on_change = allowlists.source_changed
+        reconciler.catalogs = catalogs
+        engine.register(c.KIND_TOOLALLOWLIST, allowlists)
+        memo.allowlists = allowlists        # its `allowed` is the ToolHive webhook's lookup
         memo.engine, memo.kube, memo.pools, memo.drain = engine, kube, (pool, listener_pool), drain
         engine.start()
         await health.start(memo, engine.objects, kube, backlog=lambda: len(engine.queue),
