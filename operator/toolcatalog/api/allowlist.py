@@ -178,6 +178,8 @@ class LastChange(Model):
 class AllowlistStatus(Model):
     observed_generation: int | None = None
     tool_count: int = 0
+    source_names: str | None = None     # "github,fs": what `kubectl get` shows (a column takes one value)
+    target_types: str | None = None
     sources: list[AllowlistSourceStatus] = Field(default_factory=list)
     targets: list[AllowlistTargetStatus] = Field(default_factory=list)
     last_change: LastChange | None = None

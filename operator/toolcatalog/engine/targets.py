@@ -28,7 +28,10 @@ from ..reconcile.allowlist_targets import ObjectWrite
 
 logger = logging.getLogger(__name__)
 
-DISCOVERY_TTL_SECONDS = 30.0
+# How long discovery's answer for ToolHive's API group is trusted: installing its CRDs is noticed within the
+# shorter figure (a target retries with backoff meanwhile), removing them at the first write that fails.
+DISCOVERY_TTL_SECONDS = 60.0
+DISCOVERY_ABSENT_TTL_SECONDS = 5.0
 
 
 class TargetStore(Protocol):
@@ -123,7 +126,8 @@ class TargetWriter:
     async def toolhive_version(self) -> str | None:
         """`toolhive.stacklok.dev/<version>` serving MCPToolConfig (the storage version first), or None."""
         now = self._clock()
-        if self._toolhive is not None and now - self._toolhive[0] < DISCOVERY_TTL_SECONDS:
+        if self._toolhive is not None and now - self._toolhive[0] < (
+                DISCOVERY_TTL_SECONDS if self._toolhive[1] else DISCOVERY_ABSENT_TTL_SECONDS):
             return self._toolhive[1]
         found: str | None = None
         for version in c.TOOLHIVE_VERSIONS:

@@ -102,9 +102,11 @@ def plan_status(allowlist: Allowlist, views: Sequence[SourceView], results: Sequ
     status.observed_generation = allowlist.generation
     status.tool_count = sum(len(view.allowed) for view in views)
     status.sources = [source_status(view) for view in views]
+    status.source_names = summary([view.alias for view in views])
     # Targets of the spec, in its order; retirements (index -1) only while they have not held.
     status.targets = [target_status(prev, result, stamp) for result in results
                       if result.plan.index >= 0 or result.state != "Published"]
+    status.target_types = summary([result.type for result in results if result.plan.index >= 0])
     if change:
         status.last_change = LastChange(at=stamp, added=names_shown(change.added),
                                         withdrawn=names_shown(change.withdrawn), added_count=len(change.added),
@@ -143,6 +145,19 @@ def _conditions(prev: AllowlistStatus, generation: int, views: Sequence[SourceVi
     else:
         conditions = remove_condition(conditions, c.COND_STALLED)
     return conditions
+
+
+def summary(names: Sequence[str], limit: int = 64) -> str:
+    """Names for a kubectl column: comma-separated, cut with a count of the rest."""
+    text = ",".join(names)
+    if len(text) <= limit:
+        return text
+    shown: list[str] = []
+    for name in names:
+        if len(",".join([*shown, name])) > limit - 8:
+            break
+        shown.append(name)
+    return ",".join(shown) + f",+{len(names) - len(shown)}"
 
 
 def plan_invalid(allowlist: Allowlist, error: SyncError, now: datetime) -> AllowlistStatus:
