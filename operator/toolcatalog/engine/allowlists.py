@@ -33,6 +33,7 @@ from ..reconcile.allowlist import (
     allowed_names,
     catalog_tools,
     change_between,
+    limits_of,
     lookup,
     view_allowlist,
 )
@@ -276,12 +277,16 @@ class AllowlistReconciler:
             self.catalogs.drop(key)
             return SourceInput(source, exists=False)
         catalog, loaded = self.catalogs.state(key)
-        if loaded and catalog is not None and catalog.uid == resource.uid and self.owns(resource.uid):
-            return SourceInput(source, exists=True, catalog=catalog)
-        if loaded and catalog is not None and catalog.uid == resource.uid and resource.status.cache is not None \
-                and catalog.content_hash == resource.status.cache.content_hash:
-            return SourceInput(source, exists=True, catalog=catalog)
-        return await self._load(source, resource)
+        current = loaded and catalog is not None and catalog.uid == resource.uid and (
+            self.owns(resource.uid) or (resource.status.cache is not None
+                                        and catalog.content_hash == resource.status.cache.content_hash))
+        if not current:
+            return await self._load(source, resource)
+        assert catalog is not None
+        if resource.spec is not None and catalog.limits != limits_of(resource.spec):
+            self.catalogs.spec_changed(resource)        # a spec the source's reconcile has not looked at yet
+            catalog, _ = self.catalogs.state(key)
+        return SourceInput(source, exists=True, catalog=catalog)
 
     async def _read_source(self, key: ObjectKey) -> Resource | None:
         try:
@@ -296,7 +301,8 @@ class AllowlistReconciler:
         failing = status.last_sync is not None and status.last_sync.result == "Failed"
         base = SourceCatalog(kind=resource.kind, namespace=resource.namespace, name=resource.name, uid=resource.uid,
                              url=status.url, failing=failing,
-                             policy=resource.spec.approval.policy if resource.spec is not None else POLICY_NONE)
+                             policy=resource.spec.approval.policy if resource.spec is not None else POLICY_NONE,
+                             limits=limits_of(resource.spec) if resource.spec is not None else None)
         if status.cache is None or not status.cache.content_hash:
             return SourceInput(source, exists=True, catalog=self.catalogs.fill(base))
         try:

@@ -22,9 +22,8 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from ..api import constants as c
 from ..api.resource import ObjectKey, Resource
-from ..reconcile.allowlist import SourceCatalog, Usable, catalog_tools
+from ..reconcile.allowlist import SourceCatalog, Usable, catalog_tools, limits_of
 from ..reconcile.approval import POLICY_NONE
 from ..reconcile.plan import Plan
 
@@ -81,22 +80,41 @@ class SourceCatalogs:
         entry = self._entries.get(resource.key)
         previous = entry.catalog if entry is not None and entry.catalog.uid in ("", resource.uid) else None
         failing = plan.status.last_sync is not None and plan.status.last_sync.result == "Failed"
+        limits = limits_of(resource.spec) if resource.spec is not None else None
         if plan.cache is not None and not failing:
             document = plan.cache.document
             catalog = SourceCatalog(kind=resource.kind, namespace=resource.namespace, name=resource.name,
                                     uid=resource.uid, tools=catalog_tools(document), url=document.source.url,
-                                    policy=document.approval.policy, content_hash=plan.cache.rendered.content_hash)
+                                    policy=document.approval.policy, content_hash=plan.cache.rendered.content_hash,
+                                    limits=limits)
             loaded = True
         elif previous is not None:
-            # Failed: the previous cache stays; a ceiling a failed write left stays too (known drift stays out).
-            catalog, loaded = replace(previous, failing=True), bool(entry and entry.loaded)
+            # Failed: the previous cache stays; a ceiling a failed write left stays too (known drift stays out),
+            # and what the spec now takes away is out at once.
+            catalog = replace(previous, failing=True, limits=limits or previous.limits)
+            loaded = bool(entry and entry.loaded)
         else:
-            catalog, loaded = replace(_empty(resource), failing=True), False
+            catalog, loaded = replace(_empty(resource), failing=True, limits=limits), False
         self._entries[resource.key] = _Entry(catalog, loaded)
         before = previous.usable() if previous is not None else {}
         if catalog.usable() != before or previous is None or previous.failing != catalog.failing \
                 or previous.url != catalog.url:
             self._changed(resource.key, referrers, started if catalog.usable() != before else None)
+
+    def spec_changed(self, resource: Resource) -> None:
+        """The source's spec changed: what it takes away (a tool disabled, deselected, an approval taken back
+        under policy All) is withdrawn at once, before its sync runs, let alone succeeds."""
+        entry = self._entries.get(resource.key)
+        if entry is None or resource.spec is None or entry.catalog.uid != resource.uid:
+            return
+        limits = limits_of(resource.spec)
+        if limits == entry.catalog.limits:
+            return
+        before = entry.catalog.usable()
+        limited = replace(entry.catalog, limits=limits)
+        self._entries[resource.key] = _Entry(limited, entry.loaded)
+        if limited.usable() != before:
+            self._changed(resource.key, self._referrers(resource.key), None)
 
     def forget(self, key: ObjectKey) -> None:
         """The source was deleted: nothing of it is allowed any more."""
@@ -128,8 +146,6 @@ class SourceCatalogs:
 
 def _empty(resource: Resource) -> SourceCatalog:
     return SourceCatalog(kind=resource.kind, namespace=resource.namespace, name=resource.name, uid=resource.uid,
-                         policy=resource.spec.approval.policy if resource.spec is not None else POLICY_NONE)
+                         policy=resource.spec.approval.policy if resource.spec is not None else POLICY_NONE,
+                         limits=limits_of(resource.spec) if resource.spec is not None else None)
 
-
-def is_source(key: ObjectKey) -> bool:
-    return key[0] in c.SOURCE_KINDS

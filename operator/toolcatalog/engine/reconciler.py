@@ -89,6 +89,7 @@ class Listeners(Protocol):
 class CatalogSink(Protocol):
     """Told of each sync of a source (engine/catalogs.py: what ToolAllowlists and their webhook answer from)."""
 
+    def spec_changed(self, resource: Resource) -> None: ...
     def narrow(self, resource: Resource, usable: frozenset[tuple[str, str]], started: float) -> None: ...
     def commit(self, resource: Resource, plan: Plan, started: float | None) -> None: ...
     def forget(self, key: ObjectKey) -> None: ...
@@ -226,6 +227,8 @@ class Reconciler:
         now = self.clock()
         began = time.monotonic()
         memory = self._memory.setdefault(key, _Memory())
+        if self.catalogs is not None:      # what the spec takes away is withdrawn before any sync
+            self.catalogs.spec_changed(resource)
         decision = decide(resource, self._observed(resource, memory, now))
         memory.reconciled = True
         if decision.action == "wait":

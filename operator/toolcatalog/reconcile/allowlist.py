@@ -7,6 +7,10 @@ failed, and a `ceiling`, the tools a sync that is still writing found usable. A 
 definition changed, a tool gone or no longer approved lowers the ceiling before it writes anything,
 so that the tool is withdrawn at once (fail closed); it is allowed again only once the sync's cache
 and status hold it, and the ceiling is lifted.
+
+The source's spec as it is now (`SpecLimits`) limits the cache further: a tool someone disabled or
+deselected, or (policy All) whose approval was taken back, is withdrawn at once, even when the sync
+that would rewrite the cache fails (the server is down): a cache is only rewritten by a sync.
 """
 
 from __future__ import annotations
@@ -24,9 +28,10 @@ from ..api.allowlist import (
     ToolAllowlistSpec,
     WithheldReason,
 )
-from ..api.models import CacheDocument
+from ..api.models import CacheDocument, ToolSelector
+from ..api.spec import Spec
 from .approval import POLICY_NONE
-from .catalog import status_name
+from .catalog import is_selected, status_name
 from .hashing import sha256_of
 
 
@@ -62,6 +67,31 @@ Usable = frozenset[tuple[str, str]]     # (tool name, schemaHash)
 
 
 @dataclass(frozen=True)
+class SpecLimits:
+    """What a source's current spec still lets through, whatever its cache says."""
+
+    disabled: frozenset[str] = frozenset()
+    selector: ToolSelector = field(default_factory=ToolSelector)
+    pinned: Mapping[str, str] | None = None     # policy All: name -> the approvedHash the spec holds
+
+    def withholds(self, name: str, digest: str) -> WithheldReason | None:
+        if name in self.disabled:
+            return "Disabled"
+        if not is_selected(name, self.selector):
+            return "NotSelected"
+        if self.pinned is not None and self.pinned.get(name) != digest:
+            return "Pending"
+        return None
+
+
+def limits_of(spec: Spec) -> SpecLimits:
+    pinned = {tool.name: tool.approved_hash for tool in spec.tools if tool.approved_hash} \
+        if spec.approval.policy == "All" else None
+    return SpecLimits(disabled=frozenset(tool.name for tool in spec.tools if not tool.enabled),
+                      selector=spec.tool_selector, pinned=pinned)
+
+
+@dataclass(frozen=True)
 class SourceCatalog:
     """What the operator knows of one source's catalog (engine/catalogs.py keeps one per source)."""
 
@@ -75,13 +105,22 @@ class SourceCatalog:
     content_hash: str | None = None     # the cache's, as status.cache.contentHash records it
     failing: bool = False               # the source's last sync failed
     ceiling: Usable | None = None       # a sync still writing: at most these may be allowed
+    limits: SpecLimits | None = None    # the source's spec now (None: unknown or invalid, the cache alone)
+
+    def withholds(self, tool: CatalogTool) -> WithheldReason | None:
+        """Why `tool` is not allowed now (the first reason that applies), or None."""
+        reason = tool.withheld_because()
+        if reason is None and self.limits is not None:
+            reason = self.limits.withholds(tool.name, tool.schema_hash)
+        if reason is None and self.ceiling is not None and (tool.name, tool.schema_hash) not in self.ceiling:
+            reason = "Pending"      # found changed or unapproved by a sync that is still writing
+        return reason
 
     def usable(self) -> dict[str, str]:
         """Tool name -> schemaHash of what may be allowed now (nothing when no cache is known)."""
         if self.tools is None:
             return {}
-        return {tool.name: tool.schema_hash for tool in self.tools if tool.usable
-                and (self.ceiling is None or (tool.name, tool.schema_hash) in self.ceiling)}
+        return {tool.name: tool.schema_hash for tool in self.tools if self.withholds(tool) is None}
 
     def with_tools(self, tools: tuple[CatalogTool, ...] | None, **changes: object) -> SourceCatalog:
         return replace(self, tools=tools, **changes)  # type: ignore[arg-type]
@@ -156,9 +195,7 @@ def view_source(source: SourceInput, on_source_failure: str) -> SourceView:
 def _withheld(catalog: SourceCatalog) -> dict[WithheldReason, tuple[str, ...]]:
     found: dict[WithheldReason, list[str]] = {}
     for tool in catalog.tools or ():
-        reason = tool.withheld_because()
-        if reason is None and catalog.ceiling is not None and (tool.name, tool.schema_hash) not in catalog.ceiling:
-            reason = "Pending"      # found changed or unapproved by a sync that is still writing
+        reason = catalog.withholds(tool)
         if reason is not None:
             found.setdefault(reason, []).append(tool.name)
     return {reason: tuple(sorted(found[reason])) for reason in WITHHELD_REASONS if reason in found}
