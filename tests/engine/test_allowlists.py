@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from tests.engine.allowlist_world import TOOLHIVE, AllowlistWorld
 from tests.engine.fakes import NS, tool
@@ -64,9 +65,16 @@ async def test_every_target_holds_the_usable_tools_of_the_source() -> None:
     assert owned["metadata"]["labels"][c.LABEL_MANAGED_BY] == c.MANAGED_BY
 
 
+def sample(metric: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(metric, labels) or 0.0
+
+
 async def test_a_drifted_tool_is_withdrawn_before_the_sync_that_found_it_writes_anything() -> None:
     world = await synced_world()
     world.woken.clear()
+    windows = sample("toolcatalog_allowlist_exposure_seconds_count")
+    per_target = {t: sample("toolcatalog_allowlist_target_exposure_seconds_count", type=t)
+                  for t in ("configMap", "toolhive", "toolhiveWebhook")}
     world.fetch.tools[0] = tool("create_issue", "now also deletes repositories")       # a rug pull
     world.apply("github", {**world.kube.get(c.KIND_TOOLSERVER, "github")["spec"]},       # type: ignore[index]
                 annotations={c.ANN_REFRESH: "1"})
@@ -81,6 +89,11 @@ async def test_a_drifted_tool_is_withdrawn_before_the_sync_that_found_it_writes_
     await world.reconcile_allowlist("gateway")
     assert world.toolsfilter("gateway-github") == ["list_issues"]
     assert [t["name"] for t in world.document("allowed")["servers"][0]["tools"]] == ["list_issues"]
+    # One exposure window: from the start of that sync to the last target written; one per target type.
+    assert sample("toolcatalog_allowlist_exposure_seconds_count") == windows + 1
+    for type_, before in per_target.items():
+        assert sample("toolcatalog_allowlist_target_exposure_seconds_count", type=type_) == before + 1, type_
+    assert sample("toolcatalog_allowlist_allowed_tools", namespace=NS, name="gateway") == 1
     # The retry succeeds: the tool is pending approval, still withdrawn.
     world.watch(c.KIND_TOOLSERVER, "github")
     await world.reconcile("github")

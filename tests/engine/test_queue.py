@@ -91,3 +91,18 @@ async def test_discard_drops_pending_work_and_shutdown_stops_workers():
     queue.shut_down()
     with pytest.raises(ShutDown):
         await asyncio.wait_for(waiting, 1.0)
+
+
+async def test_an_urgent_key_goes_before_the_backlog_even_when_it_was_waiting_or_processing():
+    queue: WorkQueue[str] = WorkQueue()
+    for key in ("a", "b", "c"):
+        queue.add(key)
+    queue.add("d", urgent=True)         # a withdrawal: before the three waiting
+    queue.add("c", urgent=True)         # waiting already: moved to the front
+    assert [await take(queue), await take(queue)] == ["c", "d"]
+    assert await take(queue) == "a"
+    queue.add("e")
+    queue.add("a", urgent=True)         # processing: comes back first once done
+    queue.done("a")
+    assert [await take(queue), await take(queue), await take(queue)] == ["a", "b", "e"]
+    assert await nothing_ready(queue)

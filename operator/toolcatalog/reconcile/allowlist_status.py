@@ -217,8 +217,7 @@ def allowlist_events(prev: AllowlistStatus, views: Sequence[SourceView], results
                 events.append(_event("Normal", c.EVENT_TARGET_RECOVERED,
                                      f"target {_label(result)} holds the allowlist again"))
             continue
-        reason = result.reason or c.REASON_TARGET_FAILED
-        if before is not None and before.state == result.state and (before.reason or "") == reason \
+        if before is not None and before.state == result.state and (before.reason or "") == (result.reason or "") \
                 and not (result.withdrawing and change.withdrawn):
             continue        # the same failure as last time: not on every retry
         if result.withdrawing:
