@@ -5,6 +5,8 @@ target working without ToolHive's CRDs."""
 
 from __future__ import annotations
 
+import asyncio
+import io
 import json
 from typing import Any
 
@@ -13,6 +15,7 @@ import pytest
 from tests.support import toolhive
 from tests.support.k8s import CC, CM, TAL, TS, condition, connectorconfig, toolallowlist, toolserver, wait_until
 from toolcatalog.api import constants as c
+from toolcatalog.kubectl.plugin import main as kubectl_toolcatalog
 from toolcatalog.reconcile.allowlist_targets import ALLOWS_NOTHING
 from toolcatalog_dev.mcpserver import McpTestServer, make_tools
 
@@ -148,7 +151,7 @@ async def test_toolconfigs_follow_the_sources_and_go_with_their_allowlist(api, o
         await wait_until(collected, timeout=GC_TIMEOUT, what="the garbage collector", operator=operator)
 
 
-async def test_an_mcptoolconfig_the_allowlist_does_not_own_is_left_untouched(api, operator, waiter):
+async def test_an_mcptoolconfig_the_allowlist_does_not_own_is_left_untouched(api, operator, waiter, kubeconfig):
     await toolhive.install(api)
     foreign = await api.create({"apiVersion": f"{c.TOOLHIVE_GROUP}/v1beta1", "kind": "MCPToolConfig",
                                 "metadata": {"name": "gateway-github"}, "spec": {"toolsFilter": ["handmade"]}})
@@ -165,6 +168,13 @@ async def test_an_mcptoolconfig_the_allowlist_does_not_own_is_left_untouched(api
         assert allowed_in(await api.get(CM, api.ns, "gateway-allowed")) == {"github": ["tool_000", "tool_001"]}
         (warning,) = await waiter.events("gateway", "TargetConflict", operator=operator)
         assert warning["type"] == "Warning"
+        out = io.StringIO()
+        code = await asyncio.to_thread(kubectl_toolcatalog, ["status", "--kubeconfig", str(kubeconfig)], stdout=out,
+                                       stderr=io.StringIO())
+        table = out.getvalue().split("\n\n")[-1].splitlines()
+        assert code == 0 and table[0].split() == ["NAMESPACE", "ALLOWLIST", "READY", "TOOLS", "SOURCES", "TARGETS"]
+        assert " ".join(table[1].split()) == f"{api.ns} mcpal/gateway TargetConflict 2 github toolhive=Conflict, " \
+            "configMap=Published"
     after = await api.get(toolhive.MCPTOOLCONFIGS, api.ns, "gateway-github")
     assert after["metadata"]["resourceVersion"] == foreign["metadata"]["resourceVersion"]
     assert after["spec"] == {"toolsFilter": ["handmade"]} and "ownerReferences" not in after["metadata"]
