@@ -3,35 +3,26 @@ cache (never inside a test), installed into or removed from the test's API serve
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from tests.support.k8s import wait_until
 from toolcatalog.api import constants as c
+from toolcatalog_dev import toolhivecrds
 from toolcatalog_dev.cluster import ApiError
 
-VERSION = "v0.47.0"
 CRD = "apiextensions.k8s.io/v1/customresourcedefinitions"
 TOOLCONFIG_CRD = f"{c.TOOLHIVE_TOOLCONFIG_PLURAL}.{c.TOOLHIVE_GROUP}"
 MCPTOOLCONFIGS = f"{c.TOOLHIVE_GROUP}/v1beta1/{c.TOOLHIVE_TOOLCONFIG_PLURAL}"
 
 
-def crds_dir() -> Path:
-    cache = Path(os.environ.get("TOOLCATALOG_CACHE") or Path.home() / ".cache" / "toolcatalog")
-    return cache / "toolhive" / VERSION / "crds"
-
-
 def toolhive_crds() -> list[dict[str, Any]]:
-    """ToolHive's MCPToolConfig, MCPServer, VirtualMCPServer and MCPWebhookConfig CRDs; the test fails at once,
-    naming the make target, when they were not fetched."""
-    files = sorted(crds_dir().glob(f"{c.TOOLHIVE_GROUP}_*.yaml"))
-    if not any(path.name == f"{c.TOOLHIVE_GROUP}_{c.TOOLHIVE_TOOLCONFIG_PLURAL}.yaml" for path in files):
-        pytest.fail(f"ToolHive's CRDs are not in {crds_dir()}: run `make toolhive-crds` first")
-    return [doc for path in files for doc in yaml.safe_load_all(path.read_text()) if doc]
+    """ToolHive's CRDs; the test fails at once, naming the make target, when they were not fetched."""
+    try:
+        return toolhivecrds.toolhive_crds()
+    except FileNotFoundError as missing:
+        pytest.fail(str(missing))
 
 
 async def served(api: Any) -> bool:

@@ -67,8 +67,10 @@ class SourceCatalogs:
         narrowed = replace(entry.catalog, ceiling=usable)
         self._entries[resource.key] = _Entry(narrowed, entry.loaded)
         if narrowed.usable() != before:
-            logger.debug("%s: withdrawn at once from allowlists: %s", resource.describe(),
-                         ", ".join(sorted(set(before) - set(narrowed.usable()))))
+            withdrawn = sorted(set(before.items()) - set(narrowed.usable().items()))
+            logger.info("%s: withdrawn at once from %d allowlist(s), before this sync writes anything: %s",
+                        resource.describe(), len(referrers), ", ".join(name for name, _ in withdrawn),
+                        extra={"withdrawn": [name for name, _ in withdrawn]})
             self._changed(resource.key, referrers, started)
 
     def commit(self, resource: Resource, plan: Plan, started: float | None) -> None:
