@@ -30,7 +30,7 @@ lint: $(STAMP) ## ruff, mypy (the shipped package) and the import-linter layer c
 	$(BIN)/lint-imports
 
 .PHONY: test
-test: lint ## Lint, then run the whole test suite (unit, engine, end-to-end on the emulator)
+test: lint toolhive-crds ## Lint, then run the whole test suite (unit, engine, end-to-end on the emulator)
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 .PHONY: test-cluster
