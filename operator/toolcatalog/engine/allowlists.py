@@ -187,8 +187,9 @@ class AllowlistReconciler:
         """Every target's plan, and whether the API server serves MCPToolConfigs (ToolHive's CRDs)."""
         previously: dict[str, list[str]] = {"ConfigMap": [], c.TOOLHIVE_TOOLCONFIG_KIND: []}
         for target in allowlist.status.targets:
-            if target.type == "configMap" and target.object:
-                previously["ConfigMap"].append(target.object)
+            if target.type == "configMap":
+                previously["ConfigMap"].extend([target.object] if target.object else [])
+                previously["ConfigMap"].extend(target.objects)
             elif target.type == "toolhive":
                 previously[c.TOOLHIVE_TOOLCONFIG_KIND].extend(target.objects)
         assert allowlist.spec is not None
@@ -245,15 +246,17 @@ class AllowlistReconciler:
         worst = next((o for state in ("Conflict", "Failed", "Unavailable", "Pending") for o in outcomes
                       if o.state == state), None)
         changed = any(o.written for o in outcomes)
+        if plan.type == "configMap":        # its ConfigMap; retired ones that have not held yet, to retry them
+            main, objects = plan.writes[0].name, [name for name in objects if name != plan.writes[0].name]
+        else:
+            main = None
         if worst is None:
-            return TargetResult(plan, "Published", written=changed, objects=objects if plan.type == "toolhive" else [],
-                                object=plan.writes[0].name if plan.type == "configMap" else None)
+            return TargetResult(plan, "Published", written=changed, objects=objects, object=main)
         messages = "; ".join(o.message for o in outcomes if o.state != "Published")
         if withdrawing:
             metrics.WITHDRAWAL_FAILURES.labels(plan.type).inc()
         return TargetResult(plan, worst.state, messages, worst.reason, written=changed, withdrawing=withdrawing,
-                            objects=objects if plan.type == "toolhive" else [],
-                            object=plan.writes[0].name if plan.type == "configMap" else None)
+                            objects=objects, object=main)
 
     def _result(self, plan: TargetPlan, written: Written, memory: _Memory, held_key: str, withdrawing: bool,
                 endpoint: str | None) -> TargetResult:
