@@ -87,15 +87,21 @@ class FakeContextForge:
         self.gateways: dict[str, tuple[str | None, dict[str, str]]] = {}
         self.virtual: dict[str, set[str]] = {}
         self.tokens: list[str] = []
+        self.owners: set[str] = set()
         self.down = False
+        self.error: Exception | None = None
 
     def __call__(self, url: str, token: str) -> FakeContextForge:
         self.tokens.append(token)
         return self
 
-    async def publish(self, servers: Sequence[GatewayServer], virtual_server: str | None) -> None:
+    async def publish(self, servers: Sequence[GatewayServer], virtual_server: str | None = None, *,
+                      owner: str = "") -> None:
         if self.down:
             raise GatewayUnavailable("connection refused")
+        if self.error is not None:
+            raise self.error
+        self.owners.add(owner)
         for server in servers:
             self.gateways[server.name] = (server.upstream_url, dict(server.allowed))
         if virtual_server:

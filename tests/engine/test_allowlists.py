@@ -246,7 +246,7 @@ async def test_contextforge_gets_every_server_with_its_token_and_fails_alone() -
     usable = world.cache_usable("github")
     assert world.forge.gateways == {"github": ("http://github-mcp.test/mcp", usable)}
     assert world.forge.virtual == {"team-a": {"github/create_issue"}}
-    assert world.forge.tokens == ["s3cr3t-token"]
+    assert world.forge.tokens == ["s3cr3t-token"] and world.forge.owners == {f"{NS}/gateway"}
     world.forge.down = True
     world.fetch.tools = []
     world.clock.advance(60)
@@ -282,3 +282,30 @@ async def test_an_invalid_spec_is_reported_and_nothing_is_written() -> None:
     assert condition(status, "Stalled")["status"] == "True"
     assert "exactly one of toolServerRef and connectorConfigRef" in condition(status, "Ready")["message"]
     assert world.kube.count("create_object") == 0
+
+
+class AdapterError(Exception):
+    """An adapter's own error type, telling whether a retry may help (as toolcatalog.gateways' do)."""
+
+    def __init__(self, message: str, retryable: bool) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+@pytest.mark.parametrize(("error", "state"), [(AdapterError("HTTP 503", True), "Unavailable"),
+                                              (AdapterError("token refused: s3cr3t-token", False), "Failed"),
+                                              (RuntimeError("a bug"), "Failed")])
+async def test_a_contextforge_adapter_error_fails_that_target_only(error: Exception, state: str) -> None:
+    world = AllowlistWorld([tool("create_issue")])
+    world.kube.secret("forge", {"token": "s3cr3t-token"})
+    world.forge.error = error
+    world.allow("gateway", {"sources": [{"toolServerRef": {"name": "github"}}],
+                            "targets": [{"configMap": {"name": "allowed"}},
+                                        {"contextforge": {"url": "http://forge.test:4444",
+                                                          "tokenSecretRef": {"name": "forge", "key": "token"}}}]})
+    world.apply("github", {"url": "http://github-mcp.test/mcp"})
+    await world.reconcile("github")
+    await world.reconcile_allowlist("gateway")
+    status = world.allowlist_status("gateway")
+    assert [(t["type"], t["state"]) for t in status["targets"]] == [("configMap", "Published"), ("contextforge", state)]
+    assert "s3cr3t" not in str(status) and "s3cr3t" not in str(world.kube.events)

@@ -50,11 +50,13 @@ class ContextForgeClient(Protocol):
     `publish` makes the gateway hold exactly `servers`: each server's gateway there (named by its `as`,
     registered at its upstream URL) refreshed first; every tool of it not in `allowed` deactivated (the
     global /mcp endpoint serves every active tool), the allowed ones active; and the virtual server, when
-    named, holding exactly the allowed tools of all of them. A server whose upstream_url is None allows
-    nothing. Raises GatewayUnavailable or GatewayRejected.
+    named, holding exactly the allowed tools of all of them, tagged with `owner` (the allowlist). A server
+    whose upstream_url is None allows nothing. What it returns is not used. It fails with an exception
+    that is GatewayUnavailable, GatewayRejected, or has a boolean `retryable` (True: unavailable, retry).
     """
 
-    async def publish(self, servers: Sequence[GatewayServer], virtual_server: str | None) -> None: ...
+    async def publish(self, servers: Sequence[GatewayServer], virtual_server: str | None = None, *,
+                      owner: str = "") -> object: ...
 
 
 # (url, token) -> a client; the token comes from the target's Secret and is never logged.
@@ -185,14 +187,16 @@ class TargetWriter:
         if isinstance(token, Written):
             return token
         try:
-            await self.contextforge(url, token).publish(servers, virtual_server)
-        except GatewayUnavailable as error:
-            return Written("Unavailable", f"ContextForge at {url}: {self.redactor.redact(str(error))}",
-                           c.REASON_TARGET_UNAVAILABLE)
-        except GatewayRejected as error:
-            return Written("Failed", f"ContextForge at {url} refused it: {self.redactor.redact(str(error))}",
-                           c.REASON_TARGET_FAILED)
-        except Exception as error:      # an adapter's bug must fail this target only, and say so
+            await self.contextforge(url, token).publish(servers, virtual_server,
+                                                        owner=f"{allowlist.namespace}/{allowlist.name}")
+        except Exception as error:      # whatever the adapter raised fails this target only, and says so
+            retryable = getattr(error, "retryable", None)
+            if isinstance(error, GatewayUnavailable) or retryable is True:
+                return Written("Unavailable", f"ContextForge at {url}: {self.redactor.redact(str(error))}",
+                               c.REASON_TARGET_UNAVAILABLE)
+            if isinstance(error, GatewayRejected) or retryable is False:
+                return Written("Failed", f"ContextForge at {url} refused it: {self.redactor.redact(str(error))}",
+                               c.REASON_TARGET_FAILED)
             logger.exception("%s: the ContextForge adapter failed", allowlist.describe())
             return Written("Failed", f"ContextForge at {url}: {type(error).__name__}", c.REASON_TARGET_FAILED)
         return Written("Published", written=True)

@@ -32,7 +32,7 @@ from .hashing import sha256_of
 # MCP tool names are 1-128 characters of A-Z a-z 0-9 _ - . (the specification's tool-name rule),
 # so a filter naming only this matches no tool a conforming server can offer; ToolHive accepts any
 # non-empty name without commas or newlines. One place to change should a gateway need another form.
-ALLOWS_NOTHING = "toolcatalog.dev/no-tool-is-allowed"
+ALLOWS_NOTHING = "toolcatalog.dev/no-tool-allowed"
 NAME_MAX = 253
 HASH_SUFFIX_HEX = 10
 
@@ -40,14 +40,16 @@ HASH_SUFFIX_HEX = 10
 def tools_filter(allowed: Sequence[str], known: Sequence[str] = ()) -> list[str]:
     """A ToolHive toolsFilter allowing exactly `allowed` (sorted); never empty, which would allow every tool.
 
-    Allowing nothing is a filter of one name no tool has: `ALLOWS_NOTHING`, suffixed in the unlikely case
-    that the source lists a tool of that very name (`known`).
+    Allowing nothing is a filter of one name no tool has: `ALLOWS_NOTHING`, numbered (-2, -3, ...) in the
+    unlikely case that the source lists a tool of that very name (`known`). The same form as
+    toolcatalog.gateways.toolhive's, which proves it fails closed through ToolHive's real proxy.
     """
     if allowed:
-        return sorted(allowed)
-    sentinel, taken = ALLOWS_NOTHING, set(known)
+        return sorted(set(allowed))
+    taken, sentinel, n = set(known), ALLOWS_NOTHING, 1
     while sentinel in taken:
-        sentinel += "~"
+        n += 1
+        sentinel = f"{ALLOWS_NOTHING}-{n}"
     return [sentinel]
 
 
