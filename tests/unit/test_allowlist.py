@@ -189,3 +189,19 @@ def test_kubectl_columns_are_cut_with_a_count() -> None:
     assert summary(["gh", "fs"]) == "gh,fs"
     cut = summary([f"source-{i}" for i in range(20)])
     assert len(cut) <= 64 and cut.endswith(",+" + cut.rsplit("+", 1)[1])
+
+
+def test_the_plugin_lists_allowlists_with_each_target_state() -> None:
+    from toolcatalog.kubectl.fleet import format_allowlist_table
+
+    ready = {"metadata": {"namespace": "team-a", "name": "gw"},
+             "status": {"toolCount": 3, "sourceNames": "github,fs",
+                        "conditions": [{"type": "Ready", "status": "True", "reason": "Published",
+                                        "lastTransitionTime": "2026-12-06T12:00:00Z"}],
+                        "targets": [{"type": "configMap", "state": "Published"},
+                                    {"type": "toolhive", "state": "Unavailable"}]}}
+    new = {"metadata": {"namespace": "team-a", "name": "another"}, "status": {}}
+    lines = [" ".join(line.split()) for line in format_allowlist_table([ready, new]).splitlines()]
+    assert lines == ["NAMESPACE ALLOWLIST READY TOOLS SOURCES TARGETS",
+                     "team-a mcpal/another Unknown 0 <none> <none>",
+                     "team-a mcpal/gw True 3 github,fs configMap=Published, toolhive=Unavailable"]
