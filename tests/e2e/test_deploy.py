@@ -171,8 +171,8 @@ def operator_container(objects: list[dict[str, Any]]) -> dict[str, Any]:
 def test_the_default_install_and_each_overlay_render_what_they_say(kubectl):
     base = render(kubectl, KUSTOMIZE["default"])
     assert sorted(obj["kind"] for obj in base) == sorted([
-        "Namespace", "CustomResourceDefinition", "CustomResourceDefinition", "ServiceAccount", "ClusterRole",
-        "ClusterRoleBinding", "Deployment", "Service"])
+        "Namespace", "CustomResourceDefinition", "CustomResourceDefinition", "CustomResourceDefinition",
+        "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Deployment", "Service"])
     deployment = one(base, "Deployment")
     assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"] == {"type": "Recreate"}
     container = operator_container(base)
