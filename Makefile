@@ -30,16 +30,20 @@ lint: $(STAMP) ## ruff, mypy (the shipped package) and the import-linter layer c
 	$(BIN)/lint-imports
 
 .PHONY: test
-test: lint ## Lint, then run the whole test suite (unit, engine, end-to-end on the emulator)
+test: lint toolhive-crds ## Lint, then run the whole test suite (unit, engine, end-to-end on the emulator)
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 .PHONY: test-cluster
-test-cluster: $(STAMP) ## Run the end-to-end tests against a real control plane (builds it once; needs Go)
+test-cluster: $(STAMP) toolhive-crds ## Run the end-to-end tests against a real control plane (builds it once; needs Go)
 	$(BIN)/pytest -q tests/e2e --backend=cluster $(PYTEST_ARGS)
 
 .PHONY: controlplane
 controlplane: ## Build (or find cached) etcd, kube-apiserver, kube-controller-manager, kubectl, kstatus
 	bash test/controlplane/build.sh
+
+.PHONY: toolhive-crds
+toolhive-crds: ## Fetch ToolHive's CRDs from its Go module (download only, cached) for the ToolAllowlist tests
+	bash test/toolhive/crds.sh
 
 .PHONY: cluster
 cluster: $(STAMP) ## Start a real control plane on loopback with the CRDs, print its KUBECONFIG, until Ctrl-C
@@ -75,6 +79,7 @@ $(OPSTAMP): pyproject.toml
 .PHONY: bench
 bench: $(STAMP) $(OPSTAMP) ## Benchmarks on the emulator and the real control plane (BENCH_ARGS=--quick: minutes)
 	bash test/controlplane/build.sh > /dev/null
+	bash test/toolhive/crds.sh > /dev/null
 	BENCH_OPERATOR_PYTHON=$(OPVENV)/bin/python $(BIN)/python -m bench $(BENCH_ARGS)
 
 .PHONY: bench-profile

@@ -10,9 +10,10 @@ open session: 1, 50 and 500 tools), refresh (annotation to answer, on the emulat
 control plane, as ratios to the floor), converge (N ToolServers × 20 tools created at once on a fresh
 real control plane, then idle and sizes), steady (N with a short TTL for a while), triggers (Secret
 rotation and list-changed notification to resync), probes (what the liveness check costs the API server,
-by N up to 1000: bench/probes.py), secrets (the operator's RSS and the bytes it receives with 5,000
-unrelated 10 KiB Secrets in the cluster; --secrets-baseline REF: also with the operator code of REF).
-Prints a table and writes
+by N up to 1000: bench/probes.py), allowlist (a notified rug pull until the operator's answers and each
+ToolAllowlist target withdraw the tool: the exposure window), secrets (the operator's RSS and the bytes it
+receives with 5,000 unrelated 10 KiB Secrets in the cluster; --secrets-baseline REF: also with the
+operator code of REF). Prints a table and writes
 bench/results/<date>-<machine>.json. Every server listens on, and all traffic goes to, 127.0.0.1.
 """
 
@@ -31,10 +32,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench import floor, probes, refresh, scale, secrets, steady, triggers
+from bench import allowlist, floor, probes, refresh, scale, secrets, steady, triggers
 from bench.common import REPO, McpFleet, emulator, log, operator_environment, real_cluster, workdir
 
-SECTIONS = ("floor", "refresh", "converge", "steady", "triggers", "probes", "secrets")
+SECTIONS = ("floor", "refresh", "converge", "steady", "triggers", "probes", "allowlist", "secrets")
 CATALOGS = [1, 50, 500]
 PAGE_SIZE = 100
 
@@ -112,7 +113,8 @@ async def run(args: argparse.Namespace, output: Path | None = None) -> dict[str,
                                "errors": {}}
     directory = workdir()
     for section, step in (("floor+refresh", _latency), ("converge", _converge), ("steady", _steady),
-                          ("triggers", _triggers), ("probes", _probes), ("secrets", _secrets)):
+                          ("triggers", _triggers), ("probes", _probes), ("allowlist", _allowlist),
+                          ("secrets", _secrets)):
         try:
             await step(args, results, directory)
         except Exception as error:      # one section failing still leaves the others' figures
@@ -187,6 +189,14 @@ async def _probes(args: argparse.Namespace, results: dict[str, Any], directory: 
                                                      args.trigger_rounds)
 
 
+async def _allowlist(args: argparse.Namespace, results: dict[str, Any], directory: Path) -> None:
+    if "allowlist" in args.only:
+        log("ToolAllowlist exposure window on the real control plane")
+        async with real_cluster(directory) as backend:
+            results["allowlist"] = await allowlist.measure(backend, max(args.trigger_rounds, 2 * args.rounds // 3),
+                                                           directory)
+
+
 async def _secrets(args: argparse.Namespace, results: dict[str, Any], directory: Path) -> None:
     if "secrets" in args.only:
         results["secrets"] = await secrets.run(args.secrets_count, directory, REPO, args.secrets_baseline)
@@ -239,6 +249,12 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 idle["api_requests_per_minute_our_resources"], "0", idle["api_requests_per_minute_our_resources"] == 0)
     if 5000 in converged:
         row("5000 × 20 tools converge, s", converged[5000]["converge_seconds"], "measured", None)
+    exposure = results.get("allowlist") or {}
+    for key, label in (("deny_ms", "notification -> operator denies drifted tool"),
+                       ("mcptoolconfig_ms", "notification -> MCPToolConfig updated")):
+        if key in exposure:
+            bound = exposure["bounds_p95_ms"][key.removesuffix("_ms")]
+            row(f"{label}, p95 ms", exposure[key]["p95"], f"<= {bound:g}", exposure[key]["p95"] <= bound)
     for label, entry in (results.get("secrets") or {}).items():
         judged = label == "current"
         row(f"RSS growth, {entry['secrets']} unrelated 10 KiB Secrets created ({label}), MiB",
@@ -301,6 +317,9 @@ def table(results: dict[str, Any]) -> str:
             out(f"trigger {name:<22} p50 {figures['p50']:8.1f}  p95 {figures['p95']:8.1f}  (n={figures['n']})")
     if results.get("probes"):
         out(probes.table(results["probes"]))
+    for name, figures in (results.get("allowlist") or {}).items():
+        if name.endswith("_ms") and "p50" in figures:
+            out(f"allowlist {name:<20} p50 {figures['p50']:8.1f}  p95 {figures['p95']:8.1f}  (n={figures['n']})")
     for label, entry in (results.get("secrets") or {}).items():
         start = entry["start_with_them"]
         out(f"secrets ({label}: {entry['ref']}): {entry['secrets']} unrelated Secrets of {entry['secret_bytes']} B "

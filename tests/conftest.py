@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.k8s import CC, TS, wait_until
+from tests.support.k8s import CC, TAL, TS, wait_until
 from toolcatalog_dev.cluster import ApiError, Cluster
 from toolcatalog_dev.operatorproc import OperatorProcess
 
@@ -158,7 +158,7 @@ async def api(backend: str, cluster_session: ClusterSession | None,
         # Our resources go at once (they have no finalizers), so the next test's operator never sees
         # them; the namespace controller removes the rest in the background.
         for namespace in [client.namespace, *client.extra_namespaces]:
-            for resource in (TS, CC):
+            for resource in (TS, CC, TAL):
                 try:
                     await client.delete_all(resource, namespace)
                 except ApiError:

@@ -146,3 +146,18 @@ async def test_the_observer_hears_adds_time_waiting_time_working_and_retries_as_
     queue.add_rate_limited("b")
     queue.done("b")
     assert seen.retries == 1 and queue.unfinished() == (0.0, 0.0)
+
+
+async def test_an_urgent_key_goes_before_the_backlog_even_when_it_was_waiting_or_processing():
+    queue: WorkQueue[str] = WorkQueue()
+    for key in ("a", "b", "c"):
+        queue.add(key)
+    queue.add("d", urgent=True)         # a withdrawal: before the three waiting
+    queue.add("c", urgent=True)         # waiting already: moved to the front
+    assert [await take(queue), await take(queue)] == ["c", "d"]
+    assert await take(queue) == "a"
+    queue.add("e")
+    queue.add("a", urgent=True)         # processing: comes back first once done
+    queue.done("a")
+    assert [await take(queue), await take(queue), await take(queue)] == ["a", "b", "e"]
+    assert await nothing_ready(queue)

@@ -8,6 +8,7 @@
   API server's Retry-After (429, 503) makes that retry wait at least as long as it asked (capped).
 - Observed: what client-go's workqueue reports to its metrics provider (adds, time waiting, time
   working, retries) goes to a `QueueObserver`; depth and unfinished work are read when scraped.
+- Urgent: `add(key, urgent=True)` puts a key before the others (a withdrawal waits for no backlog).
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ class WorkQueue(Generic[K]):
         self._started_at: dict[K, float] = {}    # when each processing key was taken (time working)
         self._ready: deque[K] = deque()
         self._dirty: set[K] = set()          # waiting in _ready, or to be re-queued when done
+        self._urgent: set[K] = set()         # dirty keys that go before the others
         self._processing: set[K] = set()
         self._delayed: list[tuple[float, int, K]] = []
         self._due: dict[K, float] = {}       # the earliest due time of each delayed key
@@ -92,16 +94,32 @@ class WorkQueue(Generic[K]):
 
     # -- adding -------------------------------------------------------------------------------
 
-    def add(self, key: K) -> None:
-        if self._shutdown or key in self._dirty:
+    def add(self, key: K, urgent: bool = False) -> None:
+        if self._shutdown:
+            return
+        if key in self._dirty:
+            if urgent and key not in self._processing and key not in self._urgent:
+                self._urgent.add(key)           # waiting already: move it to the front
+                self._ready.remove(key)
+                self._ready.appendleft(key)
+            elif urgent:
+                self._urgent.add(key)
             return
         self._dirty.add(key)
         self._added_at[key] = self._clock()
         self.observer.added()
         self._due.pop(key, None)              # runs now: an older delay is moot (its entry is skipped)
+        if urgent:
+            self._urgent.add(key)
         if key not in self._processing:
+            self._enqueue(key)
+
+    def _enqueue(self, key: K) -> None:
+        if key in self._urgent:
+            self._ready.appendleft(key)
+        else:
             self._ready.append(key)
-            self._wakeup.set()
+        self._wakeup.set()
 
     def add_after(self, key: K, delay: float) -> None:
         if self._shutdown:
@@ -137,6 +155,7 @@ class WorkQueue(Generic[K]):
         if key in self._dirty and key not in self._processing:
             self._dirty.discard(key)
             self._added_at.pop(key, None)
+            self._urgent.discard(key)
             try:
                 self._ready.remove(key)
             except ValueError:
@@ -168,6 +187,7 @@ class WorkQueue(Generic[K]):
             if self._ready:
                 key = self._ready.popleft()
                 self._dirty.discard(key)
+                self._urgent.discard(key)
                 self._processing.add(key)
                 now = self._clock()
                 self.observer.taken(now - self._added_at.pop(key, now))
@@ -185,8 +205,7 @@ class WorkQueue(Generic[K]):
         if started is not None:
             self.observer.finished(self._clock() - started)
         if key in self._dirty:          # added while it was processing: once more, now
-            self._ready.append(key)
-            self._wakeup.set()
+            self._enqueue(key)
 
     def shut_down(self) -> None:
         self._shutdown = True

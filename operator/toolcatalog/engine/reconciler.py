@@ -28,6 +28,7 @@ from ..api.resource import ObjectKey, Resource
 from ..api.spec import settings_of
 from ..kube.errors import ApiError, api_error, status_reason
 from ..kube.resolve import ResolveError, resolve_endpoint
+from ..reconcile.allowlist import catalog_tools, usable_of
 from ..reconcile.cachedoc import (
     CacheParseError,
     configmap_name,
@@ -83,6 +84,15 @@ class Versions(Protocol):
 class Listeners(Protocol):
     def ensure(self, key: ObjectKey, endpoint: Endpoint) -> None: ...
     def stop(self, key: ObjectKey) -> None: ...
+
+
+class CatalogSink(Protocol):
+    """Told of each sync of a source (engine/catalogs.py: what ToolAllowlists and their webhook answer from)."""
+
+    def spec_changed(self, resource: Resource) -> None: ...
+    def narrow(self, resource: Resource, usable: frozenset[tuple[str, str]], started: float) -> None: ...
+    def commit(self, resource: Resource, plan: Plan, started: float | None) -> None: ...
+    def forget(self, key: ObjectKey) -> None: ...
 
 
 class TransientError(Exception):
@@ -173,6 +183,7 @@ class _Sync:
     outcome: SyncOutcome
     state: _CacheState | None
     wrote_cache: bool = False
+    began: float = 0.0                  # time.monotonic() when the sync began
 
 
 @dataclass
@@ -188,6 +199,7 @@ class Reconciler:
     server_ttl_floor: float = 60.0      # the shortest catalog lifetime a server's ttlMs may impose
     max_sync_timeout: float = 60.0      # the operator's cap on spec.sync.timeoutSeconds
     redactor: Redactor = field(default_factory=Redactor)    # every credential read, to mask it everywhere
+    catalogs: CatalogSink | None = None     # the allowlists' view of catalogs: narrowed before writes, then committed
     _memory: dict[ObjectKey, _Memory] = field(default_factory=dict)
     # The catalog each resource's last sync wrote, by uid: no read of a ConfigMap we wrote ourselves.
     _catalogs: dict[str, _Written] = field(default_factory=dict)
@@ -207,6 +219,8 @@ class Reconciler:
             self._must_read.discard(uid)
         if self.listeners is not None:
             self.listeners.stop(key)
+        if self.catalogs is not None:
+            self.catalogs.forget(key)
 
     def looked_at(self, key: ObjectKey) -> bool:
         """Whether a reconcile has decided about `key` since the operator started (readiness)."""
@@ -227,6 +241,8 @@ class Reconciler:
         now = self.clock()
         began = time.monotonic()
         memory = self._memory.setdefault(key, _Memory())
+        if self.catalogs is not None:      # what the spec takes away is withdrawn before any sync
+            self.catalogs.spec_changed(resource)
         decision = decide(resource, self._observed(resource, memory, now))
         memory.reconciled = True
         if decision.action == "wait":
@@ -260,6 +276,8 @@ class Reconciler:
                 wrote_cache = False
             plan = plan_failure(resource, run.outcome, scrub_error(rejected.error, self.redactor), self.jitter())
             wrote = await self._write(resource, plan)
+        if self.catalogs is not None and run is not None:
+            self.catalogs.commit(resource, plan, run.began)
         self._tell(Outcome(key, decision, plan, wrote, wrote_cache, time.monotonic() - began))
         return _seconds_until(plan.requeue_at, self.clock())
 
@@ -285,6 +303,7 @@ class Reconciler:
 
     async def _sync(self, resource: Resource, decision: Decision, memory: _Memory) -> _Sync:
         assert decision.trigger is not None
+        began = time.monotonic()
         started = self.clock()
         memory.list_changed = False
         fields: dict[str, Any] = {"trigger": decision.trigger, "refresh": decision.refresh, "started_at": started}
@@ -320,6 +339,8 @@ class Reconciler:
         wrote_cache = False
         if plan.cache is not None:
             assert state is not None
+            if self.catalogs is not None:     # withdraw what is no longer usable before writing anything
+                self.catalogs.narrow(resource, usable_of(catalog_tools(plan.cache.document)), began)
             try:
                 _check_status_size(plan)
                 await self._write_cache(resource, plan.cache, state)
@@ -328,7 +349,7 @@ class Reconciler:
                 self._raise_if_transient(error, resource)
                 plan = plan_failure(resource, outcome, scrub_error(error, self.redactor), self.jitter())
         self._update_listener(resource, plan, endpoint)
-        return _Sync(plan, outcome, state, wrote_cache)
+        return _Sync(plan, outcome, state, wrote_cache, began)
 
     @staticmethod
     def _raise_if_transient(error: SyncError, resource: Resource) -> None:

@@ -46,11 +46,19 @@ class EngineObserver(QueueObserver, Protocol):
     def reconciled(self, result: str, seconds: float, api_reason: str | None = None) -> None: ...
 
 
+class KindReconciler(Protocol):
+    """What the engine asks of the reconciler of one kind (ToolAllowlists have their own)."""
+
+    async def reconcile(self, key: ObjectKey) -> float | None: ...
+    def forget(self, key: ObjectKey, uid: str | None = None) -> None: ...
+
+
 class Engine:
     def __init__(self, reconciler: Reconciler, *, workers: int = 10, slow_after: float = 2.0,
                  slow_capacity: int | None = None, on_forget: Callable[[ObjectKey], None] | None = None,
                  observer: EngineObserver | None = None) -> None:
-        self.reconciler = reconciler
+        self.reconciler = reconciler            # ToolServers and ConnectorConfigs
+        self._by_kind: dict[str, KindReconciler] = {}   # other kinds, each with its own reconciler
         self.objects: ObjectCache = reconciler.objects
         self.observer = observer
         self.queue: WorkQueue[ObjectKey] = WorkQueue(observer=observer)
@@ -77,8 +85,15 @@ class Engine:
         self.objects.observe(kind, body)
         self.queue.add(key)
 
-    def enqueue(self, key: ObjectKey) -> None:
-        self.queue.add(key)
+    def register(self, kind: str, reconciler: KindReconciler) -> None:
+        """Keys of `kind` go to `reconciler`, through the same queue and workers."""
+        self._by_kind[kind] = reconciler
+
+    def reconciler_of(self, kind: str) -> KindReconciler:
+        return self._by_kind.get(kind, self.reconciler)
+
+    def enqueue(self, key: ObjectKey, urgent: bool = False) -> None:
+        self.queue.add(key, urgent=urgent)
 
     def list_changed(self, key: ObjectKey) -> None:
         """A listener heard that the server's tool list changed."""
@@ -89,7 +104,7 @@ class Engine:
         if not self.objects.forget(key, uid) and uid is not None:
             return      # an older incarnation's deletion
         self.queue.discard(key)
-        self.reconciler.forget(key, uid)
+        self.reconciler_of(key[0]).forget(key, uid)
         logger.debug("%s %s/%s: forgotten", *key)
         if self._on_forget is not None:
             self._on_forget(key)
@@ -155,7 +170,7 @@ class Engine:
         result, api_reason = ERROR, None
         try:
             self.reconciles += 1
-            delay = await self.reconciler.reconcile(key)
+            delay = await self.reconciler_of(key[0]).reconcile(key)
         except TransientError as error:
             api_reason = error.reason
             backoff = self.queue.add_rate_limited(key, retry_after=error.retry_after)

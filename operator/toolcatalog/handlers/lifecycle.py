@@ -9,14 +9,17 @@ from typing import Any
 
 import kopf
 
-from ..api.constants import KIND_CONNECTORCONFIG, KIND_TOOLSERVER
+from ..api import constants as c
 from ..api.redact import Redactor
 from ..config import OperatorConfig
 from ..engine import metrics
+from ..engine.allowlists import AllowlistReconciler
+from ..engine.catalogs import SourceCatalogs
 from ..engine.listeners import ToolChangeListeners
 from ..engine.objects import ObjectCache
 from ..engine.reconciler import Reconciler
 from ..engine.runtime import Engine
+from ..engine.targets import TargetWriter
 from ..engine.workmetrics import ControllerMetrics
 from ..kube.client import KubeClient
 from ..kube.informer import WATCH_TIMEOUT
@@ -29,10 +32,10 @@ from ..mcp.wire import Limits
 from . import health, logs, watch
 from .drain import FETCH_GRACE_SECONDS, WRITE_TIMEOUT_SECONDS, Drain
 from .sharding import Shard
-from .watch import KEYS
+from .watch import ALLOWLISTS, KEYS
 
 logger = logging.getLogger(__name__)
-KINDS = (KIND_TOOLSERVER, KIND_CONNECTORCONFIG)     # in the order of watch.KEYS
+KINDS = (c.KIND_TOOLSERVER, c.KIND_CONNECTORCONFIG)     # in the order of watch.KEYS
 # Our own cache ConfigMaps are never anybody's reference: leave their writes out of the watch.
 CONFIGMAP_SELECTOR = "app.kubernetes.io/managed-by!=toolcatalog"
 # Helm keeps every release in a Secret; none of them is a credential for an MCP server.
@@ -57,6 +60,17 @@ async def start_when_synced(engine: Engine, references: ReferenceInformers) -> N
     await references.wait_synced()
     logger.info("%s listed; starting the engine", references.describe())
     engine.start()
+
+
+class IndexedAllowlists:
+    """Which ToolAllowlists name a source, as kopf's index holds it (engine/catalogs.py's `referrers`)."""
+
+    def __init__(self, index: kopf.Index) -> None:
+        self._index = index
+
+    def __call__(self, key: Any) -> set[Any]:
+        kind, namespace, name = key
+        return set(self._index.get((namespace, kind, name), ()))
 
 
 def register(registry: kopf.OperatorRegistry, config: OperatorConfig, redactor: Redactor, shard: Shard) -> None:
@@ -93,6 +107,16 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig, redactor: 
         reconciler.observers.append(metrics.observe)
         reconciler.observers.append(logs.log_sync)
         references.on_change = watch.waker(engine, indexes)
+        # ToolAllowlists: reconciled by the same queue and workers; the sources' syncs tell them what changed.
+        catalogs = SourceCatalogs(IndexedAllowlists(indexes[ALLOWLISTS]))
+        allowlists = AllowlistReconciler(objects=engine.objects, kube=kube, catalogs=catalogs,
+                                         writer=TargetWriter(kube, redactor=redactor),
+                                         enqueue=lambda key, urgent: engine.enqueue(key, urgent=urgent),
+                                         owns=shard.owns)
+        catalogs.on_change = allowlists.source_changed
+        reconciler.catalogs = catalogs
+        engine.register(c.KIND_TOOLALLOWLIST, allowlists)
+        memo.allowlists = allowlists        # its `allowed` is the ToolHive webhook's lookup
         memo.engine, memo.kube, memo.pools, memo.drain = engine, kube, (pool, listener_pool), drain
         memo.references, memo.watch_client = references, watch_client
         references.start()

@@ -4,11 +4,14 @@
   the work queue (a ToolServer also wakes the ConnectorConfigs that inherit from it).
 - `index`es: which resources reference which Secret, ConfigMap or ToolServer (from the spec, and
   from what the last sync recorded in status.references). Only names: never a value.
+- ToolAllowlists: `on.event` remembers and enqueues them like the sources; an index maps each
+  source (and each token Secret) to the allowlists naming it, so that a source's sync wakes exactly
+  those (engine/catalogs.py), never a scan.
 
 Secrets and ConfigMaps are not kopf's: kopf would list and watch their whole bodies. The operator's
 own metadata-only informers (kube/references.py) hold their resourceVersions, and `waker` turns
-each change they see into the keys of the resources that reference the object; their reconcile
-compares the resourceVersion it recorded with the one the informer holds now.
+each change they see into the keys of the resources (and ToolAllowlists) that reference the object;
+a resource's reconcile compares the resourceVersion it recorded with the one the informer holds now.
 
 No finalizers, no handler progress, no diff-base annotations: `on.event` and `index` need none.
 """
@@ -21,6 +24,7 @@ from typing import Any
 import kopf
 
 from ..api import constants as c
+from ..api.allowlist import parse_allowlist_spec
 from ..api.errors import SyncError
 from ..api.resource import ObjectKey
 from ..api.spec import names_of, parse_spec
@@ -30,6 +34,7 @@ from .sharding import Shard, identity_and_spec
 # Index ids: also the names kopf passes them to handlers under.
 REFERRERS = ("toolserver_referrers", "connectorconfig_referrers")
 KEYS = ("toolserver_keys", "connectorconfig_keys")      # this shard's resources: what readiness waits for
+ALLOWLISTS = "allowlist_sources"         # (namespace, kind, name) of a source or Secret -> allowlist keys
 
 RefKey = tuple[str, str, str]       # namespace, kind (Secret | ConfigMap | ToolServer), name
 
@@ -53,6 +58,18 @@ def referenced(kind: str, namespace: str, name: str, spec: Mapping[str, Any] | N
     return {key: (kind, namespace, name) for key in keys}
 
 
+def allowlist_references(namespace: str, name: str, spec: Mapping[str, Any] | None) -> dict[RefKey, ObjectKey]:
+    """The sources and token Secrets a ToolAllowlist names, mapped to it."""
+    try:
+        parsed = parse_allowlist_spec(spec or {})
+    except SyncError:
+        return {}
+    keys: set[RefKey] = {(namespace, source.kind, source.name) for source in parsed.sources}
+    keys.update((namespace, "Secret", target.contextforge.token_secret_ref.name) for target in parsed.targets
+                if target.contextforge is not None)
+    return {key: (c.KIND_TOOLALLOWLIST, namespace, name) for key in keys}
+
+
 def referrers(indexes: Iterable[kopf.Index[RefKey, ObjectKey]], key: RefKey) -> set[ObjectKey]:
     found: set[ObjectKey] = set()
     for index in indexes:
@@ -68,15 +85,17 @@ def register(registry: kopf.OperatorRegistry, shard: Shard | None = None) -> Non
     """`shard`: take only the resources whose uid hashes to it (sharding.py); None: every resource."""
     for kind, index_id, keys_id in zip((c.KIND_TOOLSERVER, c.KIND_CONNECTORCONFIG), REFERRERS, KEYS, strict=True):
         _register_kind(registry, kind, index_id, keys_id, shard or Shard())
+    _register_allowlists(registry, shard or Shard())
 
 
 def waker(engine: Engine, indexes: Mapping[str, Any]) -> Callable[[str, str, str], None]:
     """What the Secret and ConfigMap informers call on a change: enqueue the resources referencing it
     (kopf's referrer indexes are live views; the informers run in the same event loop)."""
-    referrer_indexes = [indexes[index_id] for index_id in REFERRERS]
+    sources = [indexes[index_id] for index_id in REFERRERS]
+    secret_users = [*sources, indexes[ALLOWLISTS]]         # a ToolAllowlist's ContextForge token too
 
     def wake(kind: str, namespace: str, name: str) -> None:
-        for referrer in referrers(referrer_indexes, (namespace, kind, name)):
+        for referrer in referrers(secret_users if kind == "Secret" else sources, (namespace, kind, name)):
             engine.enqueue(referrer)
     return wake
 
@@ -107,14 +126,35 @@ def _register_kind(registry: kopf.OperatorRegistry, kind: str, index_id: str, ke
         deleted = event.get("type") == "DELETED"
         if shard.owns(body.get("metadata", {}).get("uid")):
             engine.observe(kind, body, deleted=deleted)
-        elif kind == c.KIND_TOOLSERVER:     # another shard's; this shard's ConnectorConfigs may inherit from it
+        else:
+            # Another shard's: this shard's allowlists read its status and cache themselves.
+            for referrer in referrers((indexes[ALLOWLISTS],), (namespace or "", kind, name)):
+                engine.enqueue(referrer)
+            if kind != c.KIND_TOOLSERVER:
+                return
+            # This shard's ConnectorConfigs may inherit from it.
             foreign = identity_and_spec(body)
             if deleted:
                 engine.objects.forget((kind, namespace or "", name), foreign["metadata"].get("uid"))
             else:
                 engine.objects.observe(kind, foreign)
-        else:
-            return
         if kind == c.KIND_TOOLSERVER:
             for referrer in referrers((indexes[REFERRERS[1]],), (namespace or "", "ToolServer", name)):
                 engine.enqueue(referrer)
+
+
+def _register_allowlists(registry: kopf.OperatorRegistry, shard: Shard) -> None:
+    plural = c.PLURAL[c.KIND_TOOLALLOWLIST]
+
+    @kopf.index(c.GROUP, c.VERSION, plural, id=ALLOWLISTS, registry=registry)
+    async def index_sources(namespace: str | None, name: str, spec: Any, uid: str | None,
+                            **_: Any) -> dict[RefKey, ObjectKey]:
+        if not shard.owns(uid):
+            return {}
+        return allowlist_references(namespace or "", name, spec)
+
+    @kopf.on.event(c.GROUP, c.VERSION, plural, id=f"reconcile-{plural}", registry=registry)
+    async def on_allowlist(event: kopf.RawEvent, body: kopf.Body, memo: Any, **_: Any) -> None:
+        engine = _engine(memo)
+        if engine is not None and shard.owns(body.get("metadata", {}).get("uid")):
+            engine.observe(c.KIND_TOOLALLOWLIST, body, deleted=event.get("type") == "DELETED")

@@ -72,6 +72,12 @@ def core_path(plural: str, namespace: str, name: str | None = None) -> str:
     return "/".join([CORE, "namespaces", namespace, plural] + ([name] if name else []))
 
 
+def group_path(api_version: str, plural: str, namespace: str, name: str | None = None) -> str:
+    """The path of a namespaced object of any API group ("v1" is the core group)."""
+    base = CORE if api_version == "v1" else f"/apis/{api_version}"
+    return "/".join([base, "namespaces", namespace, plural] + ([name] if name else []))
+
+
 class KubeClient:
     """Async access to the objects a sync reads and writes; plain JSON dicts in and out."""
 
@@ -222,6 +228,14 @@ class KubeClient:
             raise ApiError(200, "BadResponse", f"{what}: the API server sent something that is not JSON") from None
         return events
 
+    async def served_resources(self, api_version: str) -> set[str] | None:
+        """The resources (plurals) the API server serves in a group version; None when it serves none
+        (discovery is open to every authenticated client: no RBAC needed)."""
+        answer = await self.get(f"/apis/{api_version}", f"API group version {api_version}")
+        if answer is None:
+            return None
+        return {str(item.get("name")) for item in answer.get("resources") or [] if isinstance(item, dict)}
+
     # -- metadata only, for the informers (informer.py) ----------------------------------------
 
     async def list_metadata_page(self, path: str, query: Mapping[str, str]) -> dict[str, Any]:
@@ -275,6 +289,18 @@ class KubeClient:
                 raise ApiError(0, "Unavailable", f"{what}: the stream broke ({type(exc).__name__})") from None
 
     # -- the objects a sync writes -----------------------------------------------------------
+
+    async def get_object(self, path: str, what: str) -> dict[str, Any] | None:
+        """The object at `path` (group_path with a name), or None when it does not exist."""
+        return await self.get(path, what)
+
+    async def create_object(self, path: str, manifest: Mapping[str, Any], what: str) -> dict[str, Any]:
+        """POST to a collection `path` (group_path without a name)."""
+        return await self.request("POST", path, body=manifest, what=what)
+
+    async def patch_object(self, path: str, patch: Mapping[str, Any], what: str) -> dict[str, Any]:
+        """A JSON merge-patch of the object at `path`."""
+        return await self.request("PATCH", path, body=patch, content_type=MERGE_PATCH, what=what)
 
     async def create_configmap(self, namespace: str, manifest: Mapping[str, Any]) -> dict[str, Any]:
         name = manifest["metadata"]["name"]
