@@ -131,8 +131,11 @@ class Engine:
         except asyncio.CancelledError:
             raise
         except Exception:
+            # The reconciler records an unexpected failure as Synced=False InternalError itself; only one it
+            # could not even record (its status write failed too) gets here.
             backoff = self.queue.add_rate_limited(key)
-            logger.exception("%s %s/%s: reconcile failed unexpectedly; retrying in %.1fs", *key, backoff)
+            logger.exception("%s %s/%s: reconcile failed unexpectedly and could not record it in status; "
+                             "retrying in %.1fs", *key, backoff)
         else:
             self.queue.forget(key)
             if delay is not None and key in self.objects:   # not deleted meanwhile
