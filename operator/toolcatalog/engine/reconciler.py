@@ -379,15 +379,21 @@ class Reconciler:
         return await self.kube.read_object(c.KIND_TOOLSERVER, namespace, name)
 
     def _update_listener(self, resource: Resource, plan: Plan, endpoint: Endpoint | None) -> None:
+        """Listen for list changes after a successful sync of a server that notifies; stop otherwise. Only a
+        hint (TTL resyncs still come): its failure is logged, never the sync's, whose cache is written."""
         if self.listeners is None:
             return
         server = plan.status.server
         succeeded = plan.cache is not None and plan.status.last_sync is not None \
             and plan.status.last_sync.result == "Succeeded"
-        if succeeded and endpoint is not None and server is not None and server.list_changed:
-            self.listeners.ensure(resource.key, endpoint)
-        else:
-            self.listeners.stop(resource.key)
+        try:
+            if succeeded and endpoint is not None and server is not None and server.list_changed:
+                self.listeners.ensure(resource.key, endpoint)
+            else:
+                self.listeners.stop(resource.key)
+        except Exception as exc:
+            logger.error("%s: updating its list-changed listener failed (%s)", resource.describe(),
+                         type(exc).__name__, exc_info=exc)
 
     # -- the cache ConfigMap -------------------------------------------------------------------
 
