@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from tests.support.k8s import CM, SECRETS, TS, condition, secret, toolserver
+from tests.e2e.test_admission import review, served, webhook  # noqa: F401 - webhook is a fixture
+from tests.support.k8s import CM, SECRETS, TS, condition, secret, toolserver, wait_until
 from toolcatalog.api import constants as c
 from toolcatalog_dev.cluster import ApiError
 from toolcatalog_dev.mcpserver import McpTestServer, make_tools
@@ -97,6 +98,22 @@ async def test_full_width_digits_do_not_reach_an_address_the_egress_policy_denie
                                   operator=operator)
         assert server.requests == 0
     assert "127.0.0.2 is in denied network 127.0.0.2/32" in condition(obj, "Synced")["message"]
+
+
+@pytest.mark.emulator_only("the emulator calls no webhooks: the test sends the AdmissionReview itself (on the real "
+                            "server the CRD's CEL rule refuses such a host before any webhook)")
+async def test_the_webhook_says_when_a_host_reads_as_a_denied_address_under_idna_mapping(api, start_operator,
+                                                                                       webhook):  # noqa: F811
+    operator = start_operator(args=[*webhook["args"], "--egress-deny", "127.0.0.2/32"])
+    await wait_until(lambda: served(webhook), timeout=20, what="the webhook serving", operator=operator)
+    answer = await review(webhook, toolserver("wide", f"http://{full_width('127.0.0.2')}:9/mcp"))
+    assert answer["allowed"] is False and answer["status"]["code"] == 422
+    message = answer["status"]["message"]
+    assert "spec.url host has a character that is not ASCII (U+FF11 FULLWIDTH DIGIT ONE)" in message
+    assert "its host reads as 127.0.0.2 under IDNA mapping, and the operator may not connect there" in message
+    answer = await review(webhook, toolserver("headers", "http://127.0.0.1:9/mcp", headers={"X-Tenant": "caf\u00e9"}))
+    assert answer["allowed"] is False and "spec.headers.X-Tenant has a character that is not ASCII" in \
+        answer["status"]["message"]
 
 
 # ------------------------------------------------------------------ a credential HTTP cannot carry
