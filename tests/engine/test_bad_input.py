@@ -69,12 +69,14 @@ def synced_condition_is_documented(world: World, name: str = "demo") -> dict[str
 
 
 @PROPERTIES
-@given(hosts, ports, st.text(min_size=1, max_size=12))
-@example("\uff11\uff16\uff19.\uff12\uff15\uff14.\uff11\uff16\uff19.\uff12\uff15\uff14", "", SECRET)
-@example("127.0.0.1", ":9", "tok\u00fc-" + SECRET)
-@example("127.0.0.1", ":9", "line\nbreak-" + SECRET)
-@example("[v1.x]", "", SECRET)
-def test_every_spec_ends_its_first_reconcile_with_a_synced_condition(host: str, port: str, token: str) -> None:
+@given(hosts, ports, st.text(max_size=12))
+@example("\uff11\uff16\uff19.\uff12\uff15\uff14.\uff11\uff16\uff19.\uff12\uff15\uff14", "", "")
+@example("127.0.0.1", ":9", "\u00fc")
+@example("127.0.0.1", ":9", "line\nbreak")
+@example("[v1.x]", "", "")
+@example("[::]", "", "controll")
+def test_every_spec_ends_its_first_reconcile_with_a_synced_condition(host: str, port: str, tail: str) -> None:
+    token = SECRET + tail           # a token of any characters, recognisable wherever it might show up
     world = world_with_secret(token, HttpClientFetcher())
     world.apply("demo", {"url": f"http://{host}{port}/mcp", "auth": AUTH})
     asyncio.run(world.reconcile("demo"))
@@ -84,8 +86,7 @@ def test_every_spec_ends_its_first_reconcile_with_a_synced_condition(host: str, 
         assert "spec.url" in synced["message"] or "spec.auth.bearerToken: Secret team-a/auth key 'token'" \
             in synced["message"], synced
         assert world.status("demo").get("nextSyncAt") is None        # only a change of spec or Secret helps
-    if len(token.strip()) >= 8:
-        assert token.strip() not in visible(world)
+    assert token.strip() not in visible(world) and SECRET not in visible(world)
 
 
 # ----------------------------------------------------------------------------- the unexpected
