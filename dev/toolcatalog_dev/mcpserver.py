@@ -38,7 +38,16 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .mcpfaults import MODES, REDIRECT_TARGET, REPEATED_CURSOR, FaultLayer, Mode, TrafficLog, bearer_token
+from .mcpfaults import (
+    MODES,
+    REDIRECT_TARGET,
+    REPEATED_CURSOR,
+    TOOLS_LIST_MODES,
+    FaultLayer,
+    Mode,
+    TrafficLog,
+    bearer_token,
+)
 
 __all__ = ["MODES", "REDIRECT_TARGET", "REPEATED_CURSOR", "SSE_PATH", "STREAMABLE_PATH", "McpTestServer", "Mode",
            "SelfSignedCert", "closed_port", "free_port", "make_self_signed_cert", "make_tools", "silent_port"]
@@ -165,7 +174,7 @@ class McpTestServer:
     `tokens` (token -> its own tool list; requests without a known
     `Authorization: Bearer` get 401), `delay` (seconds before answering
     tools/list), `mode` (see MODES: "ok", "garbage", "http500", "redirect",
-    "repeat-cursor", "bad-tools" [streamable only], "leaky-error"),
+    "repeat-cursor", "bad-tools", "duplicate-tools", "wrong-id", "null-schema" [streamable only], "leaky-error"),
     `server_name`/`server_version`. Counters: `list_calls`, `listens`, `open_listens`, `requests`,
     `last_headers`, `paths`, `connections`; `wait_until[_async]` waits on them.
     `stop()` then `start()` brings it back on the same port.
@@ -312,8 +321,8 @@ class McpTestServer:
     def mode(self, value: str) -> None:
         if value not in MODES:
             raise ValueError(f"unknown mode {value!r}; one of {MODES}")
-        if value == "bad-tools" and self.transport != "streamable-http":
-            raise ValueError("mode 'bad-tools' rewrites HTTP answers: streamable HTTP only")
+        if value in TOOLS_LIST_MODES and self.transport != "streamable-http":
+            raise ValueError(f"mode {value!r} rewrites HTTP answers: streamable HTTP only")
         self._set("_mode", value)
 
     @property
