@@ -41,6 +41,14 @@ test-cluster: $(STAMP) ## Run the end-to-end tests against a real control plane 
 controlplane: ## Build (or find cached) etcd, kube-apiserver, kube-controller-manager, kubectl, kstatus
 	bash test/controlplane/build.sh
 
+.PHONY: toolhive
+toolhive: ## Build ToolHive's proxy runner and operator from its Go module (cached) for the gateway tests
+	bash test/gateways/toolhive/build.sh
+
+.PHONY: toolhive-crds
+toolhive-crds: ## Extract ToolHive's CRDs from its Go module into the cache (download only: seconds)
+	bash test/gateways/toolhive/build.sh crds
+
 .PHONY: cluster
 cluster: $(STAMP) ## Start a real control plane on loopback with the CRDs, print its KUBECONFIG, until Ctrl-C
 	$(BIN)/python -m toolcatalog_dev.controlplane
