@@ -31,7 +31,7 @@ lint: $(STAMP) ## ruff, mypy (the shipped package) and the import-linter layer c
 
 .PHONY: test
 test: lint ## Lint, then run the whole test suite (unit, engine, end-to-end on the emulator)
-	$(BIN)/pytest -q $(PYTEST_ARGS)
+	$(BIN)/pytest -q --ignore=tests/gateways $(PYTEST_ARGS)
 
 .PHONY: test-cluster
 test-cluster: $(STAMP) ## Run the end-to-end tests against a real control plane (builds it once; needs Go)
@@ -48,6 +48,14 @@ toolhive: ## Build ToolHive's proxy runner and operator from its Go module (cach
 .PHONY: toolhive-crds
 toolhive-crds: ## Extract ToolHive's CRDs from its Go module into the cache (download only: seconds)
 	bash test/gateways/toolhive/build.sh crds
+
+.PHONY: contextforge
+contextforge: ## Install IBM ContextForge (PyPI) into a virtual environment of its own in the cache
+	PYTHON=$(PYTHON) bash test/gateways/contextforge/install.sh
+
+.PHONY: test-gateways
+test-gateways: $(STAMP) ## The gateway tier: real ToolHive and ContextForge (make controlplane toolhive contextforge first)
+	$(BIN)/pytest -q tests/gateways $(PYTEST_ARGS)
 
 .PHONY: cluster
 cluster: $(STAMP) ## Start a real control plane on loopback with the CRDs, print its KUBECONFIG, until Ctrl-C

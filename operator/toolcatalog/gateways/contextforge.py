@@ -126,7 +126,7 @@ class ContextForgeClient:
         self._headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
         self._http = http
         self._timeout = timeout
-        self._redactor = redactor or Redactor()
+        self._redactor = redactor if redactor is not None else Redactor()   # an empty one is falsy
         self._redactor.add(token)
         self._server_ids: dict[str, str] = {}
         self.requests = 0               # every request sent, for the caller's metrics and tests
