@@ -83,7 +83,7 @@ class Kubectl:
         self.plane, self.namespace = plane, namespace
 
     def __call__(self, *args: str, input: str | None = None) -> str:
-        return str(self.plane.kubectl("-n", self.namespace, *args, input=input))
+        return str(self.plane.kubectl("-n", self.namespace, *args, input=input).stdout)
 
     def apply(self, *objects: Mapping[str, Any]) -> str:
         return self("apply", "-f", "-", input=yaml.safe_dump_all([dict(obj) for obj in objects]))

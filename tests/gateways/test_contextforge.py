@@ -106,7 +106,8 @@ async def test_publish_serves_only_allowed_tools_on_the_virtual_server_and_the_g
     assert await forge.seen_by_agent("/mcp", gateway) == [f"{gateway}-tool-001"]
     assert await forge.call(vs_path, f"{gateway}-tool-001") == (False, 'tool_001 called with {"value": 1}')
     assert await forge.call(vs_path, f"{gateway}-tool-000") == (True, f"Tool not found: {gateway}-tool-000")
-    assert await forge.call("/mcp", f"{gateway}-tool-000") == (True, f"Tool '{gateway}-tool-000' exists but is inactive")
+    inactive = f"Tool '{gateway}-tool-000' exists but is inactive"
+    assert await forge.call("/mcp", f"{gateway}-tool-000") == (True, inactive)
     assert upstream.tool_calls == ["tool_001"]          # a withdrawn tool never reached the server
 
 
