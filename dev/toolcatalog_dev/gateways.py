@@ -11,6 +11,7 @@ upstreams otherwise) and no rate limit (a test suite would get 429s).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -249,11 +250,22 @@ class ToolHiveRunner:
     def rss_bytes(self) -> int:
         return self.process.rss_bytes() if self.process is not None else 0
 
+    async def arestart(self, **changes: object) -> ToolHiveRunner:
+        """restart() off the event loop: the proxy's readiness probe may need a server running on it."""
+        return await asyncio.to_thread(self.restart, **changes)
+
     def __enter__(self) -> ToolHiveRunner:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    async def __aenter__(self) -> ToolHiveRunner:
+        """Started off the event loop (the operator's webhook may be served on it)."""
+        return await asyncio.to_thread(self.start)
+
+    async def __aexit__(self, *exc: object) -> None:
+        await asyncio.to_thread(self.stop)
 
 
 @dataclass

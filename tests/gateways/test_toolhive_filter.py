@@ -42,7 +42,7 @@ async def proxy_view(runner: ToolHiveRunner, upstream: McpTestServer, *calls: st
 async def test_the_proxy_serves_what_the_mcptoolconfig_allows(kubectl: Kubectl, upstream: McpTestServer,
                                                               tmp_path: Path) -> None:
     kubectl.apply(tool_config("github", tools_filter(["tool_001"])))
-    with ToolHiveRunner(tmp_path, upstream.url, name="github",
+    async with ToolHiveRunner(tmp_path, upstream.url, name="github",
                         tool_config=kubectl.save("mcptoolconfig", "github", tmp_path / "github.yaml")) as runner:
         tools, calls = await proxy_view(runner, upstream, "tool_001", "tool_000")
     assert tools == ["tool_001"]
@@ -57,7 +57,7 @@ async def test_nothing_allowed_is_a_filter_that_matches_no_tool(kubectl: Kubectl
     kubectl.apply(tool_config("github", tools_filter([])))
     saved = kubectl.save("mcptoolconfig", "github", tmp_path / "github.yaml")
     assert kubectl.get("mcptoolconfig", "github")["spec"]["toolsFilter"] == [NO_TOOL_ALLOWED]
-    with ToolHiveRunner(tmp_path, upstream.url, name="github", tool_config=saved) as runner:
+    async with ToolHiveRunner(tmp_path, upstream.url, name="github", tool_config=saved) as runner:
         tools, calls = await proxy_view(runner, upstream, "tool_000", "tool_002")
     assert tools == []
     assert calls == {"tool_000": "refused: tool not found", "tool_002": "refused: tool not found"}
@@ -67,7 +67,7 @@ async def test_nothing_allowed_is_a_filter_that_matches_no_tool(kubectl: Kubectl
 async def test_an_empty_filter_fails_open(kubectl: Kubectl, upstream: McpTestServer, tmp_path: Path) -> None:
     """The trap the sentinel avoids: ToolHive reads an empty filter as no filter at all."""
     kubectl.apply(tool_config("github", []))
-    with ToolHiveRunner(tmp_path, upstream.url, name="github",
+    async with ToolHiveRunner(tmp_path, upstream.url, name="github",
                         tool_config=kubectl.save("mcptoolconfig", "github", tmp_path / "github.yaml")) as runner:
         tools, calls = await proxy_view(runner, upstream, "tool_002")
     assert tools == ["tool_000", "tool_001", "tool_002"]
@@ -88,7 +88,7 @@ async def test_a_server_offering_a_tool_named_like_the_sentinel_does_not_get_it_
     hostile = [*make_tools(1), {**make_tools(1)[0], "name": NO_TOOL_ALLOWED}]
     with McpTestServer(tools=hostile) as upstream:
         kubectl.apply(tool_config("github", tools_filter([], known=[t["name"] for t in hostile])))
-        with ToolHiveRunner(tmp_path, upstream.url, name="github",
+        async with ToolHiveRunner(tmp_path, upstream.url, name="github",
                             tool_config=kubectl.save("mcptoolconfig", "github", tmp_path / "g.yaml")) as runner:
             tools, calls = await proxy_view(runner, upstream, NO_TOOL_ALLOWED)
         assert tools == [] and calls == {NO_TOOL_ALLOWED: "refused: tool not found"}
@@ -100,7 +100,7 @@ async def test_the_filter_drops_a_paginated_servers_later_pages(kubectl: Kubectl
     never sees the allowed tools of a server's later pages (it fails closed, but it fails)."""
     with McpTestServer(tools=make_tools(4), page_size=2) as upstream:
         kubectl.apply(tool_config("github", tools_filter(["tool_000", "tool_003"])))
-        with ToolHiveRunner(tmp_path, upstream.url, name="github",
+        async with ToolHiveRunner(tmp_path, upstream.url, name="github",
                             tool_config=kubectl.save("mcptoolconfig", "github", tmp_path / "g.yaml")) as runner:
             tools, calls = await proxy_view(runner, upstream, "tool_003")
     assert tools == ["tool_000"]

@@ -85,7 +85,7 @@ async def test_a_tool_not_allowed_right_now_is_denied_and_an_approval_lets_it_th
         tmp_path: Path, upstream: McpTestServer, webhook: ToolHiveWebhookServer, allowlists: Allowlists,
         cert_dir: Path, hmac_secret: Path) -> None:
     allowlists.allowed[("team-a", "gateway", "github")] = {"tool_000": HASH, "tool_001": HASH}
-    with proxy(tmp_path, upstream, webhook, cert_dir, hmac_secret) as runner:
+    async with proxy(tmp_path, upstream, webhook, cert_dir, hmac_secret) as runner:
         async with agent(runner.url, mode="legacy") as client:
             assert await listed(client) == ["tool_000", "tool_001", "tool_002"]   # a webhook does not trim lists
             assert not (await client.call_tool("tool_001", {"value": 1})).is_error
@@ -106,7 +106,7 @@ async def test_an_unknown_server_or_allowlist_denies_tool_calls_only(
         tmp_path: Path, upstream: McpTestServer, webhook: ToolHiveWebhookServer, allowlists: Allowlists,
         cert_dir: Path, hmac_secret: Path) -> None:
     allowlists.allowed[("team-a", "gateway", "github")] = {"tool_000": HASH}
-    with proxy(tmp_path, upstream, webhook, cert_dir, hmac_secret, name="gitlab") as runner:
+    async with proxy(tmp_path, upstream, webhook, cert_dir, hmac_secret, name="gitlab") as runner:
         async with agent(runner.url, mode="legacy") as client:
             assert await listed(client) == ["tool_000", "tool_001", "tool_002"]
         assert await call(runner.url, "tool_000") == "refused: Request denied by policy"
@@ -119,7 +119,7 @@ async def test_a_proxy_with_the_wrong_hmac_secret_gets_nothing_through(
     allowlists.allowed[("team-a", "gateway", "github")] = {"tool_000": HASH}
     wrong = tmp_path / "wrong-hmac"
     wrong.write_bytes(b"not-the-operator-s-secret")
-    with proxy(tmp_path, upstream, webhook, cert_dir, wrong) as runner:
+    async with proxy(tmp_path, upstream, webhook, cert_dir, wrong) as runner:
         with pytest.raises(Exception) as refused:      # initialize itself is denied: no session at all
             async with agent(runner.url, mode="legacy") as client:
                 await client.list_tools()

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from ..config import OperatorConfig
 from ..gateways.toolhive_webhook import (
     MAX_BODY_BYTES,
     InvalidWebhookRequest,
@@ -161,3 +162,13 @@ class ToolHiveWebhookServer:
         if not answer.allowed:
             logger.info("ToolHive webhook %s/%s: denied for %r: %s", namespace, allowlist, server, answer.message)
         return web.json_response(answer.body())
+
+
+def from_config(config: OperatorConfig, lookup: Lookup) -> ToolHiveWebhookServer | None:
+    """The server --toolhive-webhook-port asks for (None when it is off), answering from `lookup`.
+    Start it at the operator's start-up and stop it at its cleanup."""
+    if not config.toolhive_webhook_port:
+        return None
+    return ToolHiveWebhookServer(lookup, cert_dir=config.webhook_cert_dir, address=config.webhook_address,
+                                 port=config.toolhive_webhook_port,
+                                 hmac_secret_file=config.toolhive_webhook_hmac_secret_file)
