@@ -189,6 +189,7 @@ def test_a_virtual_server_is_written_only_when_its_tools_differ() -> None:
 
 def test_owner_tags_are_valid_contextforge_tags() -> None:
     assert owner_tag("team-a/Gateway") == "toolcatalog.dev:team-a:gateway"
+    assert owner_tag("") == "toolcatalog.dev:managed"        # a tag must end with a letter or digit
     long = owner_tag("n" * 63 + "/" + "x" * 200)
     assert len(long) <= 100 and long.startswith("toolcatalog.dev:sha256.")
     assert owner_tag("team-a/gw") in tag_ids({"tags": [{"id": "toolcatalog.dev:team-a:gw", "label": "x"}, "other"]})

@@ -88,6 +88,8 @@ def owner_tag(owner: str) -> str:
     ContextForge lower-cases tags and allows letters, digits, '-', ':' and '.', 100 characters at most;
     a longer owner is tagged by a digest of it.
     """
+    if not owner:
+        return OWNER_TAG_PREFIX + "managed"
     readable = OWNER_TAG_PREFIX + owner.lower().replace("/", ":")
     if len(readable) <= TAG_MAX_LENGTH:
         return readable
