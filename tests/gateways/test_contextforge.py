@@ -18,6 +18,7 @@ from toolcatalog.api.redact import Redactor
 from toolcatalog.gateways.contextforge import (
     CONFLICT,
     GATEWAY_NOT_FOUND,
+    REFRESH_FAILED,
     UNAUTHORIZED,
     UNREACHABLE,
     ContextForgeClient,
@@ -249,3 +250,15 @@ async def test_contextforge_on_its_own_fails_open(forge: Forge, upstream: McpTes
     assert after["fresh_000"]["enabled"]                                        # new: active at once
     assert after["tool_002"]["enabled"] and after["tool_002"]["id"] == before["tool_002"]["id"]
     assert await forge.call("/mcp", f"{gateway}-fresh-000") == (False, 'fresh_000 called with {"value": 1}')
+
+
+async def test_an_upstream_that_is_down_fails_the_refresh_after_the_withdrawals(forge: Forge,
+                                                                              upstream: McpTestServer) -> None:
+    gateway = unique("gw")
+    gateway_id = await forge.register(gateway, upstream.url)
+    upstream.stop()
+    with pytest.raises(ContextForgeUnavailable) as failed:
+        await forge.client().publish([ServerAllowlist(gateway, upstream.url, allow("tool_000"))])
+    assert failed.value.reason == REFRESH_FAILED and failed.value.retryable
+    assert "could not refresh" in failed.value.message
+    assert [name for name, tool in sorted((await forge.tools(gateway_id)).items()) if tool["enabled"]] == ["tool_000"]
