@@ -124,7 +124,7 @@ async def test_the_sample_mcpwebhookconfig_sends_an_mcpservers_calls_to_the_oper
         operator_webhook: tuple[ToolHiveWebhookServer, dict[Any, Any]], cert_dir: Path) -> None:
     webhook, allowed = operator_webhook
     allowed[(namespace, "team-a-gateway", "github")] = {"tool_000": HASH}
-    sample = list(yaml.safe_load_all((REPO / "deploy/samples/toolhive-webhook.yaml").read_text()))
+    sample = list(yaml.safe_load_all((REPO / "deploy/samples/toolhive/mcpwebhookconfig.yaml").read_text()))
     for obj in sample:                  # the sample as a platform team fills it in, in the test's namespace
         obj["metadata"]["namespace"] = namespace
         if obj["kind"] == "MCPWebhookConfig":
