@@ -31,7 +31,7 @@ lint: $(STAMP) ## ruff, mypy (the shipped package) and the import-linter layer c
 
 .PHONY: test
 test: lint toolhive-crds ## Lint, then run the whole test suite (unit, engine, end-to-end on the emulator)
-	$(BIN)/pytest -q $(PYTEST_ARGS)
+	$(BIN)/pytest -q --ignore=tests/gateways $(PYTEST_ARGS)
 
 .PHONY: test-cluster
 test-cluster: $(STAMP) toolhive-crds ## Run the end-to-end tests against a real control plane (builds it once; needs Go)
@@ -41,9 +41,21 @@ test-cluster: $(STAMP) toolhive-crds ## Run the end-to-end tests against a real 
 controlplane: ## Build (or find cached) etcd, kube-apiserver, kube-controller-manager, kubectl, kstatus
 	bash test/controlplane/build.sh
 
+.PHONY: toolhive
+toolhive: ## Build ToolHive's proxy runner and operator from its Go module (cached) for the gateway tests
+	bash test/gateways/toolhive/build.sh
+
 .PHONY: toolhive-crds
-toolhive-crds: ## Fetch ToolHive's CRDs from its Go module (download only, cached) for the ToolAllowlist tests
-	bash test/toolhive/crds.sh
+toolhive-crds: ## Extract ToolHive's CRDs from its Go module into the cache (download only: seconds)
+	bash test/gateways/toolhive/build.sh crds
+
+.PHONY: contextforge
+contextforge: ## Install IBM ContextForge (PyPI) into a virtual environment of its own in the cache
+	PYTHON=$(PYTHON) bash test/gateways/contextforge/install.sh
+
+.PHONY: test-gateways
+test-gateways: $(STAMP) ## The gateway tier: real ToolHive and ContextForge (make controlplane toolhive contextforge first)
+	$(BIN)/pytest -q tests/gateways $(PYTEST_ARGS)
 
 .PHONY: cluster
 cluster: $(STAMP) ## Start a real control plane on loopback with the CRDs, print its KUBECONFIG, until Ctrl-C
@@ -79,7 +91,7 @@ $(OPSTAMP): pyproject.toml
 .PHONY: bench
 bench: $(STAMP) $(OPSTAMP) ## Benchmarks on the emulator and the real control plane (BENCH_ARGS=--quick: minutes)
 	bash test/controlplane/build.sh > /dev/null
-	bash test/toolhive/crds.sh > /dev/null
+	bash test/gateways/toolhive/build.sh crds > /dev/null
 	BENCH_OPERATOR_PYTHON=$(OPVENV)/bin/python $(BIN)/python -m bench $(BENCH_ARGS)
 
 .PHONY: bench-profile

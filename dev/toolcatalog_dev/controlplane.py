@@ -93,13 +93,15 @@ class Process:
     args: list[str]
     log_path: Path
     popen: subprocess.Popen[bytes] | None = None
+    env: dict[str, str] | None = None       # None: this process's environment
+    cwd: Path | None = None
 
     def start(self) -> Process:
         # PR_SET_PDEATHSIG fires when the forking *thread* ends: only tie children to the main thread.
         tie = _die_with_parent if threading.current_thread() is threading.main_thread() else None
         with self.log_path.open("ab") as out:
             self.popen = subprocess.Popen(self.args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                          start_new_session=True, preexec_fn=tie)
+                                          start_new_session=True, preexec_fn=tie, env=self.env, cwd=self.cwd)
         return self
 
     @property

@@ -3,24 +3,16 @@ them in the cache, from ToolHive's own Go module: for the tests and the benchmar
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
 import yaml
 
-VERSION = "v0.47.0"
+from .gateways import toolhive_dir
+
 GROUP = "toolhive.stacklok.dev"
 
 
-def crds_dir() -> Path:
-    cache = Path(os.environ.get("TOOLCATALOG_CACHE") or Path.home() / ".cache" / "toolcatalog")
-    return cache / "toolhive" / VERSION / "crds"
-
-
 def toolhive_crds() -> list[dict[str, Any]]:
-    """The CRDs; FileNotFoundError naming the make target when they were not fetched."""
-    files = sorted(crds_dir().glob(f"{GROUP}_*.yaml"))
-    if not any(path.name == f"{GROUP}_mcptoolconfigs.yaml" for path in files):
-        raise FileNotFoundError(f"ToolHive's CRDs are not in {crds_dir()}: run `make toolhive-crds` first")
+    """The CRDs; MissingArtifact (gateways.py) naming the make target when they were not fetched."""
+    files = sorted((toolhive_dir(crds_only=True) / "crds").glob(f"{GROUP}_*.yaml"))
     return [doc for path in files for doc in yaml.safe_load_all(path.read_text()) if doc]

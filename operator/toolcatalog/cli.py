@@ -109,6 +109,15 @@ def _run_parser(sub: argparse._SubParsersAction, env: Mapping[str, str]) -> None
                      help="create and keep up to date this ValidatingWebhookConfiguration, a name with a dot such "
                           "as toolcatalog.dev (kopf also keeps an empty MutatingWebhookConfiguration of that name; "
                           "needs RBAC to write both; default: none, apply your own as deploy/overlays/webhook does)")
+    run.add_argument("--toolhive-webhook-port", type=int, metavar="PORT",
+                     default=int(default("TOOLHIVE_WEBHOOK_PORT", "0")) or None,
+                     help="answer ToolHive's validating webhook for ToolAllowlists (HTTPS, path "
+                          "/toolhive/NAMESPACE/ALLOWLIST; --webhook-address and --webhook-cert-dir's certificate) "
+                          "on this port (default: off)")
+    run.add_argument("--toolhive-webhook-hmac-secret-file", metavar="FILE",
+                     default=default("TOOLHIVE_WEBHOOK_HMAC_SECRET_FILE", "") or None,
+                     help="refuse ToolHive's webhook calls not signed with the secret in this file (the "
+                          "MCPWebhookConfig's hmacSecretRef; re-read when it changes)")
     run.add_argument("--shard", type=int, default=int(default("SHARD")), metavar="I",
                      help="take only the resources whose uid hashes to shard I (default 0; env TOOLCATALOG_SHARD)")
     run.add_argument("--total-shards", type=int, default=int(default("TOTAL_SHARDS")), metavar="N",
@@ -140,7 +149,8 @@ def config_from(args: argparse.Namespace) -> OperatorConfig:
         kube_qps=args.kube_qps, kube_burst=args.kube_burst, shard=args.shard, total_shards=args.total_shards,
         webhook_port=args.webhook_port, webhook_address=args.webhook_address, webhook_cert_dir=args.webhook_cert_dir,
         webhook_service=args.webhook_service, webhook_host=args.webhook_host,
-        webhook_configuration=args.webhook_configuration,
+        webhook_configuration=args.webhook_configuration, toolhive_webhook_port=args.toolhive_webhook_port,
+        toolhive_webhook_hmac_secret_file=args.toolhive_webhook_hmac_secret_file,
         verbose=args.verbose or args.debug, quiet=args.quiet)
 
 

@@ -46,5 +46,7 @@ class OperatorConfig:
     webhook_service: str | None = None          # NAMESPACE/NAME: the API server reaches it through this Service
     webhook_host: str | None = None             # ... else at https://HOST:PORT/validate
     webhook_configuration: str | None = None    # the ValidatingWebhookConfiguration to manage (None: apply your own)
+    toolhive_webhook_port: int | None = None    # serve ToolHive's validating webhook (handlers/toolhive_webhook.py)
+    toolhive_webhook_hmac_secret_file: str | None = None   # ToolHive's calls must be signed with this secret
     verbose: bool = False
     quiet: bool = False

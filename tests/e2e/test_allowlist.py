@@ -15,8 +15,8 @@ import pytest
 from tests.support import toolhive
 from tests.support.k8s import CC, CM, TAL, TS, condition, connectorconfig, toolallowlist, toolserver, wait_until
 from toolcatalog.api import constants as c
+from toolcatalog.api.toolhive import NO_TOOL_ALLOWED
 from toolcatalog.kubectl.plugin import main as kubectl_toolcatalog
-from toolcatalog.reconcile.allowlist_targets import ALLOWS_NOTHING
 from toolcatalog_dev.mcpserver import McpTestServer, make_tools
 
 pytestmark = pytest.mark.e2e
@@ -134,7 +134,7 @@ async def test_toolconfigs_follow_the_sources_and_go_with_their_allowlist(api, o
         await wait_until(lambda: toolsfilter(api, "team-alice"), what="the MCPToolConfig", operator=operator)
 
         async def retired() -> bool:
-            return await toolsfilter(api, "team-alice") == [ALLOWS_NOTHING]
+            return await toolsfilter(api, "team-alice") == [NO_TOOL_ALLOWED]
         await wait_until(retired, timeout=20, what="team-alice to allow nothing", operator=operator)
         obj = await waiter.status(TAL, "team", lambda o: target(o, "toolhive").get("objects") == ["team-fs",
                                                                                                    "team-github"],

@@ -12,9 +12,9 @@ from tests.engine.allowlist_world import TOOLHIVE, AllowlistWorld
 from tests.engine.fakes import NS, tool
 from toolcatalog.api import constants as c
 from toolcatalog.api.errors import SyncError
+from toolcatalog.api.toolhive import NO_TOOL_ALLOWED
 from toolcatalog.engine import allowlist_metrics
 from toolcatalog.kube.errors import ApiError
-from toolcatalog.reconcile.allowlist_targets import ALLOWS_NOTHING
 
 GATEWAY = {"sources": [{"toolServerRef": {"name": "github"}}],
            "targets": [{"configMap": {"name": "allowed"}}, {"toolhive": {}}, {"toolhiveWebhook": {}}]}
@@ -137,7 +137,7 @@ async def test_a_failing_source_keeps_or_withdraws_its_tools(policy: str, allowe
     world.watch(c.KIND_TOOLSERVER, "github")
     await world.reconcile_allowlist("gateway")
     assert sorted(world.allowlists.allowed(NS, "gateway", "github") or {}) == allowed
-    assert world.toolsfilter("gateway-github") == (allowed or [ALLOWS_NOTHING])
+    assert world.toolsfilter("gateway-github") == (allowed or [NO_TOOL_ALLOWED])
     assert sorted(world.documented("allowed")["github"]) == allowed
     assert world.allowlist_status("gateway")["sources"][0]["state"] == ("Kept" if policy == "Keep" else "Withdrawn")
 
@@ -145,7 +145,7 @@ async def test_a_failing_source_keeps_or_withdraws_its_tools(policy: str, allowe
 async def test_allowing_nothing_never_writes_an_empty_tools_filter() -> None:
     world = await synced_world(tools=[tool("create_issue")], policy="All")
     assert world.cache_usable("github") == {}
-    assert world.toolsfilter("gateway-github") == [ALLOWS_NOTHING]
+    assert world.toolsfilter("gateway-github") == [NO_TOOL_ALLOWED]
     assert world.kube.get(c.TOOLHIVE_TOOLCONFIG_KIND, "gateway-github")["metadata"]["annotations"][  # type: ignore
         c.ANN_ALLOWS] == "none"
     assert world.documented("allowed") == {"github": {}}
@@ -194,7 +194,7 @@ async def test_a_source_removed_from_the_allowlist_gets_a_filter_that_allows_not
     world.allow("gateway", {**GATEWAY, "sources": [{"toolServerRef": {"name": "filesystem"}, "as": "fs"}]})
     world.watch(c.KIND_TOOLSERVER, "filesystem")
     await world.reconcile_allowlist("gateway")
-    assert world.toolsfilter("gateway-github") == [ALLOWS_NOTHING]        # retired, left to the garbage collector
+    assert world.toolsfilter("gateway-github") == [NO_TOOL_ALLOWED]        # retired, left to the garbage collector
     assert world.toolsfilter("gateway-fs") == sorted(world.cache_usable("filesystem"))
     status = world.allowlist_status("gateway")
     assert status["targets"][1]["objects"] == ["gateway-fs"]
@@ -229,7 +229,7 @@ async def test_a_cache_that_disagrees_with_status_is_read_again_and_allows_nothi
     delay = await restarted.reconcile_allowlist("gateway")
     assert delay == 1.0
     assert restarted.allowlist_status("gateway")["sources"][0]["state"] == "Loading"
-    assert restarted.toolsfilter("gateway-github") == [ALLOWS_NOTHING]
+    assert restarted.toolsfilter("gateway-github") == [NO_TOOL_ALLOWED]
 
 
 async def test_contextforge_gets_every_server_with_its_token_and_fails_alone() -> None:

@@ -11,6 +11,7 @@ from tests.support.k8s import wait_until
 from toolcatalog.api import constants as c
 from toolcatalog_dev import toolhivecrds
 from toolcatalog_dev.cluster import ApiError
+from toolcatalog_dev.gateways import MissingArtifact
 
 CRD = "apiextensions.k8s.io/v1/customresourcedefinitions"
 TOOLCONFIG_CRD = f"{c.TOOLHIVE_TOOLCONFIG_PLURAL}.{c.TOOLHIVE_GROUP}"
@@ -21,7 +22,7 @@ def toolhive_crds() -> list[dict[str, Any]]:
     """ToolHive's CRDs; the test fails at once, naming the make target, when they were not fetched."""
     try:
         return toolhivecrds.toolhive_crds()
-    except FileNotFoundError as missing:
+    except MissingArtifact as missing:
         pytest.fail(str(missing))
 
 

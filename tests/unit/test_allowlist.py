@@ -11,6 +11,7 @@ import pytest
 from toolcatalog.api import constants as c
 from toolcatalog.api.allowlist import Allowlist, AllowlistStatus, AllowlistTargetStatus, ToolAllowlistSpec
 from toolcatalog.api.models import ToolServerSpec
+from toolcatalog.api.toolhive import NO_TOOL_ALLOWED, tools_filter
 from toolcatalog.reconcile.allowlist import (
     CatalogTool,
     Change,
@@ -22,12 +23,7 @@ from toolcatalog.reconcile.allowlist import (
     view_allowlist,
 )
 from toolcatalog.reconcile.allowlist_status import TargetResult, allowlist_events, plan_status, summary
-from toolcatalog.reconcile.allowlist_targets import (
-    ALLOWS_NOTHING,
-    object_name,
-    plan_targets,
-    tools_filter,
-)
+from toolcatalog.reconcile.allowlist_targets import object_name, plan_targets
 
 NOW = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
 H1, H2 = "sha256:" + "1" * 64, "sha256:" + "2" * 64
@@ -107,9 +103,9 @@ def test_a_changed_hash_is_a_withdrawal_and_an_addition() -> None:
 
 def test_a_tools_filter_is_never_empty_and_never_matches_a_tool() -> None:
     assert tools_filter(["b", "a"]) == ["a", "b"]
-    assert tools_filter([]) == [ALLOWS_NOTHING]
-    assert tools_filter([], known=[ALLOWS_NOTHING]) == [ALLOWS_NOTHING + "-2"]
-    assert "/" in ALLOWS_NOTHING        # outside MCP's tool-name characters: no conforming tool is named so
+    assert tools_filter([]) == [NO_TOOL_ALLOWED]
+    assert tools_filter([], known=[NO_TOOL_ALLOWED]) == [NO_TOOL_ALLOWED + "-2"]
+    assert "/" in NO_TOOL_ALLOWED        # outside MCP's tool-name characters: no conforming tool is named so
 
 
 def test_object_names_fit_and_stay_distinct() -> None:
@@ -132,8 +128,8 @@ def test_targets_hold_every_source_sorted_by_as_and_retire_what_is_no_longer_wan
     assert document["servers"][0] == {"source": {"kind": "ConnectorConfig", "name": "fs"}, "as": "files",
                                       "url": None, "tools": []}
     filters = {write.name: (write.manifest["spec"]["toolsFilter"], write.retired) for write in toolhive.writes}
-    assert filters == {"gw-files": ([ALLOWS_NOTHING], False), "gw-github": (["a", "z"], False),
-                       "gw-old": ([ALLOWS_NOTHING], True)}
+    assert filters == {"gw-files": ([NO_TOOL_ALLOWED], False), "gw-github": (["a", "z"], False),
+                       "gw-old": ([NO_TOOL_ALLOWED], True)}
     assert toolhive.objects == ["gw-files", "gw-github"]
     owner = configmap.writes[0].manifest["metadata"]["ownerReferences"][0]
     assert (owner["kind"], owner["uid"], owner["controller"]) == ("ToolAllowlist", "u-1", True)

@@ -19,6 +19,7 @@ from pydantic.json_schema import GenerateJsonSchema
 from toolcatalog.api import constants as c
 from toolcatalog.api.allowlist import AllowlistStatus, ToolAllowlistSpec
 from toolcatalog.api.models import ConnectorConfigSpec, Status, ToolServerSpec
+from toolcatalog.api.validation import URL_HOST_PATTERN
 
 REPO = Path(__file__).resolve().parents[2]
 CRDS = {
@@ -297,10 +298,12 @@ def test_ca_bundle_cel_rule_agrees_with_the_model(kind: str) -> None:
         except ValidationError:
             model_accepts = False
         assert cel_xor_holds(rule, bundle) == model_accepts, bundle
-    # Only the xor: inherited endpoint fields next to toolServerRef are not rejected.
+    # Only the xors and spec.url's host rule (tests/unit/test_properties_hosts.py): inherited endpoint fields
+    # next to toolServerRef are not rejected.
+    url_rule = f"self.matches(r'{URL_HOST_PATTERN}')"
     assert [r for _, n in walk(crd_schema(kind)) for r in _rules(n)] == (
-        [rule] if kind == c.KIND_TOOLSERVER else
-        [*_rules(crd_schema(kind)["properties"]["spec"]), rule])
+        [url_rule, rule] if kind == c.KIND_TOOLSERVER else
+        [*_rules(crd_schema(kind)["properties"]["spec"]), url_rule, rule])
 
 
 # ------------------------------------------------------------------------- samples

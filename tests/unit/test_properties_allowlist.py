@@ -30,9 +30,9 @@ from tests.engine.allowlist_world import AllowlistWorld
 from tests.engine.fakes import NS
 from toolcatalog.api import constants as c
 from toolcatalog.api.errors import SyncError
+from toolcatalog.api.toolhive import NO_TOOL_ALLOWED
 from toolcatalog.engine.reconciler import TransientError
 from toolcatalog.kube.errors import ApiError
-from toolcatalog.reconcile.allowlist_targets import ALLOWS_NOTHING
 from toolcatalog.reconcile.hashing import definition_hash, definition_of
 
 NAMES = ["alpha", "beta", "gamma", "delta"]
@@ -149,7 +149,7 @@ class Run:
             assert held == expected, (where, held, expected)
             self.check_safe(held, where)
         toolsfilter = self.world.toolsfilter("gateway-github")
-        assert toolsfilter == (sorted(expected) or [ALLOWS_NOTHING])
+        assert toolsfilter == (sorted(expected) or [NO_TOOL_ALLOWED])
 
     def check_safe(self, held: dict[str, str], where: str) -> None:
         for name, digest in held.items():

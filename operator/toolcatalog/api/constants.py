@@ -94,10 +94,12 @@ REASON_WRITE_REJECTED: Final = "WriteRejected"      # the API server refused a w
 REASON_CONFIGMAP_NOT_FOUND = "ConfigMapNotFound"   # a CA bundle's ConfigMap or key is missing
 REASON_FORBIDDEN = "Forbidden"                     # the operator's RBAC does not allow a read it needs
 REASON_API_UNAVAILABLE = "ApiUnavailable"          # the Kubernetes API failed (5xx, 429, timeout): retried
+REASON_INTERNAL_ERROR: Final = "InternalError"     # an exception no code path expected (a bug): retried, visibly
 SYNC_FAILURE_REASONS = (
     REASON_SERVER_UNAVAILABLE, REASON_AUTH_FAILED, REASON_TIMEOUT, REASON_PROTOCOL_ERROR,
     REASON_INVALID_SPEC, REASON_SECRET_NOT_FOUND, REASON_CONFIGMAP_NOT_FOUND, REASON_TOOLSERVER_NOT_FOUND,
     REASON_EGRESS_DENIED, REASON_CACHE_TOO_LARGE, REASON_CACHE_CONFLICT, REASON_WRITE_REJECTED, REASON_FORBIDDEN,
+    REASON_INTERNAL_ERROR,
 )
 
 # Approved reasons.

@@ -37,6 +37,7 @@ RETRY_POLICY: dict[str, Retry] = {
     c.REASON_TOOLSERVER_NOT_FOUND: Retry.WATCHED,
     c.REASON_INVALID_SPEC: Retry.NEVER,
     c.REASON_API_UNAVAILABLE: Retry.TRANSIENT,
+    c.REASON_INTERNAL_ERROR: Retry.BACKOFF,     # maybe a passing state; if not, the retries stay visible
 }
 
 # Failures that retrying alone cannot fix: they make the resource Stalled (kstatus: Failed).

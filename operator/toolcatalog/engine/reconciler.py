@@ -5,11 +5,14 @@ resolves the references and fetches the catalog (through small interfaces: a cat
 Kubernetes store, a clock), hands the outcome to `plan_sync`, and writes what comes back: the cache
 ConfigMap, then status (one merge patch, only when it changed), then Events. It is the only status
 writer. A failure of the Kubernetes API itself (5xx, 429, timeouts) changes nothing and is retried
-by the work queue's backoff.
+by the work queue's backoff. An exception no code path expected (a bug) ends the sync like any other
+failure, as Synced=False InternalError through the same plan, retried with backoff: never a retry
+loop that only the log shows.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import random
@@ -251,6 +254,22 @@ class Reconciler:
             return _seconds_until(decision.due, now)
         logger.debug("%s: %s%s", resource.describe(), decision.action,
                      f" ({decision.trigger})" if decision.trigger else "")
+        try:
+            return await self._act(resource, decision, memory, now, began)
+        except (TransientError, asyncio.CancelledError):
+            raise
+        except Exception as exc:        # a bug: recorded like any failure, so the resource shows it
+            error = self._internal_error(resource, exc, "reconciling")
+            outcome = SyncOutcome(trigger=decision.trigger or c.TRIGGER_UPDATE, started_at=now,
+                                  completed_at=self.clock(), refresh=decision.refresh)
+            plan = plan_failure(resource, outcome, error, self.jitter())
+            wrote = await self._write(resource, plan)
+            self._tell(Outcome(key, decision, plan, wrote, False, time.monotonic() - began))
+            return _seconds_until(plan.requeue_at, self.clock())
+
+    async def _act(self, resource: Resource, decision: Decision, memory: _Memory, now: datetime,
+                   began: float) -> float | None:
+        """Sync (or answer a refresh without one, or suspend), then write what the plan says."""
         run: _Sync | None = None
         if decision.action == "rate-limited":
             assert decision.refresh is not None
@@ -258,27 +277,33 @@ class Reconciler:
         elif decision.action == "suspend":
             plan = plan_suspend(resource, decision.refresh, now)
             if self.listeners is not None:
-                self.listeners.stop(key)
+                self.listeners.stop(resource.key)
         else:
             run = await self._sync(resource, decision, memory)
             plan = run.plan
         wrote_cache = run is not None and run.wrote_cache
         try:
             wrote = await self._write(resource, plan)
-        except StatusRejected as rejected:
+        except TransientError:
+            raise
+        except Exception as exc:        # refused for good (StatusRejected), or a failure nothing expected
             if run is None:
-                raise TransientError(f"{resource.describe()}: writing status failed: {rejected.error.message}",
-                                     reason=rejected.error.api_reason or "Unknown") from None
+                if isinstance(exc, StatusRejected):
+                    raise TransientError(f"{resource.describe()}: writing status failed: {exc.error.message}",
+                                         reason=exc.error.api_reason or "Unknown") from None
+                raise
+            error = exc.error if isinstance(exc, StatusRejected) else \
+                self._internal_error(resource, exc, "writing status")
             # Cache and status must describe one catalog: put the previous cache back, record the failure.
             if run.wrote_cache:
                 assert run.plan.cache is not None and run.state is not None
                 await self._restore_cache(resource, run.plan.cache, run.state)
                 wrote_cache = False
-            plan = plan_failure(resource, run.outcome, scrub_error(rejected.error, self.redactor), self.jitter())
+            plan = plan_failure(resource, run.outcome, scrub_error(error, self.redactor), self.jitter())
             wrote = await self._write(resource, plan)
         if self.catalogs is not None and run is not None:
             self.catalogs.commit(resource, plan, run.began)
-        self._tell(Outcome(key, decision, plan, wrote, wrote_cache, time.monotonic() - began))
+        self._tell(Outcome(resource.key, decision, plan, wrote, wrote_cache, time.monotonic() - began))
         return _seconds_until(plan.requeue_at, self.clock())
 
     def _observed(self, resource: Resource, memory: _Memory, now: datetime) -> Observed:
@@ -309,6 +334,7 @@ class Reconciler:
         fields: dict[str, Any] = {"trigger": decision.trigger, "refresh": decision.refresh, "started_at": started}
         endpoint: Endpoint | None = None
         state: _CacheState | None = None
+        step = "resolving the spec's references"
         try:
             if resource.spec is None:
                 assert resource.spec_error is not None
@@ -322,9 +348,11 @@ class Reconciler:
                 fields["references"] = error.references
                 raise
             fields.update(url=endpoint.url, references=references, fetched_with=endpoint.fetched_with)
+            step = "reading the previous cache"
             cm_name = configmap_name(resource.kind, resource.name, settings.config_map_name)
             state = await self._previous_catalog(resource, cm_name)
             fields["previous"] = state.document
+            step = "fetching the tool list"
             timeout = min(float(settings.sync.timeout_seconds), self.max_sync_timeout)
             fetched = await self.fetch(endpoint, timeout=timeout, fresh=decision.refresh is not None)
             tools, server = scrub_catalog(fetched.tools, fetched.server, self.redactor)
@@ -332,10 +360,16 @@ class Reconciler:
         except SyncError as error:
             self._raise_if_transient(error, resource)
             fields["error"] = scrub_error(error, self.redactor)
+        except Exception as exc:        # a bug must end as a condition, not as a retry loop only the log shows
+            fields["error"] = self._internal_error(resource, exc, step)
         completed = self.clock()
         memory.last_completed = completed
         outcome = SyncOutcome(completed_at=completed, **fields)
-        plan = plan_sync(resource, outcome, self.jitter(), server_ttl_floor=self.server_ttl_floor)
+        try:
+            plan = plan_sync(resource, outcome, self.jitter(), server_ttl_floor=self.server_ttl_floor)
+        except Exception as exc:
+            plan = plan_failure(resource, outcome, self._internal_error(resource, exc, "merging the catalog"),
+                                self.jitter())
         wrote_cache = False
         if plan.cache is not None:
             assert state is not None
@@ -348,8 +382,23 @@ class Reconciler:
             except SyncError as error:
                 self._raise_if_transient(error, resource)
                 plan = plan_failure(resource, outcome, scrub_error(error, self.redactor), self.jitter())
+            except Exception as exc:
+                self._catalogs.pop(resource.uid, None)      # whatever happened to it: read it afresh next time
+                self._must_read.add(resource.uid)
+                plan = plan_failure(resource, outcome, self._internal_error(resource, exc, "writing the cache"),
+                                    self.jitter())
         self._update_listener(resource, plan, endpoint)
         return _Sync(plan, outcome, state, wrote_cache, began)
+
+    def _internal_error(self, resource: Resource, exc: Exception, step: str) -> SyncError:
+        """An exception no code path expected, as the failure it is recorded as. Its traceback goes to the
+        log (through the redacting filter); the condition names only its type, since its text may quote
+        what it failed on (a character of a credential, say)."""
+        logger.error("%s: unexpected %s while %s; recorded as %s and retried with backoff", resource.describe(),
+                     type(exc).__name__, step, c.REASON_INTERNAL_ERROR, exc_info=exc)
+        return SyncError(c.REASON_INTERNAL_ERROR,
+                         f"the operator failed unexpectedly while {step} ({type(exc).__name__}); it retries with "
+                         "backoff. This is a bug: the operator's log has the details")
 
     @staticmethod
     def _raise_if_transient(error: SyncError, resource: Resource) -> None:
@@ -366,15 +415,21 @@ class Reconciler:
         return await self.kube.read_object(c.KIND_TOOLSERVER, namespace, name)
 
     def _update_listener(self, resource: Resource, plan: Plan, endpoint: Endpoint | None) -> None:
+        """Listen for list changes after a successful sync of a server that notifies; stop otherwise. Only a
+        hint (TTL resyncs still come): its failure is logged, never the sync's, whose cache is written."""
         if self.listeners is None:
             return
         server = plan.status.server
         succeeded = plan.cache is not None and plan.status.last_sync is not None \
             and plan.status.last_sync.result == "Succeeded"
-        if succeeded and endpoint is not None and server is not None and server.list_changed:
-            self.listeners.ensure(resource.key, endpoint)
-        else:
-            self.listeners.stop(resource.key)
+        try:
+            if succeeded and endpoint is not None and server is not None and server.list_changed:
+                self.listeners.ensure(resource.key, endpoint)
+            else:
+                self.listeners.stop(resource.key)
+        except Exception as exc:
+            logger.error("%s: updating its list-changed listener failed (%s)", resource.describe(),
+                         type(exc).__name__, exc_info=exc)
 
     # -- the cache ConfigMap -------------------------------------------------------------------
 
@@ -475,6 +530,9 @@ class Reconciler:
                                            message=event.message)
             except ApiError as error:
                 logger.warning("%s: could not post Event %s: %s", resource.describe(), event.reason, error.message)
+            except Exception as exc:    # an Event is best effort; status is already written
+                logger.error("%s: could not post Event %s (%s)", resource.describe(), event.reason,
+                             type(exc).__name__, exc_info=exc)
         return wrote
 
     def _tell(self, outcome: Outcome) -> None:

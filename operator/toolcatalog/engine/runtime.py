@@ -180,8 +180,11 @@ class Engine:
             result = ""         # cut at shutdown: no result
             raise
         except Exception:
+            # The reconciler records an unexpected failure as Synced=False InternalError itself; only one it
+            # could not even record (its status write failed too) gets here.
             backoff = self.queue.add_rate_limited(key)
-            logger.exception("%s %s/%s: reconcile failed unexpectedly; retrying in %.1fs", *key, backoff)
+            logger.exception("%s %s/%s: reconcile failed unexpectedly and could not record it in status; "
+                             "retrying in %.1fs", *key, backoff)
         else:
             self.queue.forget(key)
             result = SUCCESS

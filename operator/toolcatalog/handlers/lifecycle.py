@@ -21,6 +21,7 @@ from ..engine.reconciler import Reconciler
 from ..engine.runtime import Engine
 from ..engine.targets import TargetWriter
 from ..engine.workmetrics import ControllerMetrics
+from ..gateways.contextforge import ContextForgeClient
 from ..kube.client import KubeClient
 from ..kube.informer import WATCH_TIMEOUT
 from ..kube.login import login
@@ -29,7 +30,7 @@ from ..mcp.egress import EgressPolicy
 from ..mcp.fetch import EraMemory, fetch_catalog
 from ..mcp.pool import HttpPool
 from ..mcp.wire import Limits
-from . import health, logs, watch
+from . import health, logs, toolhive_webhook, watch
 from .drain import FETCH_GRACE_SECONDS, WRITE_TIMEOUT_SECONDS, Drain
 from .sharding import Shard
 from .watch import ALLOWLISTS, KEYS
@@ -110,13 +111,20 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig, redactor: 
         # ToolAllowlists: reconciled by the same queue and workers; the sources' syncs tell them what changed.
         catalogs = SourceCatalogs(IndexedAllowlists(indexes[ALLOWLISTS]))
         allowlists = AllowlistReconciler(objects=engine.objects, kube=kube, catalogs=catalogs,
-                                         writer=TargetWriter(kube, redactor=redactor),
+                                         writer=TargetWriter(kube, redactor=redactor,
+                                                             contextforge=functools.partial(_contextforge, pool,
+                                                                                            redactor),
+                                                             webhook_path=toolhive_webhook.path_for),
                                          enqueue=lambda key, urgent: engine.enqueue(key, urgent=urgent),
                                          owns=shard.owns)
         catalogs.on_change = allowlists.source_changed
         reconciler.catalogs = catalogs
         engine.register(c.KIND_TOOLALLOWLIST, allowlists)
-        memo.allowlists = allowlists        # its `allowed` is the ToolHive webhook's lookup
+        memo.allowlists = allowlists
+        # ToolHive's validating webhook (--toolhive-webhook-port) answers from the allowlists' current state.
+        memo.toolhive_webhook = toolhive_webhook.from_config(config, allowlists.allowed)
+        if memo.toolhive_webhook is not None:
+            await memo.toolhive_webhook.start()
         memo.engine, memo.kube, memo.pools, memo.drain = engine, kube, (pool, listener_pool), drain
         memo.references, memo.watch_client = references, watch_client
         references.start()
@@ -155,4 +163,11 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig, redactor: 
         await memo.kube.aclose()
         await memo.references.stop()
         await memo.watch_client.aclose()
+        if getattr(memo, "toolhive_webhook", None) is not None:
+            await memo.toolhive_webhook.stop()
         await health.close(memo)
+
+
+def _contextforge(pool: HttpPool, redactor: Redactor, url: str, token: str) -> ContextForgeClient:
+    """A client of ContextForge's REST API at `url` for one publish, over the egress-checked pool."""
+    return ContextForgeClient(url, token, pool.client_for(None), redactor=redactor)

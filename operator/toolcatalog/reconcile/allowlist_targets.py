@@ -4,7 +4,7 @@
   `as`, tools by name; every source is listed, with no tools when none is allowed).
 - `toolhive`: one MCPToolConfig per source, named `<allowlist>-<as>`, `spec.toolsFilter` = the
   allowed names. ToolHive reads an empty toolsFilter as "every tool", so a source that allows
-  nothing gets `ALLOWS_NOTHING` instead (`tools_filter`), never an empty list.
+  nothing gets `NO_TOOL_ALLOWED` (api/toolhive.py) instead (`tools_filter`), never an empty list.
 - `toolhiveWebhook` and `contextforge`: nothing in Kubernetes; the engine hands the allowed sets to
   the gateway adapters.
 
@@ -25,6 +25,7 @@ from typing import Any
 from ..api import constants as c
 from ..api.allowlist import Allowlist, AllowlistTarget, TargetType
 from ..api.gateway import GatewayServer
+from ..api.toolhive import tools_filter
 from .allowlist import SourceView
 from .cachedoc import label_value
 from .hashing import sha256_of
@@ -32,25 +33,8 @@ from .hashing import sha256_of
 # MCP tool names are 1-128 characters of A-Z a-z 0-9 _ - . (the specification's tool-name rule),
 # so a filter naming only this matches no tool a conforming server can offer; ToolHive accepts any
 # non-empty name without commas or newlines. One place to change should a gateway need another form.
-ALLOWS_NOTHING = "toolcatalog.dev/no-tool-allowed"
 NAME_MAX = 253
 HASH_SUFFIX_HEX = 10
-
-
-def tools_filter(allowed: Sequence[str], known: Sequence[str] = ()) -> list[str]:
-    """A ToolHive toolsFilter allowing exactly `allowed` (sorted); never empty, which would allow every tool.
-
-    Allowing nothing is a filter of one name no tool has: `ALLOWS_NOTHING`, numbered (-2, -3, ...) in the
-    unlikely case that the source lists a tool of that very name (`known`). The same form as
-    toolcatalog.gateways.toolhive's, which proves it fails closed through ToolHive's real proxy.
-    """
-    if allowed:
-        return sorted(set(allowed))
-    taken, sentinel, n = set(known), ALLOWS_NOTHING, 1
-    while sentinel in taken:
-        n += 1
-        sentinel = f"{ALLOWS_NOTHING}-{n}"
-    return [sentinel]
 
 
 def object_name(allowlist: str, suffix: str) -> str:
