@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# Material's banner about its successor is not a problem of this site's
+MKDOCS := NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs
 
 .DEFAULT_GOAL := help
 
@@ -28,15 +30,15 @@ lint: $(STAMP) ## ruff, mypy (the shipped package), the import-linter layer cont
 	$(BIN)/ruff check operator dev tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
-	$(BIN)/mkdocs build --strict --quiet
+	$(MKDOCS) build --strict --quiet
 
 .PHONY: docs
 docs: $(STAMP) ## Build the documentation site into site/ (strict: a broken link, page or snippet fails)
-	$(BIN)/mkdocs build --strict
+	$(MKDOCS) build --strict
 
 .PHONY: docs-serve
 docs-serve: $(STAMP) ## Serve the documentation site on http://127.0.0.1:8000, rebuilt on every change
-	$(BIN)/mkdocs serve --strict --dev-addr 127.0.0.1:8000
+	$(MKDOCS) serve --strict --dev-addr 127.0.0.1:8000
 
 .PHONY: docs-gen
 docs-gen: $(STAMP) ## Regenerate the reference pages from the code (CRDs, reasons, flags, metrics, plugin, cache schema)

@@ -8,8 +8,8 @@ SIGTERM, when it stops everything it started and removes its files.
 
 On the real control plane the operator runs as deploy/'s ServiceAccount, with the RBAC
 `kubectl kustomize deploy/` renders and a TokenRequest token, never as admin; the KUBECONFIG printed
-is the admin's. SIGUSR1 makes the demo MCP server ship its next release (a new tool, a changed one),
-to see a refresh find them.
+is the admin's. SIGUSR1 makes the demo MCP server ship its next release (a new tool, a changed one) and
+notify its listeners, as a server that advertises tools.listChanged does: the operator syncs it at once.
 """
 
 from __future__ import annotations
@@ -172,8 +172,9 @@ class Sandbox:
             self.say("==> (the demo MCP server has shipped its one update already)")
             return
         self.released = True
-        self.server.publish_update()
-        self.say(f"==> the demo MCP server shipped a new release: {', '.join(self.server.tool_names())}")
+        self.server.publish_update(notify=True)
+        self.say(f"==> the demo MCP server shipped a new release and notified its listeners: "
+                 f"{', '.join(self.server.tool_names())}")
 
     async def _stop_operator(self) -> None:
         if self.operator is not None:
