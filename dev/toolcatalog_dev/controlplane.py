@@ -66,7 +66,7 @@ def build(*, quiet: bool = False) -> Path:
     """Build (or find cached) binaries with test/controlplane/build.sh; returns their directory."""
     if shutil.which("go") is None:
         raise RuntimeError("the real control plane needs Go (1.26 or newer) on PATH and the Go module proxy; "
-                           "see README 'Testing'")
+                           "see docs/development/control-plane.md")
     result = subprocess.run(["bash", str(BUILD_SCRIPT)], stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL if quiet else None, text=True, check=False)
     if result.returncode != 0:

@@ -3,9 +3,10 @@
 Starts `toolcatalog sandbox` as a newcomer would (the emulator; `--real`: the real control plane), runs
 the tutorial's commands one after another in a shell with the printed KUBECONFIG, and writes what each
 printed, stdout and stderr as a terminal interleaves them, into docs/transcripts/*.txt, which the
-tutorials include (quickstart-*.txt from the emulator, real-*.txt from the real control plane). Between commands it waits, with a deadline, for what a person would wait for
-(the operator to take a spec change, the list-changed sync after a release), so the transcripts are
-what a user sees, every time. The only edit: the clone's path reads `~/toolcatalog`, the home `~`.
+tutorials include (quickstart-*.txt from the emulator, real-*.txt from the real control plane).
+Between commands it waits, with a deadline, for what a person would wait for (the operator to take
+a spec change, the list-changed sync after a release), so the transcripts are what a user sees,
+every time. The only edit: the clone's path reads `~/toolcatalog`, the home `~`.
 
 tests/e2e/test_transcripts.py runs this again and compares each transcript's shape (times, ages,
 hashes, tokens, ports, pids and paths normalised) with the committed one.
@@ -17,7 +18,6 @@ import argparse
 import json
 import os
 import re
-import shlex
 import signal
 import subprocess
 import sys
@@ -194,7 +194,8 @@ def real_control_plane(session: Session) -> None:
     session.run("real-admission", "kubectl patch toolserver demo --type=merge -p "
                                   """'{"spec":{"sync":{"ttlSeconds":0}}}'""", ok=(1,))
     os.kill(session.pid, signal.SIGUSR1)
-    session.record("real-release", f"$ kill -USR1 {session.pid}          # the demo MCP server ships its next release\n")
+    session.record("real-release", f"$ kill -USR1 {session.pid}          # the demo MCP server ships its next "
+                                   "release\n")
     session.wait(lambda obj: obj["status"]["lastSync"]["trigger"] == "list-changed",
                  "the sync the server's list-changed notification causes")
     session.run("real-release", "kubectl get events --field-selector reason=ToolsChanged")

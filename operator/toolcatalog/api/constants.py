@@ -1,4 +1,7 @@
-"""Names fixed by the API contract (../shared/design/api.md): group, kinds, keys, reasons."""
+"""Names fixed by the API contract (docs/reference/, e.g. crds.md, status.md, cache.md): group, kinds, keys, reasons.
+
+What each condition, reason and Event means is in reasons.py, next to these names.
+"""
 
 from __future__ import annotations
 

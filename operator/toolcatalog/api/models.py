@@ -1,6 +1,7 @@
 """Pydantic models of the API contract: specs, status, cache entries. No I/O here.
 
-Field names are the camelCase names of api.md (aliases); Python code uses snake_case.
+Field names are the camelCase names of the API (docs/reference/crds.md, status.md, cache-schema.md) as
+aliases; Python code uses snake_case.
 `crds/*.yaml` hold the OpenAPI schemas; tests/unit/test_crd_models.py keeps both in step.
 """
 
