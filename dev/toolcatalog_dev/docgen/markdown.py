@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -19,11 +20,13 @@ def cell(text: object) -> str:
 
 
 def code(text: object) -> str:
-    """Inline code that survives backticks (table() escapes pipes)."""
+    """Inline code. With a pipe or a backtick in it, an HTML <code> element: a Markdown table splits cells
+    at a pipe even inside backticks, and its escape would show."""
     value = str(text)
-    fence = "``" if "`" in value else "`"
-    pad = " " if value.startswith("`") or value.endswith("`") else ""
-    return f"{fence}{pad}{value}{pad}{fence}"
+    if "|" in value or "`" in value:
+        escaped = html.escape(value, quote=False).replace("|", "&#124;").replace("`", "&#96;")
+        return f"<code>{escaped}</code>"
+    return f"`{value}`"
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
