@@ -61,7 +61,8 @@ def test_every_flag_has_its_default_and_environment_variable_documented():
     run, environment = flags.run_command(env={})
     page = (REPO / docgen.REFERENCE / "configuration.md").read_text()
     for action in flags.options(run):
-        row = next(line for line in page.splitlines() if line.startswith(f"| `{action.option_strings[0]}"))
+        row = next(line for line in page.splitlines()
+                   if line.startswith("| ") and action.option_strings[0] in line.split(" | ")[0])
         if action.dest in environment:
             assert f"`{environment[action.dest]}`" in row
     assert "| `--max-concurrent-syncs N` | `TOOLCATALOG_MAX_CONCURRENT_SYNCS` | `10` |" in page
