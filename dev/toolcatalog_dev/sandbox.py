@@ -100,6 +100,8 @@ class Sandbox:
                 raise DemoFailed(str(failure)) from None
             self.say(f"==> synced: {obj['status'].get('toolCount')} usable tools cached in ConfigMap "
                      f"{(obj['status'].get('cache') or {}).get('configMap')}")
+            if self.plane is not None:
+                await self._discovered(user_kubeconfig)
             self._help(user_kubeconfig, name)
             self.serving = True
             await stop.wait()
@@ -129,6 +131,23 @@ class Sandbox:
         context = ssl.create_default_context(cafile=str(plane.pki.ca_cert))
         context.load_cert_chain(str(plane.pki.admin_cert), str(plane.pki.admin_key))
         return Cluster(plane.url, ssl_context=context), kubeconfig, operator_kubeconfig
+
+    async def _discovered(self, kubeconfig: Path) -> None:
+        """kube-apiserver lists a new CRD's category in its discovery a few seconds after the CRD: wait until
+        `kubectl get toolcatalog`, the first command the help suggests, finds it."""
+        kubectl = self.plane.binary("kubectl")
+
+        async def listed() -> bool:
+            process = await asyncio.create_subprocess_exec(
+                kubectl, "--kubeconfig", str(kubeconfig), "get", "toolcatalog", "-A",
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+            return await process.wait() == 0
+
+        try:
+            await wait_for(listed, timeout=SYNC_TIMEOUT, interval=0.5,
+                           what="kube-apiserver's discovery to list the toolcatalog category")
+        except WaitFailed as failure:
+            raise DemoFailed(str(failure)) from None
 
     def _kubectl_dir(self) -> Path | None:
         """Where a kubectl is: the control plane's, else the one on PATH, else the cached build, if any."""

@@ -180,11 +180,6 @@ def quick_start(session: Session) -> None:
 
 def real_control_plane(session: Session) -> None:
     """docs/tutorials/real-control-plane.md: what the real API server adds."""
-    # kube-apiserver publishes a new CRD's category in its discovery a few seconds after the CRD: a person
-    # typing the first command finds it there; wait for it as they would.
-    session._poll(lambda: subprocess.run(["kubectl", "get", "toolcatalog", "-A"], env=session.env,
-                                         capture_output=True, check=False).returncode == 0,
-                  STEP_TIMEOUT, "kube-apiserver's discovery to list the toolcatalog category")
     session.run("real-look", "kubectl get toolcatalog -A")
     session.run("real-look", "kubectl get toolserver demo -o wide")
     session.run("real-rbac", "kubectl auth can-i patch toolservers --subresource=status "
