@@ -14,7 +14,7 @@ from toolcatalog.api import constants as c
 from toolcatalog.api.models import CacheDocument
 from toolcatalog.reconcile.hashing import HASH_VERSION
 
-from .markdown import banner, code, literal, table
+from .markdown import banner, code, literal, prose, table
 
 SCHEMA_FILE = "cache-document.schema.json"
 SCHEMA_ID = "https://toolcatalog.dev/schemas/cache-document.schema.json"
@@ -61,7 +61,7 @@ def _rows(node: dict[str, Any], defs: dict[str, Any], path: str) -> Iterator[tup
         resolved, _ = _resolve(sub, defs)
         description = sub.get("description") or resolved.get("description") or ""
         values = ("one of " + ", ".join(literal(v) for v in resolved["enum"])) if "enum" in resolved else ""
-        yield (code(here), _type(sub, defs) + (", required" if name in required else ""), values, description)
+        yield (code(here), _type(sub, defs) + (", required" if name in required else ""), values, prose(description))
         if "properties" in resolved:
             yield from _rows(resolved, defs, here)
         items = resolved.get("items")

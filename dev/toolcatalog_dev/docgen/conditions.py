@@ -9,7 +9,7 @@ from __future__ import annotations
 from toolcatalog.api import constants as c
 from toolcatalog.api import errors, reasons
 
-from .markdown import banner, code, table
+from .markdown import banner, code, prose, table
 
 
 def _minutes(seconds: float) -> str:
@@ -34,7 +34,7 @@ def retried(reason: str) -> str:
 
 
 def _reason_block(reason: reasons.Reason) -> str:
-    lines = [f"### {reason.reason}\n", f"{reason.condition} **{reason.status}**. {reason.meaning}\n"]
+    lines = [f"### {reason.reason}\n", f"{reason.condition} **{reason.status}**. {prose(reason.meaning)}\n"]
     facts = []
     if reason.condition == c.COND_SYNCED and reason.reason != c.REASON_SYNC_SUCCEEDED:
         note = f" {reason.retry_note}" if reason.retry_note else ""
@@ -44,7 +44,7 @@ def _reason_block(reason: reasons.Reason) -> str:
                                         "Argo CD read the resource as failed)." if stalled else
                                         "no: a retry may succeed by itself."))
     if reason.action:
-        facts.append(f"**What to do**: {reason.action}")
+        facts.append(f"**What to do**: {prose(reason.action)}")
     if facts:
         lines.append("\n".join(f"- {fact}" for fact in facts) + "\n")
     return "\n".join(lines)
@@ -64,7 +64,7 @@ def render() -> str:
            "failed sync never changes the cache ConfigMap, `status.tools`, `status.cache` or `status.server`. "
            "Messages never contain a credential.\n",
            "## Condition types\n",
-           table(("Type", "Meaning"), [(code(t.type), t.meaning) for t in reasons.CONDITION_TYPES]),
+           table(("Type", "Meaning"), [(code(t.type), prose(t.meaning)) for t in reasons.CONDITION_TYPES]),
            "Reasons at a glance:\n",
            table(("Condition", "Status", "Reason", "Stalled"),
                  [(r.condition, r.status, f"[{r.reason}](#{r.reason.lower()})",
@@ -72,7 +72,7 @@ def render() -> str:
                   for r in reasons.REASONS])]
     for cond in reasons.CONDITION_TYPES:
         out.append(f"## {cond.type}\n")
-        out.append(cond.meaning + "\n")
+        out.append(prose(cond.meaning) + "\n")
         if cond.type == c.COND_STALLED:
             stalled = ", ".join(f"[`{name}`](#{name.lower()})" for name in errors.STALLED_REASONS)
             out.append(f"Its reason is the Synced reason of the failure: one of {stalled}. "
@@ -85,14 +85,14 @@ def render() -> str:
             out.append(f"{reasons.API_UNAVAILABLE_MEANING}\n")
     out.append("## Phases\n")
     out.append("`status.phase` sums up the Ready condition in one word (`kubectl get -o wide` prints it):\n")
-    out.append(table(("Phase", "Meaning"), [(code(p.name), p.meaning) for p in reasons.PHASES]))
+    out.append(table(("Phase", "Meaning"), [(code(p.name), prose(p.meaning)) for p in reasons.PHASES]))
     out.append("## Sync triggers\n")
     out.append("`status.lastSync.trigger` says what ran the last sync (and the `trigger` label of "
                "`toolcatalog_syncs_total`, and the sync's log line):\n")
-    out.append(table(("Trigger", "Meaning"), [(code(t.name), t.meaning) for t in reasons.TRIGGERS]))
+    out.append(table(("Trigger", "Meaning"), [(code(t.name), prose(t.meaning)) for t in reasons.TRIGGERS]))
     out.append("## Events\n")
     out.append("The operator posts Kubernetes Events on the resource (`kubectl describe`, "
                "`kubectl get events --field-selector involvedObject.name=NAME`):\n")
     out.append(table(("Reason", "Type", "When", "What to do"),
-                     [(code(e.name), e.type, e.meaning, e.action) for e in reasons.EVENTS]))
+                     [(code(e.name), e.type, prose(e.meaning), prose(e.action)) for e in reasons.EVENTS]))
     return "\n".join(out)

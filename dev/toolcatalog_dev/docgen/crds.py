@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from .markdown import banner, code, literal, table
+from .markdown import banner, code, literal, prose, table
 
 Row = tuple[str, str, str, str, str]
 
@@ -79,7 +79,7 @@ def _rows(node: dict[str, Any], path: str) -> Iterator[Row]:
         if name in required:
             kind += ", required"
         default = literal(sub["default"]) if "default" in sub else ""
-        yield code(here), kind, default, _validation(sub), sub.get("description", "")
+        yield code(here), kind, default, _validation(sub), prose(sub.get("description", ""))
         yield from _below(sub, here)
 
 
@@ -114,7 +114,7 @@ def _kind_section(crd: dict[str, Any], source: str) -> str:
             facts.append("status subresource")
         out.append("; ".join(facts) + f". Defined in {code(source)}.\n")
         if schema.get("description"):
-            out.append(schema["description"].strip() + "\n")
+            out.append(prose(schema["description"].strip()) + "\n")
         columns = version.get("additionalPrinterColumns") or []
         if columns:
             out.append("`kubectl get` prints these columns (`-o wide` adds those of priority 1):\n")
@@ -128,7 +128,7 @@ def _kind_section(crd: dict[str, Any], source: str) -> str:
             out.append(f"### {names['kind']} {part}\n")
             if part == "status":
                 out.append("Written by the operator only, through the status subresource. ")
-            out.append(f"{node.get('description', '').strip()}\n")
+            out.append(f"{prose(node.get('description', '').strip())}\n")
             validation = _validation(node)
             if validation:
                 out.append(f"Rules on the whole {code(part)}: {validation}.\n")

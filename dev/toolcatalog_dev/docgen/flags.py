@@ -11,14 +11,14 @@ from collections.abc import Iterator
 
 from toolcatalog.cli import build_parser, run_command
 
-from .markdown import banner, code, table
+from .markdown import banner, code, prose, table
 
 
 def help_text(action: argparse.Action, prog: str) -> str:
     text = action.help or ""
     if "%(" in text:
         text = text % {**vars(action), "prog": prog}
-    return text
+    return prose(text)
 
 
 def shown_default(action: argparse.Action) -> str:

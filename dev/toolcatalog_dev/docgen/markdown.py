@@ -29,6 +29,13 @@ def code(text: object) -> str:
     return f"`{value}`"
 
 
+def prose(text: object) -> str:
+    """Text from the code (a description, a help) as Markdown: `<`, `>` and `&` outside backticks escaped,
+    so that `<name>` shows instead of vanishing as an HTML tag."""
+    parts = str(text).split("`")
+    return "`".join(html.escape(part, quote=False) if i % 2 == 0 else part for i, part in enumerate(parts))
+
+
 def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "| " + " | ".join("---" for _ in headers) + " |"]
     lines += ["| " + " | ".join(cell(value) for value in row) + " |" for row in rows]

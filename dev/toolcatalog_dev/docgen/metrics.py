@@ -17,7 +17,7 @@ from prometheus_client.metrics import MetricWrapperBase
 
 import toolcatalog
 
-from .markdown import banner, code, table
+from .markdown import banner, code, prose, table
 
 PREFIX = "toolcatalog_"
 MAX_LABELS = 16
@@ -73,7 +73,7 @@ def collect() -> list[tuple[str, str, tuple[str, ...], str]]:
 
 
 def render() -> str:
-    rows = [(code(name), kind, ", ".join(labels), doc) for name, kind, labels, doc in collect()]
+    rows = [(code(name), kind, ", ".join(labels), prose(doc)) for name, kind, labels, doc in collect()]
     return "\n".join([
         banner("the Prometheus registry the operator builds (operator/toolcatalog/**: Counter, Gauge, Histogram)"),
         "# Metrics\n",

@@ -7,7 +7,7 @@ import argparse
 from toolcatalog.kubectl import plugin
 
 from .flags import flag, help_text, options, shown_default, subcommands
-from .markdown import banner, code, table
+from .markdown import banner, code, prose, table
 
 
 def _positionals(parser: argparse.ArgumentParser) -> list[argparse.Action]:
@@ -42,7 +42,7 @@ def render() -> str:
     summary, _, rest = doc.partition("\n\n")
     out = [banner("operator/toolcatalog/kubectl/plugin.py (its argparse parser)"),
            "# The kubectl plugin: `kubectl toolcatalog`\n",
-           f"{summary}\n",
+           f"{prose(summary)}\n",
            "`pip install 'toolcatalog[kubectl]'` (or `make venv`) installs a `kubectl-toolcatalog` executable; with it "
            "on your `PATH`, `kubectl toolcatalog` works (and `kubectl-toolcatalog` works without kubectl). Every "
            "command honours `KUBECONFIG`, `--kubeconfig`, `--context` and `-n`, before or after the command. "
@@ -54,17 +54,17 @@ def render() -> str:
            table(("Flag", "Meaning"), [(flag(action), help_text(action, "kubectl")) for action in options(parser)]),
            "Exit status:\n",
            "```text\n" + rest.partition("Exit status:\n")[2].rstrip() + "\n```\n",
-           table(("Command", "What it does"), [(f"[`{name}`](#{name})", summary_)
+           table(("Command", "What it does"), [(f"[`{name}`](#{name})", prose(summary_))
                                                for name, summary_, _ in subcommands(parser)])]
     for name, summary_, sub in subcommands(parser):
         out.append(f"## {name}\n")
         out.append("```text\n" + _usage(name, sub) + "\n```\n")
-        out.append(" ".join((sub.description or summary_).split()) + "\n")
+        out.append(prose(" ".join((sub.description or summary_).split())) + "\n")
         rows = [(code(str(action.metavar or action.dest)), help_text(action, name)) for action in _positionals(sub)]
         rows += [(flag(action), _with_default(action, name))
                  for action in options(sub) if action.dest not in ("namespace", "context", "kubeconfig")]
         if rows:
             out.append(table(("Argument", "Meaning"), rows))
         if sub.epilog:
-            out.append(" ".join(sub.epilog.split()) + "\n")
+            out.append(prose(" ".join(sub.epilog.split())) + "\n")
     return "\n".join(out)
