@@ -49,16 +49,20 @@ transcripts: $(STAMP) ## Re-run the quick start on the sandbox and rewrite the d
 	$(BIN)/python -m toolcatalog_dev.transcripts $(TRANSCRIPT_ARGS)
 
 .PHONY: test
-test: lint ## Lint, then run the whole test suite (unit, engine, end-to-end on the emulator)
+test: lint toolhive-crds ## Lint, then run the whole test suite (unit, engine, end-to-end on the emulator)
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 .PHONY: test-cluster
-test-cluster: $(STAMP) ## Run the end-to-end tests against a real control plane (builds it once; needs Go)
+test-cluster: $(STAMP) toolhive-crds ## Run the end-to-end tests against a real control plane (builds it once; needs Go)
 	$(BIN)/pytest -q tests/e2e --backend=cluster $(PYTEST_ARGS)
 
 .PHONY: controlplane
 controlplane: ## Build (or find cached) etcd, kube-apiserver, kube-controller-manager, kubectl, kstatus
 	bash test/controlplane/build.sh
+
+.PHONY: toolhive-crds
+toolhive-crds: ## Fetch ToolHive's CRDs from its Go module (download only, cached) for the ToolAllowlist tests
+	bash test/toolhive/crds.sh
 
 .PHONY: cluster
 cluster: $(STAMP) ## Start a real control plane on loopback with the CRDs, print its KUBECONFIG, until Ctrl-C
@@ -94,6 +98,7 @@ $(OPSTAMP): pyproject.toml
 .PHONY: bench
 bench: $(STAMP) $(OPSTAMP) ## Benchmarks on the emulator and the real control plane (BENCH_ARGS=--quick: minutes)
 	bash test/controlplane/build.sh > /dev/null
+	bash test/toolhive/crds.sh > /dev/null
 	BENCH_OPERATOR_PYTHON=$(OPVENV)/bin/python $(BIN)/python -m bench $(BENCH_ARGS)
 
 .PHONY: bench-profile
@@ -113,6 +118,10 @@ image: ## Build the container image with podman (cached)
 .PHONY: helm
 helm: ## Build helm from the Go module proxy (cached) for the deploy tests, with cert-manager's CRDs
 	bash test/controlplane/helm/build.sh
+
+.PHONY: prometheus
+prometheus: ## Install Prometheus and promtool (Debian's package, as root) for the monitoring tests
+	bash test/prometheus/install.sh
 
 .PHONY: sandbox
 sandbox: $(STAMP) ## The demo kept running, with a KUBECONFIG for kubectl (SANDBOX_ARGS=--real: the real control plane)

@@ -9,7 +9,9 @@ Sections (--only picks some): floor (bare SDK session, raw HTTP on a warm connec
 open session: 1, 50 and 500 tools), refresh (annotation to answer, on the emulator and on the real
 control plane, as ratios to the floor), converge (N ToolServers × 20 tools created at once on a fresh
 real control plane, then idle and sizes), steady (N with a short TTL for a while), triggers (Secret
-rotation and list-changed notification to resync). Prints a table and writes
+rotation and list-changed notification to resync), probes (what the liveness check costs the API server,
+by N up to 1000: bench/probes.py), allowlist (a notified rug pull until the operator's answers and each
+ToolAllowlist target withdraw the tool: the exposure window). Prints a table and writes
 bench/results/<date>-<machine>.json. Every server listens on, and all traffic goes to, 127.0.0.1.
 """
 
@@ -28,10 +30,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench import floor, refresh, scale, steady, triggers
+from bench import allowlist, floor, probes, refresh, scale, steady, triggers
 from bench.common import REPO, McpFleet, emulator, log, operator_environment, real_cluster, workdir
 
-SECTIONS = ("floor", "refresh", "converge", "steady", "triggers")
+SECTIONS = ("floor", "refresh", "converge", "steady", "triggers", "probes", "allowlist")
 CATALOGS = [1, 50, 500]
 PAGE_SIZE = 100
 
@@ -104,7 +106,7 @@ async def run(args: argparse.Namespace, output: Path | None = None) -> dict[str,
                                "errors": {}}
     directory = workdir()
     for section, step in (("floor+refresh", _latency), ("converge", _converge), ("steady", _steady),
-                          ("triggers", _triggers)):
+                          ("triggers", _triggers), ("probes", _probes), ("allowlist", _allowlist)):
         try:
             await step(args, results, directory)
         except Exception as error:      # one section failing still leaves the others' figures
@@ -171,6 +173,22 @@ async def _triggers(args: argparse.Namespace, results: dict[str, Any], directory
             results["triggers"] = await triggers.measure(backend, args.trigger_rounds, directory)
 
 
+async def _probes(args: argparse.Namespace, results: dict[str, Any], directory: Path) -> None:
+    if "probes" in args.only:
+        log("what the liveness check costs the real control plane")
+        async with real_cluster(directory) as backend:
+            results["probes"] = await probes.measure(backend, [size for size in args.sizes if size <= 1000],
+                                                     args.trigger_rounds)
+
+
+async def _allowlist(args: argparse.Namespace, results: dict[str, Any], directory: Path) -> None:
+    if "allowlist" in args.only:
+        log("ToolAllowlist exposure window on the real control plane")
+        async with real_cluster(directory) as backend:
+            results["allowlist"] = await allowlist.measure(backend, max(args.trigger_rounds, 2 * args.rounds // 3),
+                                                           directory)
+
+
 def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     """Each figure the issue sets a target for, with the measured value and whether it holds."""
     rows: list[dict[str, Any]] = []
@@ -218,6 +236,12 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 idle["api_requests_per_minute_our_resources"], "0", idle["api_requests_per_minute_our_resources"] == 0)
     if 5000 in converged:
         row("5000 × 20 tools converge, s", converged[5000]["converge_seconds"], "measured", None)
+    exposure = results.get("allowlist") or {}
+    for key, label in (("deny_ms", "notification -> operator denies drifted tool"),
+                       ("mcptoolconfig_ms", "notification -> MCPToolConfig updated")):
+        if key in exposure:
+            bound = exposure["bounds_p95_ms"][key.removesuffix("_ms")]
+            row(f"{label}, p95 ms", exposure[key]["p95"], f"<= {bound:g}", exposure[key]["p95"] <= bound)
     return rows
 
 
@@ -274,6 +298,11 @@ def table(results: dict[str, Any]) -> str:
     if results.get("triggers"):
         for name, figures in results["triggers"].items():
             out(f"trigger {name:<22} p50 {figures['p50']:8.1f}  p95 {figures['p95']:8.1f}  (n={figures['n']})")
+    if results.get("probes"):
+        out(probes.table(results["probes"]))
+    for name, figures in (results.get("allowlist") or {}).items():
+        if name.endswith("_ms") and "p50" in figures:
+            out(f"allowlist {name:<20} p50 {figures['p50']:8.1f}  p95 {figures['p95']:8.1f}  (n={figures['n']})")
     for section, error in (results.get("errors") or {}).items():
         out(f"FAILED {section}: {error[:300]}")
     if results.get("targets"):

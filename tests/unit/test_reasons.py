@@ -16,13 +16,13 @@ def test_every_condition_type_is_described():
 
 
 def test_every_reason_is_described_once_under_its_condition():
-    described = [r.reason for r in reasons.REASONS]
+    described = [r.reason for r in (*reasons.REASONS, *reasons.ALLOWLIST_REASONS)]
     assert len(described) == len(set(described)), "a reason is described twice"
     # ApiUnavailable is never written to status: the queue retries it (reasons.API_UNAVAILABLE_MEANING).
     assert set(described) == _names("REASON_") - {c.REASON_API_UNAVAILABLE}
     synced = {r.reason for r in reasons.REASONS if r.condition == c.COND_SYNCED}
     assert synced == {c.REASON_SYNC_SUCCEEDED, *c.SYNC_FAILURE_REASONS}
-    assert all(r.meaning for r in reasons.REASONS)
+    assert all(r.meaning for r in (*reasons.REASONS, *reasons.ALLOWLIST_REASONS))
 
 
 def test_every_failure_says_what_to_do_and_has_a_retry_policy():

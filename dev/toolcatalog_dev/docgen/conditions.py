@@ -69,7 +69,8 @@ def render() -> str:
            table(("Condition", "Status", "Reason", "Stalled"),
                  [(r.condition, r.status, f"[{r.reason}](#{r.reason.lower()})",
                    "yes" if r.condition == c.COND_SYNCED and r.reason in errors.STALLED_REASONS else "")
-                  for r in reasons.REASONS])]
+                  for r in reasons.REASONS]),
+           "A ToolAllowlist's reasons are [below](#toolallowlist).\n"]
     for cond in reasons.CONDITION_TYPES:
         out.append(f"## {cond.type}\n")
         out.append(prose(cond.meaning) + "\n")
@@ -83,6 +84,11 @@ def render() -> str:
         if cond.type == c.COND_SYNCED:
             out.append("### When the Kubernetes API fails\n")
             out.append(f"{reasons.API_UNAVAILABLE_MEANING}\n")
+    out.append("## ToolAllowlist\n")
+    out.append("A [ToolAllowlist](toolallowlist.md) has a `Ready` condition of its own (every target holds the "
+               "current allowlist) and a `Stalled` condition, True with the same reason, while only someone's "
+               "change can help. Its Ready reasons:\n")
+    out += [_reason_block(reason) for reason in reasons.ALLOWLIST_REASONS]
     out.append("## Phases\n")
     out.append("`status.phase` sums up the Ready condition in one word (`kubectl get -o wide` prints it):\n")
     out.append(table(("Phase", "Meaning"), [(code(p.name), prose(p.meaning)) for p in reasons.PHASES]))

@@ -27,6 +27,7 @@ class Reason:
     meaning: str
     action: str = ""      # what to do; empty: nothing
     retry_note: str = ""  # said after how errors.py retries it (Synced failures only)
+    kind: str = ""        # empty: ToolServer and ConnectorConfig; else the kind it is a reason of
 
 
 @dataclass(frozen=True)
@@ -142,6 +143,32 @@ REASONS = (
            "for Git)."),
 )
 
+_ALLOWLIST = "ToolAllowlist"
+
+ALLOWLIST_REASONS = (
+    Reason(c.COND_READY, c.REASON_PUBLISHED, "True",
+           "Every target holds the current allowlist.", kind=_ALLOWLIST),
+    Reason(c.COND_READY, c.REASON_TARGET_UNAVAILABLE, "False",
+           "A target cannot be written yet: its kind is not installed (no ToolHive CRDs), or this operator serves "
+           "no webhook for a `toolhiveWebhook` target. Retried, and published once it can be; the other targets "
+           "work meanwhile.",
+           "Install ToolHive's CRDs, or run the operator with `--webhook-port`; or drop the target.", kind=_ALLOWLIST),
+    Reason(c.COND_READY, c.REASON_TARGET_CONFLICT, "False",
+           "An object of a target's name exists and this ToolAllowlist does not own it: it is never overwritten "
+           "(also `Stalled`). The other targets are still written.",
+           "Delete that object, or name another one in the target.", kind=_ALLOWLIST),
+    Reason(c.COND_READY, c.REASON_TARGET_FAILED, "False",
+           "Writing a target failed: the API server or the gateway refused the write or could not be reached; "
+           "the message names the target and why. Retried; `Stalled` while only a change can help (a write "
+           "refused as invalid or forbidden).",
+           "Read the target's message in `status.targets`; fix the gateway, its token Secret, or the permissions.",
+           kind=_ALLOWLIST),
+    Reason(c.COND_READY, c.REASON_SOURCE_NOT_FOUND, "False",
+           "A source the allowlist names does not exist; it allows nothing, and the other sources are published "
+           "as usual.",
+           "Create the ToolServer or ConnectorConfig, or fix the reference.", kind=_ALLOWLIST),
+)
+
 # Stalled takes the Synced reason of the failure; which reasons do is errors.STALLED_REASONS.
 STALLED_MEANING = ("The last sync failed for this reason, and no retry alone can fix it; the message repeats the "
                    "failure. Removed at the next successful sync, or when the failure turns into one a retry can fix.")
@@ -189,4 +216,17 @@ EVENTS = (
     Described(c.EVENT_APPROVAL_PENDING, "Tools await approval, once per new set of pending tools (not on every "
                                         "resync of the same set); the message is the Approved condition's.",
               "`kubectl toolcatalog diff` each, then `kubectl toolcatalog approve`.", type="Warning"),
+    # ToolAllowlist
+    Described(c.EVENT_TOOLS_ALLOWED, "ToolAllowlist: tools newly allowed in every target.", type="Normal"),
+    Described(c.EVENT_TOOLS_WITHDRAWN, "ToolAllowlist: tools withdrawn from every target, each with why (definition "
+                                       "changed, awaits approval, no longer listed by the server, disabled, ...).",
+              "Review the changed or pending tools on their source: `kubectl toolcatalog diff`.", type="Normal"),
+    Described(c.EVENT_WITHDRAWAL_FAILED, "ToolAllowlist: a target that must withdraw tools cannot be written; it is "
+                                         "retried until it holds.",
+              "Fix what the message names (the gateway, its token, the permissions): that target still allows the "
+              "withdrawn tools.", type="Warning"),
+    Described(c.EVENT_TARGET_RECOVERED, "ToolAllowlist: a target holds the allowlist again after failing. A target "
+                                        "that starts failing posts a Warning whose reason is the Ready reason "
+                                        "(`TargetConflict`, `TargetUnavailable`, `TargetFailed`), not on every retry.",
+              type="Normal"),
 )

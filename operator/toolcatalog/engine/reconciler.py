@@ -26,8 +26,9 @@ from ..api.models import CacheDocument
 from ..api.redact import Redactor
 from ..api.resource import ObjectKey, Resource
 from ..api.spec import settings_of
-from ..kube.errors import ApiError, api_error
+from ..kube.errors import ApiError, api_error, status_reason
 from ..kube.resolve import ResolveError, resolve_endpoint
+from ..reconcile.allowlist import catalog_tools, usable_of
 from ..reconcile.cachedoc import (
     CacheParseError,
     configmap_name,
@@ -85,8 +86,26 @@ class Listeners(Protocol):
     def stop(self, key: ObjectKey) -> None: ...
 
 
+class CatalogSink(Protocol):
+    """Told of each sync of a source (engine/catalogs.py: what ToolAllowlists and their webhook answer from)."""
+
+    def spec_changed(self, resource: Resource) -> None: ...
+    def narrow(self, resource: Resource, usable: frozenset[tuple[str, str]], started: float) -> None: ...
+    def commit(self, resource: Resource, plan: Plan, started: float | None) -> None: ...
+    def forget(self, key: ObjectKey) -> None: ...
+
+
 class TransientError(Exception):
-    """The Kubernetes API failed; nothing was changed; the work queue retries with backoff."""
+    """The Kubernetes API failed; nothing was changed; the work queue retries with backoff, and not before
+    the API server's Retry-After (429, 503) when it sent one. `reason`: the API's Status reason."""
+
+    def __init__(self, message: str, *, reason: str = "Unknown", retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.reason, self.retry_after = reason, retry_after
+
+    @classmethod
+    def of(cls, message: str, error: ApiError) -> TransientError:
+        return cls(f"{message}: {error.message}", reason=status_reason(error), retry_after=error.retry_after)
 
 
 def utcnow() -> datetime:
@@ -164,6 +183,7 @@ class _Sync:
     outcome: SyncOutcome
     state: _CacheState | None
     wrote_cache: bool = False
+    began: float = 0.0                  # time.monotonic() when the sync began
 
 
 @dataclass
@@ -179,6 +199,7 @@ class Reconciler:
     server_ttl_floor: float = 60.0      # the shortest catalog lifetime a server's ttlMs may impose
     max_sync_timeout: float = 60.0      # the operator's cap on spec.sync.timeoutSeconds
     redactor: Redactor = field(default_factory=Redactor)    # every credential read, to mask it everywhere
+    catalogs: CatalogSink | None = None     # the allowlists' view of catalogs: narrowed before writes, then committed
     _memory: dict[ObjectKey, _Memory] = field(default_factory=dict)
     # The catalog each resource's last sync wrote, by uid: no read of a ConfigMap we wrote ourselves.
     _catalogs: dict[str, _Written] = field(default_factory=dict)
@@ -198,6 +219,13 @@ class Reconciler:
             self._must_read.discard(uid)
         if self.listeners is not None:
             self.listeners.stop(key)
+        if self.catalogs is not None:
+            self.catalogs.forget(key)
+
+    def looked_at(self, key: ObjectKey) -> bool:
+        """Whether a reconcile has decided about `key` since the operator started (readiness)."""
+        memory = self._memory.get(key)
+        return memory is not None and memory.reconciled
 
     # -- the loop's step --------------------------------------------------------------------------
 
@@ -213,6 +241,8 @@ class Reconciler:
         now = self.clock()
         began = time.monotonic()
         memory = self._memory.setdefault(key, _Memory())
+        if self.catalogs is not None:      # what the spec takes away is withdrawn before any sync
+            self.catalogs.spec_changed(resource)
         decision = decide(resource, self._observed(resource, memory, now))
         memory.reconciled = True
         if decision.action == "wait":
@@ -237,8 +267,8 @@ class Reconciler:
             wrote = await self._write(resource, plan)
         except StatusRejected as rejected:
             if run is None:
-                raise TransientError(f"{resource.describe()}: writing status failed: {rejected.error.message}") \
-                    from None
+                raise TransientError(f"{resource.describe()}: writing status failed: {rejected.error.message}",
+                                     reason=rejected.error.api_reason or "Unknown") from None
             # Cache and status must describe one catalog: put the previous cache back, record the failure.
             if run.wrote_cache:
                 assert run.plan.cache is not None and run.state is not None
@@ -246,6 +276,8 @@ class Reconciler:
                 wrote_cache = False
             plan = plan_failure(resource, run.outcome, scrub_error(rejected.error, self.redactor), self.jitter())
             wrote = await self._write(resource, plan)
+        if self.catalogs is not None and run is not None:
+            self.catalogs.commit(resource, plan, run.began)
         self._tell(Outcome(key, decision, plan, wrote, wrote_cache, time.monotonic() - began))
         return _seconds_until(plan.requeue_at, self.clock())
 
@@ -271,6 +303,7 @@ class Reconciler:
 
     async def _sync(self, resource: Resource, decision: Decision, memory: _Memory) -> _Sync:
         assert decision.trigger is not None
+        began = time.monotonic()
         started = self.clock()
         memory.list_changed = False
         fields: dict[str, Any] = {"trigger": decision.trigger, "refresh": decision.refresh, "started_at": started}
@@ -306,6 +339,8 @@ class Reconciler:
         wrote_cache = False
         if plan.cache is not None:
             assert state is not None
+            if self.catalogs is not None:     # withdraw what is no longer usable before writing anything
+                self.catalogs.narrow(resource, usable_of(catalog_tools(plan.cache.document)), began)
             try:
                 _check_status_size(plan)
                 await self._write_cache(resource, plan.cache, state)
@@ -314,12 +349,13 @@ class Reconciler:
                 self._raise_if_transient(error, resource)
                 plan = plan_failure(resource, outcome, scrub_error(error, self.redactor), self.jitter())
         self._update_listener(resource, plan, endpoint)
-        return _Sync(plan, outcome, state, wrote_cache)
+        return _Sync(plan, outcome, state, wrote_cache, began)
 
     @staticmethod
     def _raise_if_transient(error: SyncError, resource: Resource) -> None:
         if error.retry is Retry.TRANSIENT:
-            raise TransientError(f"{resource.describe()}: {error.message}") from error
+            raise TransientError(f"{resource.describe()}: {error.message}", reason=error.api_reason or "Unknown",
+                                 retry_after=error.retry_after) from error
 
     async def _read_toolserver(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         """A referenced ToolServer: from the cache; from the API when the cache has not seen it (yet)."""
@@ -391,7 +427,7 @@ class Reconciler:
                 # Created, changed or deleted by someone else meanwhile: read it afresh next time.
                 raise SyncError(c.REASON_API_UNAVAILABLE,
                                 f"ConfigMap {resource.namespace}/{cache.name} changed during the sync; "
-                                "syncing again") from None
+                                "syncing again", api_reason=status_reason(error)) from None
             raise api_error(error, kind="ConfigMap") from None
         rv = (written.get("metadata") or {}).get("resourceVersion")
         self._catalogs[resource.uid] = _Written.of(cache.name, rv, cache.manifest)
@@ -409,8 +445,8 @@ class Reconciler:
             await self.kube.patch_configmap(resource.namespace, cache.name, patch)
         except ApiError as error:
             if error.status != 404:
-                raise TransientError(f"{resource.describe()}: putting the previous cache back failed: "
-                                     f"{error.message}") from None
+                raise TransientError.of(f"{resource.describe()}: putting the previous cache back failed",
+                                        error) from None
         logger.warning("%s: status write refused; ConfigMap %s put back as it was", resource.describe(),
                        cache.name)
 
@@ -428,7 +464,7 @@ class Reconciler:
                     return False        # deleted meanwhile
                 if error.status in (400, 413, 422):
                     raise StatusRejected(api_error(error)) from None
-                raise TransientError(f"{resource.describe()}: writing status failed: {error.message}") from None
+                raise TransientError.of(f"{resource.describe()}: writing status failed", error) from None
             self.objects.observe(resource.kind, answer)
             logger.debug("%s: status patched (%s)", resource.describe(), ", ".join(sorted(patch)))
             wrote = True

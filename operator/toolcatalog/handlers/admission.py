@@ -29,7 +29,7 @@ from ..mcp.egress import EgressPolicy
 logger = logging.getLogger(__name__)
 
 HANDLER_ID = "validate"         # the webhook's path: /validate
-KIND_OF_PLURAL = {plural: kind for kind, plural in c.PLURAL.items()}
+KIND_OF_PLURAL = {c.PLURAL[kind]: kind for kind in c.SOURCE_KINDS}   # a ToolAllowlist: its CRD's rules
 
 
 def problems_of(kind: str, spec: Mapping[str, Any], egress: EgressPolicy) -> str | None:

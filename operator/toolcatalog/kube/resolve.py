@@ -40,7 +40,7 @@ class ResolveError(SyncError):
     """A SyncError from resolution, with the references it had read before it stopped."""
 
     def __init__(self, error: SyncError, references: list[Reference]) -> None:
-        super().__init__(error.reason, error.message, retry_after=error.retry_after)
+        super().__init__(error.reason, error.message, retry_after=error.retry_after, api_reason=error.api_reason)
         self.references = references
 
 
