@@ -136,7 +136,7 @@ TRANSPORT_STREAMABLE_HTTP: Final = "streamable-http"
 TRANSPORT_SSE: Final = "sse"
 TRANSPORTS = (TRANSPORT_STREAMABLE_HTTP, TRANSPORT_SSE)
 
-# ToolAllowlist (api.md "ToolAllowlist").
+# ToolAllowlist (docs/reference/toolallowlist.md).
 ALLOWLIST_DOCUMENT_KEY: Final = "allowlist.json"       # the generic document in a configMap target
 LABEL_SOURCE: Final = f"{GROUP}/source"               # on an MCPToolConfig: the source's `as` name
 ANN_SOURCE: Final = f"{GROUP}/source"                 # on an MCPToolConfig: Kind/name of the source
