@@ -25,9 +25,14 @@ def _csv(value: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in value.split(",") if item.strip())
 
 
-def _run_parser(sub: argparse._SubParsersAction, env: Mapping[str, str]) -> None:
+def _run_parser(sub: argparse._SubParsersAction, env: Mapping[str, str]) -> tuple[argparse.ArgumentParser,
+                                                                                 dict[str, str]]:
+    """The `run` subcommand, and the environment variable each flag (by its dest) may take its default from."""
+    environment: dict[str, str] = {}
+
     def default(name: str, fallback: str | None = None) -> str:
         """TOOLCATALOG_NAME, else `fallback`, else OperatorConfig's default of the field `name`."""
+        environment[name.lower()] = f"TOOLCATALOG_{name}"
         if fallback is None:
             fallback = str(getattr(OperatorConfig, name.lower()))
         return env.get(f"TOOLCATALOG_{name}", fallback)
@@ -123,6 +128,14 @@ def _run_parser(sub: argparse._SubParsersAction, env: Mapping[str, str]) -> None
     run.add_argument("--total-shards", type=int, default=int(default("TOTAL_SHARDS")), metavar="N",
                      help="the number of shards, one operator process each (default 1: no sharding; "
                           "env TOOLCATALOG_TOTAL_SHARDS)")
+    return run, environment
+
+
+def run_command(env: Mapping[str, str] | None = None) -> tuple[argparse.ArgumentParser, dict[str, str]]:
+    """The parser of `toolcatalog run` and, per flag (its dest), the environment variable its default may
+    come from: what docs/reference/configuration.md is generated from (toolcatalog_dev.docgen)."""
+    sub = argparse.ArgumentParser(prog="toolcatalog").add_subparsers(dest="command", required=True)
+    return _run_parser(sub, os.environ if env is None else env)
 
 
 def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParser:

@@ -26,7 +26,7 @@ REFRESHES = Counter("toolcatalog_refreshes_total", "Annotation-triggered refresh
                     ["kind", "result"])
 TOOL_CHANGES = Counter("toolcatalog_tool_changes_total", "Tools that appeared, disappeared or changed in syncs",
                        ["kind", "change"])
-TOOLS = Gauge("toolcatalog_tools", "Usable tools (available, enabled, selected) per resource",
+TOOLS = Gauge("toolcatalog_tools", "Usable tools (available, enabled, selected and approved) per resource",
               ["kind", "namespace", "name"])
 READY = Gauge("toolcatalog_ready", "1 when the resource has a usable cache (Ready=True), else 0",
               ["kind", "namespace", "name"])
