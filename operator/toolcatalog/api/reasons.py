@@ -90,11 +90,15 @@ REASONS = (
     Reason(c.COND_SYNCED, c.REASON_PROTOCOL_ERROR, "False",
            "Not an MCP answer (a wrong path, a proxy's HTML page), a redirect (never followed), an answer over "
            "`--max-response-bytes` or a catalog over `--max-catalog-bytes`, a repeated pagination cursor, more "
-           "than 1000 pages, a tool listed twice, a malformed tool, or a tool name that holds a credential the "
-           "operator sent. Nothing from that answer is used.",
+           "than 1000 pages, a tool listed twice, a malformed tool (a tool whose `inputSchema` is null, missing or "
+           "not an object included: the protocol requires one), a JSON-RPC answer whose `id` is not the "
+           "request's, or a tool name that holds a credential the operator sent. Nothing from that answer is "
+           "used: the previous cache stays as it was.",
            "The message says which. Fix the server, or put the final URL of a redirect in `spec.url`."),
     Reason(c.COND_SYNCED, c.REASON_INVALID_SPEC, "False",
-           "The spec cannot be used; the message names the field.",
+           "The spec cannot be used; the message names the field (a host that is not an ASCII DNS name or IP "
+           "address, a header value read from a Secret that is not printable ASCII: the Secret and key, never "
+           "the value).",
            "Fix the spec (the admission webhook refuses most of these at `kubectl apply`)."),
     Reason(c.COND_SYNCED, c.REASON_SECRET_NOT_FOUND, "False",
            "A referenced Secret, or a key in it, is missing.",
@@ -124,6 +128,11 @@ REASONS = (
     Reason(c.COND_SYNCED, c.REASON_FORBIDDEN, "False",
            "The operator's RBAC does not allow a read it needs.",
            "Apply `deploy/` (or the Helm chart) again: `deploy/base/rbac.yaml` lists what the operator needs."),
+    Reason(c.COND_SYNCED, c.REASON_INTERNAL_ERROR, "False",
+           "An exception no code path expected: a bug in the operator. The failure is recorded like any other "
+           "(the previous cache is kept) and retried with backoff; the message names the exception's type and "
+           "the step, never its text, which may quote a credential.",
+           "Report it with the operator's log, which has the traceback (credentials masked)."),
     # Refreshed
     Reason(c.COND_REFRESHED, c.REASON_REFRESH_SUCCEEDED, "True",
            "The last refresh fetched the catalog; the message and `status.lastRefresh` hold the diff."),
