@@ -31,6 +31,12 @@ TOOLS = Gauge("toolcatalog_tools", "Usable tools (available, enabled, selected) 
 READY = Gauge("toolcatalog_ready", "1 when the resource has a usable cache (Ready=True), else 0",
               ["kind", "namespace", "name"])
 
+# Status writes refused because the object changed since the reconcile read it (HTTP 409 on its
+# resourceVersion): another process wrote it (two shards owning it for a moment), or someone changed
+# it meanwhile. Each is retried on the fresh object; a steady rate means two processes own the same shard.
+STATUS_CONFLICTS = Counter("toolcatalog_status_conflicts_total",
+                           "Status writes refused because the object had changed meanwhile (HTTP 409)", ["kind"])
+
 
 def serve(port: int, address: str) -> None:
     start_http_server(port, addr=address)
@@ -39,10 +45,12 @@ def serve(port: int, address: str) -> None:
 
 def observe(outcome: Outcome) -> None:
     """Count what one reconcile did; a reconcile that only answered a rate-limited refresh is no sync."""
+    kind, namespace, name = outcome.key
+    if outcome.conflicts:
+        STATUS_CONFLICTS.labels(kind).inc(outcome.conflicts)
     plan = outcome.plan
     if plan is None:
         return
-    kind, namespace, name = outcome.key
     status = plan.status
     if plan.synced and status.last_sync is not None:
         last = status.last_sync

@@ -174,9 +174,14 @@ class KubeClient:
         return await self.request("PATCH", core_path("configmaps", namespace, name), body=patch,
                                   content_type=MERGE_PATCH, what=f"ConfigMap {namespace}/{name}")
 
-    async def patch_status(self, kind: str, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
-        """Status only ever goes through the /status subresource."""
-        return await self.request("PATCH", custom_path(kind, namespace, name, "status"), body={"status": patch},
+    async def patch_status(self, kind: str, namespace: str, name: str, patch: Mapping[str, Any], *,
+                           resource_version: str | None = None) -> dict[str, Any]:
+        """Status only ever goes through the /status subresource. With `resource_version`, only if the object
+        is still at that version (HTTP 409 otherwise), as controller-runtime's MergeFromWithOptimisticLock."""
+        body: dict[str, Any] = {"status": patch}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
+        return await self.request("PATCH", custom_path(kind, namespace, name, "status"), body=body,
                                   content_type=MERGE_PATCH, what=f"{kind} {namespace}/{name} status")
 
     async def post_event(self, *, kind: str, namespace: str, name: str, uid: str, type_: str, reason: str,
