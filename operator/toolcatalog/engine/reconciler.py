@@ -9,10 +9,12 @@ by the work queue's backoff.
 
 Status writes carry the resourceVersion the reconcile decided from: a status written meanwhile by
 another process (two shards briefly owning the same resource) is never overwritten. On a conflict
-the object is read afresh; if what changed is nothing a reconcile reads (a label), the same write
-is made again on it; otherwise this outcome is stale: the ConfigMap goes back to what it was, no
-Event is posted, and the resource is reconciled again at once from the fresh object (which may show
-the work done already, e.g. the refresh answered by the other process).
+the object is read afresh. If its status is still the one read (the spec, an annotation or a label
+changed), the outcome is still a true record of what this sync found, and the same write is made
+again on the fresh object (the next reconcile takes up what changed). If another writer changed the
+status, this outcome is stale: the ConfigMap goes back to what it was, no Event is posted, and the
+resource is reconciled again at once from the fresh object (which may show the work done already,
+e.g. the refresh answered by the other process).
 """
 
 from __future__ import annotations
@@ -172,9 +174,9 @@ class StatusConflict(Exception):
 # A ConfigMap written this recently with a catalog status does not record is taken for another process's
 # sync still between its ConfigMap and status writes; older, for one left over by an interrupted sync.
 IN_FLIGHT_SECONDS = 30.0
-# Conflicts in a row that changed nothing a reconcile reads (labels, foreign annotations) before it
-# backs off: someone rewriting the object in a loop must not keep a worker busy.
-MAX_METADATA_CONFLICTS = 3
+# Conflicts in a row that left status alone (the object's spec or metadata rewritten) before it backs
+# off: someone rewriting the object in a loop must not keep a worker busy.
+MAX_RETRIED_CONFLICTS = 3
 
 
 @dataclass
@@ -269,12 +271,12 @@ class Reconciler:
             except StatusConflict:
                 conflicts += 1
                 fresh = await self._read_fresh(resource, run)
-                if fresh is not None and conflicts <= MAX_METADATA_CONFLICTS and _same_inputs(fresh, resource):
-                    resource = fresh        # only what no reconcile reads changed: the same write, on it
+                if fresh is not None and conflicts <= MAX_RETRIED_CONFLICTS and _same_status(fresh, resource):
+                    resource = fresh        # nobody else wrote status: the same write, on the fresh object
                     continue
                 await self._discard(resource, run, decision, memory)
                 self._tell(Outcome(key, decision, None, False, False, time.monotonic() - began, conflicts))
-                if fresh is not None and conflicts > MAX_METADATA_CONFLICTS:
+                if fresh is not None and conflicts > MAX_RETRIED_CONFLICTS:
                     raise TransientError(f"{resource.describe()}: the object keeps changing under the status "
                                          "write") from None
                 return 0.0 if fresh is not None else None     # at once, from the fresh object
@@ -549,11 +551,11 @@ def _check_status_size(plan: Plan) -> None:
                         "writes; list fewer tools (spec.toolSelector)")
 
 
-def _same_inputs(fresh: Resource, planned: Resource) -> bool:
-    """Whether a reconcile of `fresh` would read what the one of `planned` read: the same incarnation,
-    generation (so the same spec), our annotations, deletion mark and status."""
-    return (fresh.uid, fresh.generation, dict(fresh.annotations), fresh.deleting, fresh.status) == \
-        (planned.uid, planned.generation, dict(planned.annotations), planned.deleting, planned.status)
+def _same_status(fresh: Resource, planned: Resource) -> bool:
+    """Whether nobody wrote the status of this incarnation since the reconcile read it. A spec, annotation
+    or label changed meanwhile leaves the outcome true (it records the generation and the refresh it
+    answered); a status written by someone else makes it stale."""
+    return fresh.uid == planned.uid and fresh.status == planned.status
 
 
 def _previous_incarnation(configmap: Mapping[str, Any], resource: Resource) -> bool:
