@@ -38,8 +38,15 @@ STATUS_CONFLICTS = Counter("toolcatalog_status_conflicts_total",
                            "Status writes refused because the object had changed meanwhile (HTTP 409)", ["kind"])
 
 
+_serving: set[tuple[str, int]] = set()
+
+
 def serve(port: int, address: str) -> None:
+    """Once a process: the operator may start again in it (autosharding), the metrics server goes on."""
+    if (address, port) in _serving:
+        return
     start_http_server(port, addr=address)
+    _serving.add((address, port))
     logger.info("serving Prometheus metrics on http://%s:%d/metrics", address, port)
 
 
@@ -67,6 +74,12 @@ def observe(outcome: Outcome) -> None:
     TOOLS.labels(kind, namespace, name).set(status.tool_count)
     ready = get_condition(status.conditions, c.COND_READY)
     READY.labels(kind, namespace, name).set(1 if ready and ready.status == "True" else 0)
+
+
+def forget_all() -> None:
+    """Drop every per-resource series (the engine that reported them stopped)."""
+    for gauge in (TOOLS, READY):
+        gauge.clear()
 
 
 def forget(key: ObjectKey) -> None:

@@ -13,7 +13,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -64,6 +64,10 @@ def custom_path(kind: str, namespace: str, name: str | None = None, subresource:
 
 def core_path(plural: str, namespace: str, name: str | None = None) -> str:
     return "/".join([CORE, "namespaces", namespace, plural] + ([name] if name else []))
+
+
+def statefulset_path(namespace: str, name: str | None = None) -> str:
+    return "/".join(["/apis/apps/v1/namespaces", namespace, "statefulsets"] + ([name] if name else []))
 
 
 class KubeClient:
@@ -133,6 +137,36 @@ class KubeClient:
                 return None
             raise
 
+    async def watch(self, path: str, *, what: str, timeout_seconds: int,
+                    params: Mapping[str, str] | None = None) -> AsyncIterator[dict[str, Any]]:
+        """The events of one watch request (`path`, `params`), decoded, until the server ends it after
+        `timeout_seconds`; ApiError if it refuses it or the connection fails."""
+        if self._client is None:
+            self._client = self._connect()
+        await self._limit.acquire()
+        self.requests += 1
+        query = urlencode({"watch": "true", "allowWatchBookmarks": "true", "timeoutSeconds": timeout_seconds,
+                           **(params or {})})
+        url = yarl.URL(f"{self._server}{path}?{query}", encoded=True)
+        try:
+            async with self._client.get(url, allow_redirects=False, timeout=aiohttp.ClientTimeout(
+                    total=None, sock_connect=self._timeout, sock_read=timeout_seconds + self._timeout)) as response:
+                if response.status == 401:
+                    await self.aclose()     # log in again on the next request (a rotated token)
+                if response.status >= 300:
+                    raise ApiError.from_response(response.status, await response.read(), what)
+                pending = b""
+                async for chunk in response.content.iter_any():     # one JSON object a line, any length
+                    pending += chunk
+                    *lines, pending = pending.split(b"\n")
+                    for line in lines:
+                        if line.strip():
+                            yield dict(json.loads(line))
+        except TimeoutError:
+            raise ApiError(0, "Timeout", f"{what}: the watch went silent") from None
+        except aiohttp.ClientError as exc:
+            raise ApiError(0, "Unavailable", f"{what}: cannot reach the API server ({type(exc).__name__})") from None
+
     # -- the objects a sync reads ----------------------------------------------------------
 
     async def read_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
@@ -144,6 +178,18 @@ class KubeClient:
 
     async def read_object(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         return await self.get(custom_path(kind, namespace, name), f"{kind} {namespace}/{name}")
+
+    async def read_statefulset(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The StatefulSet that runs this pod, when sharded by it (handlers/autoshard.py)."""
+        return await self.get(statefulset_path(namespace, name), f"StatefulSet {namespace}/{name}")
+
+    def watch_statefulset(self, namespace: str, name: str, *, resource_version: str,
+                          timeout_seconds: int) -> AsyncIterator[dict[str, Any]]:
+        """Changes of that one StatefulSet after `resource_version` (a list/watch by name: RBAC allows it
+        with resourceNames)."""
+        return self.watch(statefulset_path(namespace), what=f"a watch of StatefulSet {namespace}/{name}",
+                          timeout_seconds=timeout_seconds,
+                          params={"fieldSelector": f"metadata.name={name}", "resourceVersion": resource_version})
 
     async def list_metadata(self, kind: str, namespace: str | None = None,
                             page: int = 500) -> list[dict[str, Any]]:
