@@ -265,7 +265,7 @@ class Reconciler:
                     raise TransientError(f"{resource.describe()}: writing status failed: "
                                          f"{rejected.error.message}") from None
                 # Cache and status must describe one catalog: put the previous cache back, record the failure.
-                await self._undo_cache(resource, run, "status write refused")
+                await self._undo_cache(resource, run, "status write refused", logging.WARNING)
                 plan = plan_failure(resource, run.outcome, scrub_error(rejected.error, self.redactor), self.jitter())
                 refused = True
             except StatusConflict:
@@ -289,7 +289,7 @@ class Reconciler:
         try:
             body = await self.kube.read_object(resource.kind, resource.namespace, resource.name)
         except ApiError as error:
-            await self._undo_cache(resource, run, "status changed meanwhile")
+            await self._undo_cache(resource, run, "status changed meanwhile", logging.INFO)
             raise TransientError(f"{resource.describe()}: reading it after a conflict failed: "
                                  f"{error.message}") from None
         if body is None:
@@ -299,7 +299,7 @@ class Reconciler:
 
     async def _discard(self, resource: Resource, run: _Sync | None, decision: Decision, memory: _Memory) -> None:
         """This reconcile's outcome is older than the object: undo its cache write, keep the hints it used."""
-        await self._undo_cache(resource, run, "status changed meanwhile")
+        await self._undo_cache(resource, run, "status changed meanwhile", logging.INFO)
         if decision.trigger == c.TRIGGER_LIST_CHANGED:
             memory.list_changed = True
         elif decision.trigger == c.TRIGGER_RESUME:
@@ -477,13 +477,14 @@ class Reconciler:
         self._catalogs[resource.uid] = _Written.of(cache.name, rv, cache.manifest)
         self._must_read.discard(resource.uid)
 
-    async def _undo_cache(self, resource: Resource, run: _Sync | None, why: str) -> None:
+    async def _undo_cache(self, resource: Resource, run: _Sync | None, why: str, level: int) -> None:
         if run is not None and run.wrote_cache:
             assert run.plan.cache is not None and run.state is not None
-            await self._restore_cache(resource, run.plan.cache, run.state, why)
+            await self._restore_cache(resource, run.plan.cache, run.state, why, level)
             run.wrote_cache = False
 
-    async def _restore_cache(self, resource: Resource, cache: CacheWrite, before: _CacheState, why: str) -> None:
+    async def _restore_cache(self, resource: Resource, cache: CacheWrite, before: _CacheState, why: str,
+                             level: int) -> None:
         """Undo this sync's cache write: the previous content back; a ConfigMap this sync created is
         emptied (no catalog, as status says; the operator may not delete ConfigMaps, by design).
         Only if nobody wrote it since: a newer write (another process's sync) is left as it is."""
@@ -502,7 +503,7 @@ class Reconciler:
             if error.status != 404:
                 raise TransientError(f"{resource.describe()}: putting the previous cache back failed: "
                                      f"{error.message}") from None
-        logger.warning("%s: %s; ConfigMap %s put back as it was", resource.describe(), why, cache.name)
+        logger.log(level, "%s: %s; ConfigMap %s put back as it was", resource.describe(), why, cache.name)
 
     # -- status and Events ----------------------------------------------------------------------
 
