@@ -233,7 +233,7 @@ def produce(real: bool, out: Path, workdir: Path) -> list[Path]:
 
 
 _SHAPES = [
-    (re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z(-[0-9a-f]{6})?"), "<time>"),
+    (re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z(-[0-9a-f]{6,16})?"), "<time>"),
     (re.compile(r"\b[A-Z][a-z]{2} [A-Z][a-z]{2} +\d+ \d\d:\d\d:\d\d \d{4}\b"), "<time>"),
     (re.compile(r"sha256:[0-9a-f]{64}"), "sha256:<hash>"),
     (re.compile(r"(127\.0\.0\.1|localhost):\d+"), r"\1:<port>"),
