@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# Material's banner about its successor is not a problem of this site's
+MKDOCS := NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs
 
 .DEFAULT_GOAL := help
 
@@ -13,21 +15,38 @@ help: ## Show this help
 $(STAMP): pyproject.toml dev/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]' -e ./dev
+	$(BIN)/pip install --quiet -e '.[test,docs]' -e ./dev
 	touch $(STAMP)
 
 .PHONY: venv
-venv: $(STAMP) ## Create the virtual environment and install the package with test extras
+venv: $(STAMP) ## Create the virtual environment and install the package with test and docs extras
 
 .PHONY: demo
 demo: $(STAMP) ## Run the demo: emulated API server + demo MCP server + operator, no cluster needed
 	$(BIN)/python -m toolcatalog_dev.demo
 
 .PHONY: lint
-lint: $(STAMP) ## ruff, mypy (the shipped package) and the import-linter layer contracts
+lint: $(STAMP) ## ruff, mypy (the shipped package), the import-linter layer contracts, the docs site (strict)
 	$(BIN)/ruff check operator dev tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	$(MKDOCS) build --strict --quiet
+
+.PHONY: docs
+docs: $(STAMP) ## Build the documentation site into site/ (strict: a broken link, page or snippet fails)
+	$(MKDOCS) build --strict
+
+.PHONY: docs-serve
+docs-serve: $(STAMP) ## Serve the documentation site on http://127.0.0.1:8000, rebuilt on every change
+	$(MKDOCS) serve --strict --dev-addr 127.0.0.1:8000
+
+.PHONY: docs-gen
+docs-gen: $(STAMP) ## Regenerate the reference pages from the code (CRDs, reasons, flags, metrics, plugin, cache schema)
+	$(BIN)/python -m toolcatalog_dev.docgen
+
+.PHONY: transcripts
+transcripts: $(STAMP) ## Re-run the quick start on the sandbox and rewrite the docs' transcripts (TRANSCRIPT_ARGS=--real)
+	$(BIN)/python -m toolcatalog_dev.transcripts $(TRANSCRIPT_ARGS)
 
 .PHONY: test
 test: lint toolhive-crds ## Lint, then run the whole test suite (unit, engine, end-to-end on the emulator)
@@ -102,7 +121,7 @@ bench-profile: $(STAMP) $(OPSTAMP) ## The benchmarks with py-spy profiles of the
 
 .PHONY: clean
 clean: ## Remove the virtual environment and caches
-	rm -rf $(VENV) $(OPVENV) .pytest_cache build dist operator/*.egg-info
+	rm -rf $(VENV) $(OPVENV) .pytest_cache build dist site operator/*.egg-info
 
 .PHONY: image
 image: ## Build the container image with podman (cached)

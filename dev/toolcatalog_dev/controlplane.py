@@ -74,7 +74,7 @@ def build(*, quiet: bool = False, check: bool = False) -> Path:
     """
     if shutil.which("go") is None and not check:
         raise RuntimeError("the real control plane needs Go (1.26 or newer) on PATH and the Go module proxy; "
-                           "see README 'Testing'")
+                           "see docs/development/control-plane.md")
     result = subprocess.run(["bash", str(BUILD_SCRIPT), *(["--check"] if check else [])], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE if check else subprocess.DEVNULL if quiet else None, text=True,
                             check=False)

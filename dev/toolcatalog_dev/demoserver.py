@@ -26,6 +26,7 @@ from typing import Annotated, Any, Literal, TypeVar
 import uvicorn
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.subscriptions import InMemorySubscriptionBus, ToolsListChanged
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp_types import Tool as MCPTool
 from mcp_types import ToolAnnotations
@@ -232,9 +233,11 @@ def _register_update(server: MCPServer, store: TaskStore) -> None:
     server.add_tool(assign_task, name=ADDED_TOOL, title="Assign a task", annotations=_hints(idempotent=True))
 
 
-def build_server(store: TaskStore | None = None) -> MCPServer:
+def build_server(store: TaskStore | None = None, subscriptions: InMemorySubscriptionBus | None = None) -> MCPServer:
+    """The server; `subscriptions` is the bus its `subscriptions/listen` streams (2026-07-28) listen on."""
     server = MCPServer(SERVER_NAME, version=SERVER_VERSION, title="Tasks (toolcatalog demo)",
-                       instructions="A task tracker: create, list, update and discuss tasks.")
+                       instructions="A task tracker: create, list, update and discuss tasks.",
+                       subscriptions=subscriptions)
     _register_tools(server, store or TaskStore())
     return server
 
@@ -279,7 +282,8 @@ class DemoServer:
         self.port_was_busy = False
         self.port: int | None = None
         self.store = TaskStore()
-        self.mcp = build_server(self.store)
+        self.subscriptions = InMemorySubscriptionBus()
+        self.mcp = build_server(self.store, self.subscriptions)
         self._uvicorn: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -332,13 +336,18 @@ class DemoServer:
     def tool_names(self) -> list[str]:
         return sorted(tool.name for tool in self.tools())
 
-    def publish_update(self) -> None:
+    def publish_update(self, *, notify: bool = False) -> None:
         """Release the tracker's next version while serving: add `assign_task`, reword `list_tasks`.
 
-        Done on the server's own loop so no tools/list sees a half-changed tool table.
+        Done on the server's own loop so no tools/list sees a half-changed tool table. With `notify`,
+        the server then tells its listeners that its tool list changed, as a real server that advertises
+        tools.listChanged does (the sandbox); without, only a refresh or the cache's expiry finds the
+        release (the demo shows a refresh's diff).
         """
         async def update() -> None:
             _register_update(self.mcp, self.store)
+            if notify:
+                await self.subscriptions.publish(ToolsListChanged())
 
         self._on_server_loop(update())
 

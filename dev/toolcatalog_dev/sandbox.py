@@ -8,8 +8,8 @@ SIGTERM, when it stops everything it started and removes its files.
 
 On the real control plane the operator runs as deploy/'s ServiceAccount, with the RBAC
 `kubectl kustomize deploy/` renders and a TokenRequest token, never as admin; the KUBECONFIG printed
-is the admin's. SIGUSR1 makes the demo MCP server ship its next release (a new tool, a changed one),
-to see a refresh find them.
+is the admin's. SIGUSR1 makes the demo MCP server ship its next release (a new tool, a changed one) and
+notify its listeners, as a server that advertises tools.listChanged does: the operator syncs it at once.
 """
 
 from __future__ import annotations
@@ -100,6 +100,8 @@ class Sandbox:
                 raise DemoFailed(str(failure)) from None
             self.say(f"==> synced: {obj['status'].get('toolCount')} usable tools cached in ConfigMap "
                      f"{(obj['status'].get('cache') or {}).get('configMap')}")
+            if self.plane is not None:
+                await self._discovered(user_kubeconfig)
             self._help(user_kubeconfig, name)
             self.serving = True
             await stop.wait()
@@ -129,6 +131,23 @@ class Sandbox:
         context = ssl.create_default_context(cafile=str(plane.pki.ca_cert))
         context.load_cert_chain(str(plane.pki.admin_cert), str(plane.pki.admin_key))
         return Cluster(plane.url, ssl_context=context), kubeconfig, operator_kubeconfig
+
+    async def _discovered(self, kubeconfig: Path) -> None:
+        """kube-apiserver lists a new CRD's category in its discovery a few seconds after the CRD: wait until
+        `kubectl get toolcatalog`, the first command the help suggests, finds it."""
+        kubectl = self.plane.binary("kubectl")
+
+        async def listed() -> bool:
+            process = await asyncio.create_subprocess_exec(
+                kubectl, "--kubeconfig", str(kubeconfig), "get", "toolcatalog", "-A",
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+            return await process.wait() == 0
+
+        try:
+            await wait_for(listed, timeout=SYNC_TIMEOUT, interval=0.5,
+                           what="kube-apiserver's discovery to list the toolcatalog category")
+        except WaitFailed as failure:
+            raise DemoFailed(str(failure)) from None
 
     def _kubectl_dir(self) -> Path | None:
         """Where a kubectl is: the control plane's, else the one on PATH, else the cached build, if any."""
@@ -172,8 +191,9 @@ class Sandbox:
             self.say("==> (the demo MCP server has shipped its one update already)")
             return
         self.released = True
-        self.server.publish_update()
-        self.say(f"==> the demo MCP server shipped a new release: {', '.join(self.server.tool_names())}")
+        self.server.publish_update(notify=True)
+        self.say(f"==> the demo MCP server shipped a new release and notified its listeners: "
+                 f"{', '.join(self.server.tool_names())}")
 
     async def _stop_operator(self) -> None:
         if self.operator is not None:

@@ -25,9 +25,14 @@ def _csv(value: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in value.split(",") if item.strip())
 
 
-def _run_parser(sub: argparse._SubParsersAction, env: Mapping[str, str]) -> None:
+def _run_parser(sub: argparse._SubParsersAction, env: Mapping[str, str]) -> tuple[argparse.ArgumentParser,
+                                                                                 dict[str, str]]:
+    """The `run` subcommand, and the environment variable each flag (by its dest) may take its default from."""
+    environment: dict[str, str] = {}
+
     def default(name: str, fallback: str | None = None) -> str:
         """TOOLCATALOG_NAME, else `fallback`, else OperatorConfig's default of the field `name`."""
+        environment[name.lower()] = f"TOOLCATALOG_{name}"
         if fallback is None:
             fallback = str(getattr(OperatorConfig, name.lower()))
         return env.get(f"TOOLCATALOG_{name}", fallback)
@@ -123,6 +128,20 @@ def _run_parser(sub: argparse._SubParsersAction, env: Mapping[str, str]) -> None
     run.add_argument("--total-shards", type=int, default=int(default("TOTAL_SHARDS")), metavar="N",
                      help="the number of shards, one operator process each (default 1: no sharding; "
                           "env TOOLCATALOG_TOTAL_SHARDS)")
+    run.add_argument("--pod", default=default("POD", "") or None, metavar="NAME",
+                     help="run as the shard of this StatefulSet pod: its ordinal, of as many shards as the "
+                          "StatefulSet has replicas, followed while it runs (instead of --shard and --total-shards; "
+                          "env TOOLCATALOG_POD, from the downward API)")
+    run.add_argument("--pod-namespace", default=default("POD_NAMESPACE", "") or None, metavar="NS",
+                     help="the namespace of --pod and its StatefulSet (env TOOLCATALOG_POD_NAMESPACE)")
+    return run, environment
+
+
+def run_command(env: Mapping[str, str] | None = None) -> tuple[argparse.ArgumentParser, dict[str, str]]:
+    """The parser of `toolcatalog run` and, per flag (its dest), the environment variable its default may
+    come from: what docs/reference/configuration.md is generated from (toolcatalog_dev.docgen)."""
+    sub = argparse.ArgumentParser(prog="toolcatalog").add_subparsers(dest="command", required=True)
+    return _run_parser(sub, os.environ if env is None else env)
 
 
 def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
@@ -147,6 +166,7 @@ def config_from(args: argparse.Namespace) -> OperatorConfig:
         max_sync_timeout=args.max_sync_timeout, min_server_ttl=args.min_server_ttl,
         max_response_bytes=args.max_response_bytes, max_catalog_bytes=args.max_catalog_bytes,
         kube_qps=args.kube_qps, kube_burst=args.kube_burst, shard=args.shard, total_shards=args.total_shards,
+        pod=args.pod, pod_namespace=args.pod_namespace,
         webhook_port=args.webhook_port, webhook_address=args.webhook_address, webhook_cert_dir=args.webhook_cert_dir,
         webhook_service=args.webhook_service, webhook_host=args.webhook_host,
         webhook_configuration=args.webhook_configuration, toolhive_webhook_port=args.toolhive_webhook_port,
@@ -196,19 +216,14 @@ def run_operator(config: OperatorConfig) -> int:
     redactor = Redactor()
     configure_logging(config, redactor)
 
-    import kopf
-
-    from .handlers import build_registry
+    from .handlers import operate
+    from .handlers.autoshard import ShardingError
 
     try:
-        asyncio.run(kopf.operator(
-            registry=build_registry(config, redactor),
-            standalone=config.standalone,
-            clusterwide=not config.namespaces,
-            namespaces=config.namespaces,
-            liveness_endpoint=config.liveness,
-            memo=kopf.Memo(),
-        ))
+        asyncio.run(operate(config, redactor))
+    except ShardingError as error:
+        logging.getLogger("toolcatalog").error("%s", error)
+        return 2
     except KeyboardInterrupt:
         return 130
     except Exception:       # through the logging filter: a traceback must not print a credential either
@@ -227,6 +242,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.max_concurrent_syncs < 1 or (args.max_slow_syncs is not None and args.max_slow_syncs < 0):
             parser.error(f"--max-concurrent-syncs must be at least 1 and --max-slow-syncs at least 0 (got "
                          f"{args.max_concurrent_syncs} and {args.max_slow_syncs})")
+        if args.pod is not None:
+            if (args.shard, args.total_shards) != (0, 1):
+                parser.error("--pod takes the shard and the number of shards from its StatefulSet: drop --shard and "
+                             "--total-shards (or TOOLCATALOG_SHARD and TOOLCATALOG_TOTAL_SHARDS)")
+            if not args.pod_namespace:
+                parser.error("--pod needs --pod-namespace (TOOLCATALOG_POD_NAMESPACE, from the downward API)")
+            from .handlers.sharding import statefulset_pod
+
+            try:
+                statefulset_pod(args.pod)
+            except ValueError as error:
+                parser.error(str(error))
         if args.webhook_configuration and "." not in args.webhook_configuration:
             parser.error(f"--webhook-configuration {args.webhook_configuration!r}: the API server wants its "
                          "webhooks named like domains (validate.NAME with three parts), e.g. toolcatalog.dev")

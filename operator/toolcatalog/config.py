@@ -40,6 +40,8 @@ class OperatorConfig:
     kube_burst: int = 200
     shard: int = 0                              # this process takes the resources whose uid hashes here ...
     total_shards: int = 1                       # ... of this many shards (handlers/sharding.py)
+    pod: str | None = None                      # else: this StatefulSet pod's shard, of its replicas (autoshard.py)
+    pod_namespace: str | None = None
     webhook_port: int | None = None             # serve the validating admission webhook (handlers/admission.py)
     webhook_address: str = "0.0.0.0"
     webhook_cert_dir: str = "/etc/toolcatalog/webhook"     # tls.crt, tls.key, optional ca.crt

@@ -159,8 +159,10 @@ async def test_an_mcptoolconfig_the_allowlist_does_not_own_is_left_untouched(api
         await api.create(toolserver("github", server.url))
         await api.create(toolallowlist("gateway", [{"toolServerRef": {"name": "github"}}],
                                        [{"toolhive": {}}, {"configMap": {"name": "gateway-allowed"}}]))
-        obj = await waiter.status(TAL, "gateway", lambda o: condition(o, "Ready").get("reason") == "TargetConflict",
-                                  "TargetConflict", operator=operator)
+        # (the conflict shows whether or not the source has synced yet: wait for both)
+        obj = await waiter.status(TAL, "gateway", lambda o: condition(o, "Ready").get("reason") == "TargetConflict"
+                                  and o["status"].get("toolCount") == 2, "TargetConflict, with both tools allowed",
+                                  operator=operator)
         assert condition(obj, "Ready")["status"] == "False"
         assert condition(obj, "Stalled")["status"] == "True"
         assert "is not owned by this ToolAllowlist" in condition(obj, "Ready")["message"]

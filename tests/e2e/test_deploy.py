@@ -157,6 +157,28 @@ def namespaced_part(role_rules: list[tuple[tuple[str, ...], ...]]) -> list[Any]:
     return [rule for rule in role_rules if not set(rule[1]) & CLUSTER_ONLY_RESOURCES]
 
 
+def assert_follows_its_statefulset(objects: list[dict[str, Any]]) -> None:
+    """A sharded install: each pod is named to the operator (the downward API), and may read and watch its
+    own StatefulSet, and nothing else of apps/ (its replicas are the number of shards)."""
+    statefulset = one(objects, "StatefulSet")
+    env = {item["name"]: item for item in operator_container(objects)["env"]}
+    assert env["TOOLCATALOG_POD"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert env["TOOLCATALOG_POD_NAMESPACE"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    assert not {"TOOLCATALOG_SHARD", "TOOLCATALOG_TOTAL_SHARDS"} & set(env)
+    (role,) = [role for role in objects_of(objects, "Role") if any("apps" in rule["apiGroups"]
+                                                                   for rule in role["rules"])]
+    assert role["metadata"]["namespace"] == statefulset["metadata"]["namespace"]
+    assert role["rules"] == [{"apiGroups": ["apps"], "resources": ["statefulsets"],
+                              "resourceNames": [statefulset["metadata"]["name"]], "verbs": ["get", "list", "watch"]}]
+    (binding,) = [binding for binding in objects_of(objects, "RoleBinding")
+                  if binding["roleRef"]["name"] == role["metadata"]["name"]]
+    account = one(objects, "ServiceAccount")["metadata"]
+    assert binding["metadata"]["namespace"] == role["metadata"]["namespace"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account["name"],
+                                    "namespace": account["namespace"]}]
+    assert pod_spec(objects)["serviceAccountName"] == account["name"]
+
+
 def pod_spec(objects: list[dict[str, Any]]) -> dict[str, Any]:
     workload = [obj for obj in objects if obj["kind"] in ("Deployment", "StatefulSet")]
     assert len(workload) == 1, [obj["kind"] for obj in workload]
@@ -205,15 +227,12 @@ def test_the_default_install_and_each_overlay_render_what_they_say(kubectl):
     sharded = render(kubectl, KUSTOMIZE["sharded"])
     assert not objects_of(sharded, "Deployment")
     statefulset = one(sharded, "StatefulSet")
-    env = {item["name"]: item for item in operator_container(sharded)["env"]}
-    assert env["TOOLCATALOG_SHARD"]["valueFrom"] == {
-        "fieldRef": {"fieldPath": "metadata.labels['apps.kubernetes.io/pod-index']"}}
-    assert int(env["TOOLCATALOG_TOTAL_SHARDS"]["value"]) == statefulset["spec"]["replicas"]
+    assert_follows_its_statefulset(sharded)
     assert statefulset["spec"]["serviceName"] in [svc["metadata"]["name"] for svc in objects_of(sharded, "Service")]
-    # The shard's pod is the Deployment's pod, but for the two sharding variables.
+    # The shard's pod is the Deployment's pod, but for the two variables that name the pod.
     shard_pod, single_pod = copy.deepcopy(pod_spec(sharded)), pod_spec(base)
     shard_pod["containers"][0]["env"] = [item for item in shard_pod["containers"][0]["env"]
-                                         if not item["name"].endswith("SHARD") and "SHARDS" not in item["name"]]
+                                         if not item["name"].startswith("TOOLCATALOG_POD")]
     assert shard_pod == single_pod
 
     webhook = render(kubectl, KUSTOMIZE["webhook"])
@@ -283,11 +302,9 @@ def test_helm_renders_each_variant(helm_dir, tmp_path):
     assert sorted(role["metadata"]["namespace"] for role in objects_of(namespaced, "Role")) == list(WATCHED)
 
     sharded = rendered["sharded"]
-    statefulset = one(sharded, "StatefulSet")
-    env = {item["name"]: item for item in operator_container(sharded)["env"]}
-    assert statefulset["spec"]["replicas"] == 3 and env["TOOLCATALOG_TOTAL_SHARDS"]["value"] == "3"
-    assert env["TOOLCATALOG_SHARD"]["valueFrom"]["fieldRef"]["fieldPath"] == \
-        "metadata.labels['apps.kubernetes.io/pod-index']"
+    assert one(sharded, "StatefulSet")["spec"]["replicas"] == 3
+    assert_follows_its_statefulset(sharded)
+    assert_follows_its_statefulset(rendered["everything"])
 
     helm_certs = rendered["webhook-helm-certificate"]
     tls = one(helm_certs, "Secret")

@@ -1,5 +1,6 @@
 """Sharding on the real control plane: two operator processes, shard 0 and shard 1 of 2 (set through the
-environment, as a StatefulSet sets them), share the resources by a hash of their uid.
+environment, TOOLCATALOG_SHARD and TOOLCATALOG_TOTAL_SHARDS), share the resources by a hash of their uid.
+(test_autoshard.py: the same, as a StatefulSet's pods that take their shard from it.)
 
 Every resource is synced by exactly one shard, the one its uid hashes to; each shard takes about half;
 a shard ignores the others' resources entirely (no sync, no status write, and a Secret only they

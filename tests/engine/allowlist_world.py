@@ -46,14 +46,14 @@ class TargetKube(FakeKube):
                 raise ApiError(404, "NotFound", f"{path}: HTTP 404 NotFound")
 
     async def get_object(self, path: str, what: str) -> dict[str, Any] | None:
-        self._maybe_fail("get_object")
+        await self._maybe_fail("get_object")
         self._served(path)
         kind, namespace, name = self._key(path)
         assert name is not None
         return self.get(kind, name, namespace)
 
     async def create_object(self, path: str, manifest: Mapping[str, Any], what: str) -> dict[str, Any]:
-        self._maybe_fail("create_object")
+        await self._maybe_fail("create_object")
         self._served(path)
         kind, namespace, _ = self._key(path)
         name = manifest["metadata"]["name"]
@@ -62,7 +62,7 @@ class TargetKube(FakeKube):
         return self.put(kind, name, copy.deepcopy(dict(manifest)), namespace)
 
     async def patch_object(self, path: str, patch: Mapping[str, Any], what: str) -> dict[str, Any]:
-        self._maybe_fail("patch_object")
+        await self._maybe_fail("patch_object")
         self._served(path)
         kind, namespace, name = self._key(path)
         assert name is not None
@@ -76,7 +76,7 @@ class TargetKube(FakeKube):
         return self.put(kind, name, updated, namespace)
 
     async def served_resources(self, api_version: str) -> set[str] | None:
-        self._maybe_fail("served_resources")
+        await self._maybe_fail("served_resources")
         return self.served.get(api_version)
 
 

@@ -10,7 +10,7 @@ import base64
 import copy
 import itertools
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -48,6 +48,8 @@ class FakeKube:
         self.events: list[dict[str, Any]] = []
         self.calls: list[tuple[str, str]] = []
         self.fail: dict[str, ApiError] = {}        # method name -> the error it raises (once)
+        # method name -> what happens just before it is served (once): another process's writes, say
+        self.before: dict[str, Callable[[], Awaitable[None]]] = {}
         self._versions = itertools.count(100)
 
     def _rv(self) -> str:
@@ -71,8 +73,11 @@ class FakeKube:
         found = self.objects.get((kind, namespace, name))
         return copy.deepcopy(found) if found is not None else None
 
-    def _maybe_fail(self, method: str) -> None:
+    async def _maybe_fail(self, method: str) -> None:
         self.calls.append((method, ""))
+        meanwhile = self.before.pop(method, None)
+        if meanwhile is not None:
+            await meanwhile()
         error = self.fail.pop(method, None)
         if error is not None:
             raise error
@@ -83,26 +88,26 @@ class FakeKube:
     # -- KubeStore --------------------------------------------------------------------------
 
     async def read_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
-        self._maybe_fail("read_secret")
+        await self._maybe_fail("read_secret")
         return self.get("Secret", name, namespace)
 
     async def read_configmap(self, namespace: str, name: str) -> dict[str, Any] | None:
-        self._maybe_fail("read_configmap")
+        await self._maybe_fail("read_configmap")
         return self.get("ConfigMap", name, namespace)
 
     async def read_object(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
-        self._maybe_fail("read_object")
+        await self._maybe_fail("read_object")
         return self.get(kind, name, namespace)
 
     async def create_configmap(self, namespace: str, manifest: Mapping[str, Any]) -> dict[str, Any]:
-        self._maybe_fail("create_configmap")
+        await self._maybe_fail("create_configmap")
         name = manifest["metadata"]["name"]
         if ("ConfigMap", namespace, name) in self.objects:
             raise ApiError(409, "AlreadyExists", f"ConfigMap {namespace}/{name}: HTTP 409 AlreadyExists")
         return self.put("ConfigMap", name, copy.deepcopy(dict(manifest)), namespace)
 
     async def patch_configmap(self, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
-        self._maybe_fail("patch_configmap")
+        await self._maybe_fail("patch_configmap")
         current = self.objects.get(("ConfigMap", namespace, name))
         if current is None:
             raise ApiError(404, "NotFound", f"ConfigMap {namespace}/{name}: HTTP 404 NotFound")
@@ -114,11 +119,14 @@ class FakeKube:
         self.objects[("ConfigMap", namespace, name)] = updated
         return copy.deepcopy(updated)
 
-    async def patch_status(self, kind: str, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
-        self._maybe_fail("patch_status")
+    async def patch_status(self, kind: str, namespace: str, name: str, patch: Mapping[str, Any], *,
+                           resource_version: str | None = None) -> dict[str, Any]:
+        await self._maybe_fail("patch_status")
         current = self.objects.get((kind, namespace, name))
         if current is None:
             raise ApiError(404, "NotFound", f"{kind} {namespace}/{name}: HTTP 404 NotFound")
+        if resource_version and resource_version != current["metadata"]["resourceVersion"]:
+            raise ApiError(409, "Conflict", f"{kind} {namespace}/{name} status: HTTP 409 Conflict")
         updated = merge(current, {"status": patch})
         updated["metadata"]["resourceVersion"] = self._rv()
         self.objects[(kind, namespace, name)] = updated
@@ -126,7 +134,7 @@ class FakeKube:
 
     async def post_event(self, *, kind: str, namespace: str, name: str, uid: str, type_: str, reason: str,
                          message: str, now: datetime | None = None) -> None:
-        self._maybe_fail("post_event")
+        await self._maybe_fail("post_event")
         self.events.append({"kind": kind, "name": name, "type": type_, "reason": reason, "message": message})
 
     # -- what the watches would see ------------------------------------------------------------

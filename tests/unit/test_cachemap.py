@@ -113,7 +113,7 @@ def test_unknown_kind_is_an_error():
 # ---------------------------------------------------------------------------- document
 
 
-def test_document_shape_matches_api_md():
+def test_document_shape_matches_the_cache_reference():
     doc = document(tools(
         {"name": "clickup_update_task_status", "description": "Update a task"},
         {"name": "clickup_add_attachment", "title": "Attach", "annotations": {"readOnlyHint": False}},

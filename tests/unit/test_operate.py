@@ -318,7 +318,8 @@ class SlowStore:
         self.wrote.append("configmap")
         return {}
 
-    async def patch_status(self, kind: str, namespace: str, name: str, patch: Any) -> dict[str, Any]:
+    async def patch_status(self, kind: str, namespace: str, name: str, patch: Any,
+                           resource_version: str | None = None) -> dict[str, Any]:
         self.wrote.append("status")
         return {}
 

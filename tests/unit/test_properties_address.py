@@ -239,7 +239,7 @@ def test_an_ipv4_address_in_a_denied_network_is_denied_however_either_is_written
 def test_only_a_more_specific_allow_lets_through_an_address_a_network_denies(
         case: tuple[ipaddress.IPv4Network, ipaddress.IPv4Address], allows: list[tuple[int, bool]],
         deny_as_mapped: bool) -> None:
-    """README: the most specific matching network decides, and a deny wins a tie."""
+    """docs/explanation/failure-handling.md: the most specific matching network decides, and a deny wins a tie."""
     network, member = case
     allowed = [(ipaddress.IPv4Network((member, prefix), strict=False), as_mapped) for prefix, as_mapped in allows]
     written = [str(_mapped_network(net)) if as_mapped else str(net) for net, as_mapped in allowed]

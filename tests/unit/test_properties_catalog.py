@@ -137,7 +137,7 @@ def documents(tools: Sequence[CachedTool]) -> list[dict[str, Any]]:
 
 
 def selected(name: str, selector: ToolSelector) -> bool:
-    """README: glob filters on tool names, empty include = every tool, exclude wins."""
+    """docs/how-to/toolserver.md: glob filters on tool names, empty include = every tool, exclude wins."""
     included = not selector.include or any(fnmatch.fnmatchcase(name, glob) for glob in selector.include)
     return included and not any(fnmatch.fnmatchcase(name, glob) for glob in selector.exclude)
 

@@ -1,6 +1,6 @@
 """Properties of reading a spec (api/spec.py, api/validation.py): what any user input turns into.
 
-- A valid spec, drawn from the schema in api.md, parses, keeps every value the user wrote, reads
+- A valid spec, drawn from the schema in docs/reference/crds.md, parses, keeps every value the user wrote, reads
   back the same after a dump, and yields the settings and referenced objects it names.
 - Any JSON-like spec (a valid one with a part replaced by arbitrary JSON, or arbitrary JSON) either
   parses or fails with SyncError InvalidSpec whose message names a field and echoes no value: never

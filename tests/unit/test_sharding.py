@@ -11,7 +11,15 @@ import uuid
 import pytest
 
 from toolcatalog.cli import build_parser, config_from, main
-from toolcatalog.handlers.sharding import Shard, fnv1a_64, identity_and_spec, jump_hash, shard_of
+from toolcatalog.handlers.sharding import (
+    Shard,
+    fnv1a_64,
+    identity_and_spec,
+    jump_hash,
+    shard_of,
+    statefulset_pod,
+    statefulset_shards,
+)
 
 GO_UIDS = {  # uid -> its shard for 2, 3, 10 and 1000 shards (Go)
     "6a1c3e2b-4f0d-4c8e-9a57-1b2f3c4d5e6f": (1, 1, 3, 699),
@@ -104,3 +112,44 @@ def test_a_foreign_toolserver_is_remembered_without_its_status() -> None:
     assert identity_and_spec(body) == {
         "metadata": {"name": "s", "namespace": "n", "uid": "u", "generation": 3, "resourceVersion": "9"},
         "spec": {"url": "http://127.0.0.1:1/mcp"}}
+
+
+@pytest.mark.parametrize(("pod", "expected"), [
+    ("toolcatalog-0", ("toolcatalog", 0)), ("toolcatalog-12", ("toolcatalog", 12)),
+    ("my-release-toolcatalog-3", ("my-release-toolcatalog", 3))])
+def test_a_statefulset_pods_name_gives_its_statefulset_and_ordinal(pod: str, expected: tuple[str, int]) -> None:
+    assert statefulset_pod(pod) == expected
+
+
+@pytest.mark.parametrize("pod", ["toolcatalog", "toolcatalog-", "-1", "toolcatalog-01", "toolcatalog-x",
+                                 "toolcatalog-٣"])
+def test_a_name_that_is_no_statefulset_pods_is_refused(pod: str) -> None:
+    with pytest.raises(ValueError, match="not the name of a StatefulSet's pod"):
+        statefulset_pod(pod)
+
+
+def test_a_statefulsets_replicas_are_the_shards_counted_from_its_first_ordinal() -> None:
+    assert statefulset_shards({"spec": {"replicas": 3}}) == (3, 0)
+    assert statefulset_shards({"spec": {}}) == (1, 0)                   # the API server's default
+    assert statefulset_shards({"spec": {"replicas": 0}}) == (0, 0)
+    assert statefulset_shards({"spec": {"replicas": 2, "ordinals": {"start": 5}}}) == (2, 5)
+
+
+def test_the_pod_flags_and_their_environment() -> None:
+    env = {"TOOLCATALOG_POD": "toolcatalog-1", "TOOLCATALOG_POD_NAMESPACE": "toolcatalog-system"}
+    config = config_from(build_parser(env).parse_args(["run"]))
+    assert (config.pod, config.pod_namespace, config.shard, config.total_shards) == \
+        ("toolcatalog-1", "toolcatalog-system", 0, 1)
+    assert config_from(build_parser({}).parse_args(["run"])).pod is None
+
+
+@pytest.mark.parametrize(("argv", "said"), [
+    (["--pod", "toolcatalog-1"], "--pod-namespace"),
+    (["--pod", "toolcatalog-1", "--pod-namespace", "ns", "--total-shards", "2"], "drop --shard"),
+    (["--pod", "toolcatalog", "--pod-namespace", "ns"], "not the name of a StatefulSet's pod")])
+def test_pod_flags_that_cannot_work_are_usage_errors(argv: list[str], said: str,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", *argv])
+    assert exit_info.value.code == 2
+    assert said in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""The ToolAllowlist kind (api.md "ToolAllowlist"): its spec and status models, and parsing a body once.
+"""The ToolAllowlist kind (docs/reference/toolallowlist.md): its spec and status models, and parsing a body once.
 
 crds/toolallowlists.yaml holds the OpenAPI schema and the CEL rules; tests/unit/test_crd_models.py
 keeps both in step. No I/O here.

@@ -1,4 +1,7 @@
-"""Names fixed by the API contract (../shared/design/api.md): group, kinds, keys, reasons."""
+"""Names fixed by the API contract (docs/reference/, e.g. crds.md, status.md, cache.md): group, kinds, keys, reasons.
+
+What each condition, reason and Event means is in reasons.py, next to these names.
+"""
 
 from __future__ import annotations
 
@@ -135,7 +138,7 @@ TRANSPORT_STREAMABLE_HTTP: Final = "streamable-http"
 TRANSPORT_SSE: Final = "sse"
 TRANSPORTS = (TRANSPORT_STREAMABLE_HTTP, TRANSPORT_SSE)
 
-# ToolAllowlist (api.md "ToolAllowlist").
+# ToolAllowlist (docs/reference/toolallowlist.md).
 ALLOWLIST_DOCUMENT_KEY: Final = "allowlist.json"       # the generic document in a configMap target
 LABEL_SOURCE: Final = f"{GROUP}/source"               # on an MCPToolConfig: the source's `as` name
 ANN_SOURCE: Final = f"{GROUP}/source"                 # on an MCPToolConfig: Kind/name of the source

@@ -1,6 +1,7 @@
 """Pydantic models of the API contract: specs, status, cache entries. No I/O here.
 
-Field names are the camelCase names of api.md (aliases); Python code uses snake_case.
+Field names are the camelCase names of the API (docs/reference/crds.md, status.md, cache-schema.md) as
+aliases; Python code uses snake_case.
 `crds/*.yaml` hold the OpenAPI schemas; tests/unit/test_crd_models.py keeps both in step.
 """
 
@@ -30,7 +31,10 @@ ReferenceKind = Literal["Secret", "ConfigMap", "ToolServer"]
 class Model(BaseModel):
     """Base: camelCase aliases, accepts either spelling, ignores fields it does not know."""
 
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+    # Docstrings under fields are their descriptions in the JSON Schema of the cache document
+    # (docs/reference/cache-schema.md is generated from it).
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore",
+                              use_attribute_docstrings=True)
 
     def dump(self) -> dict[str, Any]:
         """The JSON shape written to Kubernetes (camelCase, no unset optional fields)."""
@@ -42,7 +46,9 @@ class Model(BaseModel):
 
 class SecretKeyRef(Model):
     name: str = Field(min_length=1, max_length=253)
+    """Name of the Secret, in the resource's namespace."""
     key: str = Field(min_length=1, max_length=253)
+    """Key in the Secret's data."""
 
 
 class ConfigMapKeyRef(Model):
@@ -58,7 +64,9 @@ class SecretValue(Model):
 
 class SecretHeader(Model):
     name: str = Field(min_length=1, max_length=256, pattern=HEADER_NAME_PATTERN)
+    """HTTP header name."""
     secret_key_ref: SecretKeyRef
+    """The Secret and key the header's value is read from."""
 
 
 class Auth(Model):
@@ -164,13 +172,22 @@ class ConnectorConfigSpec(Model):
 
 
 class ServerInfo(Model):
+    """What the MCP server said of itself when the catalog was fetched."""
+
     name: str | None = None
+    """The server's name (serverInfo.name), cut to 256 characters."""
     version: str | None = None
+    """The server's version (serverInfo.version), cut to 256 characters."""
     protocol_version: str | None = None
+    """The MCP protocol version the session agreed on."""
     list_changed: bool | None = None
+    """Whether the server notifies of tool-list changes (then the operator listens and resyncs at once)."""
     # What a 2026-07-28 server says of its tool list: whom it may be cached for, and for how long.
     cache_scope: Literal["public", "private"] | None = None
+    """For whom the server says the list may be cached: public (the same for everyone) or private (it depends on
+    the credentials: see fetchedWith). Null when the server does not say."""
     ttl_ms: int | None = Field(default=None, ge=0)
+    """How long the server says the list may be cached, in milliseconds; expiresAt never comes later."""
 
 
 class ToolStatus(Model):
@@ -191,8 +208,11 @@ class FetchedWith(Model):
     """Whose credentials fetched the catalog: the Secret's name and key, never a value."""
 
     source: Literal["None", "ToolServer", "ConnectorConfig"]
+    """None: no credentials; ToolServer: the ToolServer's auth; ConnectorConfig: the ConnectorConfig's own."""
     secret_key_ref: SecretKeyRef | None = None              # the bearer token's
+    """The Secret and key of the bearer token, if one was sent."""
     headers: list[SecretHeader] | None = None
+    """The headers whose values came from Secrets: each header's name, Secret and key."""
 
 
 class Reference(Model):
@@ -285,27 +305,46 @@ class CachedTool(Model):
     """One tool in the cache ConfigMap's tools.json: its definition as the server sent it, and our
     bookkeeping. Fields of the definition the operator does not know are kept, as sent, in `extra`."""
 
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore",
+                              use_attribute_docstrings=True)
 
     name: str
+    """The tool's name, as the server lists it (the full name, however long)."""
     title: str | None = None
+    """The tool's display title, as the server sent it."""
     description: str | None = None
+    """The tool's description, as the server sent it: what the model reads."""
     input_schema: dict[str, Any] | None = None
+    """The JSON Schema of the tool's arguments, as the server sent it."""
     output_schema: dict[str, Any] | None = None
+    """The JSON Schema of the tool's structured result, as the server sent it."""
     annotations: dict[str, Any] | None = None
+    """The tool's annotations (readOnlyHint, destructiveHint, ...), as the server sent them."""
     icons: list[Any] | None = None
+    """The tool's icons, as the server sent them."""
     execution: dict[str, Any] | None = None
+    """The tool's execution hints, as the server sent them."""
     extra: dict[str, Any] | None = None
+    """Every other field of the definition the server sent (but _meta), kept as sent; the hash covers them."""
     available: bool = True
+    """False when the server no longer lists the tool: it is kept, with removedAt, and never deleted."""
     enabled: bool = True
+    """From spec.tools[].enabled (default true)."""
     selected: bool = True
+    """Whether spec.toolSelector selects the tool."""
     approved: bool = True
+    """Whether the tool's current definition is approved; always true without an approval policy."""
     schema_hash: str
+    """sha256: over the RFC 8785 canonical JSON of the definition as received, every field but name and _meta."""
     approved_hash: str | None = None
+    """The schemaHash of the definition that is approved, if any."""
     # Under an approval policy, for a changed tool awaiting approval: the definition that was approved.
     approved_definition: dict[str, Any] | None = None
+    """Under an approval policy, for a changed tool awaiting approval: the definition that was approved, in full."""
     first_seen: str
+    """When the operator first saw the tool (RFC 3339); kept when it disappears and comes back."""
     removed_at: str | None = None
+    """When the server stopped listing the tool (RFC 3339); null while it is available."""
 
     def document(self) -> dict[str, Any]:
         """The JSON entry in tools.json: every field present, nulls included."""
@@ -313,27 +352,45 @@ class CachedTool(Model):
 
 
 class CacheSource(Model):
+    """The resource the catalog belongs to, and the URL it was fetched from."""
+
     kind: str
+    """ToolServer or ConnectorConfig."""
     namespace: str
+    """The resource's namespace."""
     name: str
+    """The resource's name."""
     url: str
+    """The effective URL (a ConnectorConfig's own, or the one it inherits from its ToolServer)."""
 
 
 class ApprovalRecord(Model):
     """The approval policy the document was written under, and when its baseline was taken."""
 
     policy: ApprovalPolicy = "None"
+    """spec.approval.policy when the document was written: None, NewAndChanged or All."""
     baseline_at: str | None = None
+    """When the policy first applied and the definitions then cached were approved (NewAndChanged)."""
 
 
 class CacheDocument(Model):
     """The whole tools.json document."""
 
     source: CacheSource
+    """The resource the catalog belongs to."""
     server: ServerInfo
+    """What the server said of itself."""
     cached_at: str
+    """When the catalog was fetched and written (RFC 3339)."""
     expires_at: str
+    """When the cache expires and is resynced (RFC 3339): cachedAt plus the shorter of spec.sync.ttlSeconds and
+    the server's ttlMs, never less than the operator's --min-server-ttl."""
     hash_version: int = 1           # documents written before hashVersion existed used version 1
+    """What schemaHash means: the operator's hash version (documents written before hashVersion existed used 1)."""
     fetched_with: FetchedWith | None = None
+    """Whose credentials fetched the catalog: a Secret's name and key, never a value."""
     approval: ApprovalRecord = Field(default_factory=ApprovalRecord)
+    """The approval policy the document was written under."""
     tools: list[CachedTool]
+    """Every tool the server listed and every tool it stopped listing, sorted by name. An agent offers only those
+    where available, enabled, selected and approved are all true."""

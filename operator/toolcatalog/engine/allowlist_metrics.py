@@ -3,7 +3,7 @@
 - `toolcatalog_allowlist_allowed_tools{namespace,name}`: tools allowed now, per allowlist;
 - `toolcatalog_allowlist_targets{type,state}`: targets by type and state, over every allowlist;
 - `toolcatalog_allowlist_exposure_seconds`: the exposure window, from the start of the source sync that
-  changed what is usable to the last target written (api.md), and per target type;
+  changed what is usable to the last target written (docs/reference/toolallowlist.md), and per target type;
 - `toolcatalog_allowlist_withdrawal_failures_total{type}`: attempts to withdraw tools from a target that
   failed (each is retried until it holds).
 """

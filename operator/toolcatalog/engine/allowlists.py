@@ -63,8 +63,8 @@ class AllowlistStore(TargetStore, Protocol):
 
     async def read_configmap(self, namespace: str, name: str) -> dict[str, Any] | None: ...
     async def read_object(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None: ...
-    async def patch_status(self, kind: str, namespace: str, name: str,
-                           patch: Mapping[str, Any]) -> dict[str, Any]: ...
+    async def patch_status(self, kind: str, namespace: str, name: str, patch: Mapping[str, Any], *,
+                           resource_version: str | None = None) -> dict[str, Any]: ...
     async def post_event(self, *, kind: str, namespace: str, name: str, uid: str, type_: str, reason: str,
                          message: str, now: datetime | None = None) -> None: ...
 
@@ -332,11 +332,14 @@ class AllowlistReconciler:
         patch = merge_patch(allowlist.status.dump(), status.dump())
         if patch:
             try:
-                answer = await self.kube.patch_status(c.KIND_TOOLALLOWLIST, allowlist.namespace, allowlist.name, patch)
+                # Only onto the object this was decided from: a status another process wrote since is never
+                # overwritten, and its Events are not posted twice (a 409 is looked at again, from the fresh one).
+                answer = await self.kube.patch_status(c.KIND_TOOLALLOWLIST, allowlist.namespace, allowlist.name, patch,
+                                                      resource_version=allowlist.resource_version)
             except ApiError as error:
                 if error.status == 404:
                     return
-                raise TransientError(f"{allowlist.describe()}: writing status failed: {error.message}") from None
+                raise TransientError.of(f"{allowlist.describe()}: writing status failed", error) from None
             self.objects.observe(c.KIND_TOOLALLOWLIST, answer)
         for event in events:
             try:

@@ -26,25 +26,40 @@ REFRESHES = Counter("toolcatalog_refreshes_total", "Annotation-triggered refresh
                     ["kind", "result"])
 TOOL_CHANGES = Counter("toolcatalog_tool_changes_total", "Tools that appeared, disappeared or changed in syncs",
                        ["kind", "change"])
-TOOLS = Gauge("toolcatalog_tools", "Usable tools (available, enabled, selected) per resource",
+TOOLS = Gauge("toolcatalog_tools", "Usable tools (available, enabled, selected and approved) per resource",
               ["kind", "namespace", "name"])
 READY = Gauge("toolcatalog_ready", "1 when the resource has a usable cache (Ready=True), else 0",
               ["kind", "namespace", "name"])
 FAILURES = Gauge("toolcatalog_consecutive_sync_failures", "Syncs of the resource that failed in a row since its "
                  "last success (status.consecutiveFailures): 0 while it syncs", ["kind", "namespace", "name"])
 
+# Status writes refused because the object changed since the reconcile read it (HTTP 409 on its
+# resourceVersion): another process wrote it (two shards owning it for a moment), or someone changed
+# it meanwhile. Each is retried on the fresh object; a steady rate means two processes own the same shard.
+STATUS_CONFLICTS = Counter("toolcatalog_status_conflicts_total",
+                           "Status writes refused because the object had changed meanwhile (HTTP 409)", ["kind"])
+
+
+_serving: set[tuple[str, int]] = set()
+
 
 def serve(port: int, address: str) -> None:
+    """Once a process: the operator may start again in it (autosharding), the metrics server goes on."""
+    if (address, port) in _serving:
+        return
     start_http_server(port, addr=address)
+    _serving.add((address, port))
     logger.info("serving Prometheus metrics on http://%s:%d/metrics", address, port)
 
 
 def observe(outcome: Outcome) -> None:
     """Count what one reconcile did; a reconcile that only answered a rate-limited refresh is no sync."""
+    kind, namespace, name = outcome.key
+    if outcome.conflicts:
+        STATUS_CONFLICTS.labels(kind).inc(outcome.conflicts)
     plan = outcome.plan
     if plan is None:
         return
-    kind, namespace, name = outcome.key
     status = plan.status
     if plan.synced and status.last_sync is not None:
         last = status.last_sync
@@ -62,6 +77,12 @@ def observe(outcome: Outcome) -> None:
     ready = get_condition(status.conditions, c.COND_READY)
     READY.labels(kind, namespace, name).set(1 if ready and ready.status == "True" else 0)
     FAILURES.labels(kind, namespace, name).set(status.consecutive_failures)
+
+
+def forget_all() -> None:
+    """Drop every per-resource series (the engine that reported them stopped)."""
+    for gauge in (TOOLS, READY):
+        gauge.clear()
 
 
 def forget(key: ObjectKey) -> None:

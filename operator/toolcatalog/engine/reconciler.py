@@ -8,6 +8,15 @@ writer. A failure of the Kubernetes API itself (5xx, 429, timeouts) changes noth
 by the work queue's backoff. An exception no code path expected (a bug) ends the sync like any other
 failure, as Synced=False InternalError through the same plan, retried with backoff: never a retry
 loop that only the log shows.
+
+Status writes carry the resourceVersion the reconcile decided from: a status written meanwhile by
+another process (two shards briefly owning the same resource) is never overwritten. On a conflict
+the object is read afresh. If its status is still the one read (the spec, an annotation or a label
+changed), the outcome is still a true record of what this sync found, and the same write is made
+again on the fresh object (the next reconcile takes up what changed). If another writer changed the
+status, this outcome is stale: the ConfigMap goes back to what it was, no Event is posted, and the
+resource is reconciled again at once from the fresh object (which may show the work done already,
+e.g. the refresh answered by the other process).
 """
 
 from __future__ import annotations
@@ -40,6 +49,7 @@ from ..reconcile.cachedoc import (
     parse_cache,
     restore_patch,
 )
+from ..reconcile.conditions import parse_time
 from ..reconcile.decide import Decision, Observed, decide
 from ..reconcile.plan import (
     CacheWrite,
@@ -71,8 +81,8 @@ class KubeStore(Protocol):
     async def read_object(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None: ...
     async def create_configmap(self, namespace: str, manifest: Mapping[str, Any]) -> dict[str, Any]: ...
     async def patch_configmap(self, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]: ...
-    async def patch_status(self, kind: str, namespace: str, name: str,
-                           patch: Mapping[str, Any]) -> dict[str, Any]: ...
+    async def patch_status(self, kind: str, namespace: str, name: str, patch: Mapping[str, Any], *,
+                           resource_version: str | None = None) -> dict[str, Any]: ...
     async def post_event(self, *, kind: str, namespace: str, name: str, uid: str, type_: str, reason: str,
                          message: str, now: datetime | None = None) -> None: ...
 
@@ -137,6 +147,7 @@ class Outcome:
     wrote_status: bool = False
     wrote_cache: bool = False           # this reconcile wrote the cache ConfigMap (and it stayed written)
     seconds: float = 0.0                # the whole reconcile: reads, fetch, merge and every write
+    conflicts: int = 0                  # status writes refused because the object had changed (HTTP 409)
 
 
 @dataclass(frozen=True)
@@ -176,6 +187,18 @@ class StatusRejected(Exception):
     def __init__(self, error: SyncError) -> None:
         super().__init__(error.message)
         self.error = error
+
+
+class StatusConflict(Exception):
+    """The object is no longer at the resourceVersion the status write was made for (HTTP 409)."""
+
+
+# A ConfigMap written this recently with a catalog status does not record is taken for another process's
+# sync still between its ConfigMap and status writes; older, for one left over by an interrupted sync.
+IN_FLIGHT_SECONDS = 30.0
+# Conflicts in a row that left status alone (the object's spec or metadata rewritten) before it backs
+# off: someone rewriting the object in a loop must not keep a worker busy.
+MAX_RETRIED_CONFLICTS = 3
 
 
 @dataclass
@@ -263,7 +286,11 @@ class Reconciler:
             outcome = SyncOutcome(trigger=decision.trigger or c.TRIGGER_UPDATE, started_at=now,
                                   completed_at=self.clock(), refresh=decision.refresh)
             plan = plan_failure(resource, outcome, error, self.jitter())
-            wrote = await self._write(resource, plan)
+            try:
+                wrote = await self._write(resource, plan)
+            except StatusConflict:
+                raise TransientError(f"{resource.describe()}: its status changed while recording an internal "
+                                     "error; looked at again", reason="Conflict") from None
             self._tell(Outcome(key, decision, plan, wrote, False, time.monotonic() - began))
             return _seconds_until(plan.requeue_at, self.clock())
 
@@ -281,30 +308,65 @@ class Reconciler:
         else:
             run = await self._sync(resource, decision, memory)
             plan = run.plan
-        wrote_cache = run is not None and run.wrote_cache
-        try:
-            wrote = await self._write(resource, plan)
-        except TransientError:
-            raise
-        except Exception as exc:        # refused for good (StatusRejected), or a failure nothing expected
-            if run is None:
-                if isinstance(exc, StatusRejected):
-                    raise TransientError(f"{resource.describe()}: writing status failed: {exc.error.message}",
-                                         reason=exc.error.api_reason or "Unknown") from None
+        conflicts, refused = 0, False
+        while True:
+            try:
+                wrote = await self._write(resource, plan)
+                break
+            except TransientError:
                 raise
-            error = exc.error if isinstance(exc, StatusRejected) else \
-                self._internal_error(resource, exc, "writing status")
-            # Cache and status must describe one catalog: put the previous cache back, record the failure.
-            if run.wrote_cache:
-                assert run.plan.cache is not None and run.state is not None
-                await self._restore_cache(resource, run.plan.cache, run.state)
-                wrote_cache = False
-            plan = plan_failure(resource, run.outcome, scrub_error(error, self.redactor), self.jitter())
-            wrote = await self._write(resource, plan)
+            except StatusConflict:
+                conflicts += 1
+                fresh = await self._read_fresh(resource, run)
+                if fresh is not None and conflicts <= MAX_RETRIED_CONFLICTS and _same_status(fresh, resource):
+                    resource = fresh        # nobody else wrote status: the same write, on the fresh object
+                    continue
+                await self._discard(resource, run, decision, memory)
+                self._tell(Outcome(resource.key, decision, None, False, False, time.monotonic() - began, conflicts))
+                if fresh is not None and conflicts > MAX_RETRIED_CONFLICTS:
+                    raise TransientError(f"{resource.describe()}: the object keeps changing under the status "
+                                         "write") from None
+                return 0.0 if fresh is not None else None     # at once, from the fresh object
+            except Exception as exc:        # refused for good (StatusRejected), or a failure nothing expected
+                if run is None or refused:
+                    if isinstance(exc, StatusRejected):
+                        raise TransientError(f"{resource.describe()}: writing status failed: {exc.error.message}",
+                                             reason=exc.error.api_reason or "Unknown") from None
+                    raise
+                error = exc.error if isinstance(exc, StatusRejected) else \
+                    self._internal_error(resource, exc, "writing status")
+                # Cache and status must describe one catalog: put the previous cache back, record the failure.
+                await self._undo_cache(resource, run, "status write refused", logging.WARNING)
+                plan = plan_failure(resource, run.outcome, scrub_error(error, self.redactor), self.jitter())
+                refused = True
+        wrote_cache = run is not None and run.wrote_cache
         if self.catalogs is not None and run is not None:
             self.catalogs.commit(resource, plan, run.began)
-        self._tell(Outcome(resource.key, decision, plan, wrote, wrote_cache, time.monotonic() - began))
+        self._tell(Outcome(resource.key, decision, plan, wrote, wrote_cache, time.monotonic() - began, conflicts))
         return _seconds_until(plan.requeue_at, self.clock())
+
+    async def _read_fresh(self, resource: Resource, run: _Sync | None) -> Resource | None:
+        """The object as the API server has it now, into the object cache (None: it is gone)."""
+        try:
+            body = await self.kube.read_object(resource.kind, resource.namespace, resource.name)
+        except ApiError as error:
+            await self._undo_cache(resource, run, "status changed meanwhile", logging.INFO)
+            raise TransientError(f"{resource.describe()}: reading it after a conflict failed: "
+                                 f"{error.message}") from None
+        if body is None:
+            return None
+        self.objects.observe(resource.kind, body)
+        return Resource.from_body(resource.kind, body)
+
+    async def _discard(self, resource: Resource, run: _Sync | None, decision: Decision, memory: _Memory) -> None:
+        """This reconcile's outcome is older than the object: undo its cache write, keep the hints it used."""
+        await self._undo_cache(resource, run, "status changed meanwhile", logging.INFO)
+        if decision.trigger == c.TRIGGER_LIST_CHANGED:
+            memory.list_changed = True
+        elif decision.trigger == c.TRIGGER_RESUME:
+            memory.reconciled = False
+        logger.info("%s: its status changed while this %s was under way; the outcome is dropped (no Event), "
+                    "its ConfigMap left as it was, and it is looked at again", resource.describe(), decision.action)
 
     def _observed(self, resource: Resource, memory: _Memory, now: datetime) -> Observed:
         token = resource.annotations.get(c.ANN_REFRESH)
@@ -457,12 +519,34 @@ class Reconciler:
         rv = (existing.get("metadata") or {}).get("resourceVersion")
         if not existing.get("data") and not existing.get("binaryData"):    # emptied: no catalog yet
             return _CacheState(cm_name, rv, None, exists=True, content=existing)
+        self._check_not_in_flight(resource, existing)
         try:
             document: CacheDocument | None = parse_cache(existing)
         except CacheParseError as exc:
             logger.warning("%s: previous cache unreadable (%s); rebuilding it", resource.describe(), exc)
             document = None
         return _CacheState(cm_name, rv, document, exists=True, content=existing)
+
+    def _check_not_in_flight(self, resource: Resource, existing: Mapping[str, Any]) -> None:
+        """A ConfigMap whose catalog status does not record, written moments ago, is another process's sync
+        between its two writes (its status write may still lose and put the ConfigMap back): merging with it
+        would report changes against a catalog no status ever described. Wait for that write to settle
+        (its status write comes through the watch and wakes this resource). Older, it is left over from an
+        interrupted sync, and adopted."""
+        annotations = (existing.get("metadata") or {}).get("annotations") or {}
+        found = annotations.get(c.ANN_CONTENT_HASH)
+        recorded = resource.status.cache.content_hash if resource.status.cache is not None else None
+        written_at = parse_time(annotations.get(c.ANN_CACHED_AT))
+        if not found or found == recorded or written_at is None or not is_owned_by(existing, resource.uid):
+            return
+        age = (self.clock() - written_at).total_seconds()
+        if age < IN_FLIGHT_SECONDS:
+            raise SyncError(c.REASON_API_UNAVAILABLE,
+                            f"ConfigMap {resource.namespace}/{existing['metadata'].get('name')} holds a catalog "
+                            f"written {max(0, round(age))}s ago that status does not record: another sync of this "
+                            f"{resource.kind} is writing; syncing again")
+        logger.warning("%s: its ConfigMap holds a catalog status does not record, left by an interrupted sync; "
+                       "taken as the previous catalog", resource.describe())
 
     async def _write_cache(self, resource: Resource, cache: CacheWrite, state: _CacheState) -> None:
         """Create it, or merge-patch it on the condition that nobody changed it since we read it."""
@@ -488,9 +572,17 @@ class Reconciler:
         self._catalogs[resource.uid] = _Written.of(cache.name, rv, cache.manifest)
         self._must_read.discard(resource.uid)
 
-    async def _restore_cache(self, resource: Resource, cache: CacheWrite, before: _CacheState) -> None:
+    async def _undo_cache(self, resource: Resource, run: _Sync | None, why: str, level: int) -> None:
+        if run is not None and run.wrote_cache:
+            assert run.plan.cache is not None and run.state is not None
+            await self._restore_cache(resource, run.plan.cache, run.state, why, level)
+            run.wrote_cache = False
+
+    async def _restore_cache(self, resource: Resource, cache: CacheWrite, before: _CacheState, why: str,
+                             level: int) -> None:
         """Undo this sync's cache write: the previous content back; a ConfigMap this sync created is
-        emptied (no catalog, as status says; the operator may not delete ConfigMaps, by design)."""
+        emptied (no catalog, as status says; the operator may not delete ConfigMaps, by design).
+        Only if nobody wrote it since: a newer write (another process's sync) is left as it is."""
         written = self._catalogs.pop(resource.uid, None)
         patch = restore_patch(before.content if before.exists and before.content is not None else {},
                               cache.manifest)
@@ -499,11 +591,14 @@ class Reconciler:
         try:
             await self.kube.patch_configmap(resource.namespace, cache.name, patch)
         except ApiError as error:
+            if error.status == 409:
+                logger.info("%s: %s; ConfigMap %s was written again since, by someone else: left as it is",
+                            resource.describe(), why, cache.name)
+                return
             if error.status != 404:
                 raise TransientError.of(f"{resource.describe()}: putting the previous cache back failed",
                                         error) from None
-        logger.warning("%s: status write refused; ConfigMap %s put back as it was", resource.describe(),
-                       cache.name)
+        logger.log(level, "%s: %s; ConfigMap %s put back as it was", resource.describe(), why, cache.name)
 
     # -- status and Events ----------------------------------------------------------------------
 
@@ -513,10 +608,13 @@ class Reconciler:
         wrote = False
         if patch:
             try:
-                answer = await self.kube.patch_status(resource.kind, resource.namespace, resource.name, patch)
+                answer = await self.kube.patch_status(resource.kind, resource.namespace, resource.name, patch,
+                                                      resource_version=resource.resource_version)
             except ApiError as error:
                 if error.status == 404:
                     return False        # deleted meanwhile
+                if error.status == 409:
+                    raise StatusConflict() from None
                 if error.status in (400, 413, 422):
                     raise StatusRejected(api_error(error)) from None
                 raise TransientError.of(f"{resource.describe()}: writing status failed", error) from None
@@ -550,6 +648,13 @@ def _check_status_size(plan: Plan) -> None:
         raise SyncError(c.REASON_CACHE_TOO_LARGE,
                         f"the status would be {size} bytes, more than the {c.STATUS_MAX_BYTES} the operator "
                         "writes; list fewer tools (spec.toolSelector)")
+
+
+def _same_status(fresh: Resource, planned: Resource) -> bool:
+    """Whether nobody wrote the status of this incarnation since the reconcile read it. A spec, annotation
+    or label changed meanwhile leaves the outcome true (it records the generation and the refresh it
+    answered); a status written by someone else makes it stale."""
+    return fresh.uid == planned.uid and fresh.status == planned.status
 
 
 def _previous_incarnation(configmap: Mapping[str, Any], resource: Resource) -> bool:

@@ -220,8 +220,9 @@ class TargetWriter:
 
     def webhook(self, allowlist: Allowlist) -> tuple[Written, str | None]:
         if self.webhook_path is None:
-            return Written("Unavailable", "this operator does not serve ToolHive's validating webhook (see the "
-                                          "README: ToolAllowlist, toolhiveWebhook)", c.REASON_TARGET_UNAVAILABLE), None
+            return Written("Unavailable", "this operator does not serve ToolHive's validating webhook (see "
+                                          "docs/reference/toolallowlist.md, toolhiveWebhook)",
+                           c.REASON_TARGET_UNAVAILABLE), None
         return Written("Published"), self.webhook_path(allowlist.namespace, allowlist.name)
 
 

@@ -5,7 +5,7 @@ the work queue (`toolcatalog_workqueue_*{name, controller}`, client-go's workque
 reconciles (`toolcatalog_reconcile_*{controller}`) and the workers (`toolcatalog_active_workers`,
 `toolcatalog_max_concurrent_reconciles`), so the dashboards and alerts written for those work here
 with the prefix changed. Added: failures of the Kubernetes API by its Status reason, and the pool of
-slow reconciles (README "Slow servers").
+slow reconciles (docs/explanation/failure-handling.md, "Slow servers").
 
 `ControllerMetrics` is the engine's observer (`EngineObserver`): counters and histograms are updated
 as the queue and the reconciles report; gauges that change continuously (depth, unfinished work,

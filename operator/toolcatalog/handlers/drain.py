@@ -127,10 +127,10 @@ class _DrainedStore:
         self._drain.writes()
         return await self._kube.patch_configmap(namespace, name, patch)
 
-    async def patch_status(self, kind: str, namespace: str, name: str,
-                           patch: Mapping[str, Any]) -> dict[str, Any]:
+    async def patch_status(self, kind: str, namespace: str, name: str, patch: Mapping[str, Any], *,
+                           resource_version: str | None = None) -> dict[str, Any]:
         self._drain.writes()
-        return await self._kube.patch_status(kind, namespace, name, patch)
+        return await self._kube.patch_status(kind, namespace, name, patch, resource_version=resource_version)
 
     async def post_event(self, *, kind: str, namespace: str, name: str, uid: str, type_: str, reason: str,
                          message: str, now: datetime | None = None) -> None:

@@ -12,8 +12,8 @@ another. Such a ToolServer's identity and spec (never its status) are remembered
 ConnectorConfig can be resynced when it changes, exactly as without sharding; it is never synced.
 
 A uid never changes, so a resource stays with its shard for its whole life. Changing N moves
-about 1/N of the resources (the point of a consistent hash); they are picked up by their new shard
-when it starts, as after any restart.
+about 1/N of the resources (the point of a consistent hash). Run as a StatefulSet's pod
+(`--pod`, autoshard.py), a process takes I and N from the StatefulSet and follows N.
 """
 
 from __future__ import annotations
@@ -90,3 +90,20 @@ def identity_and_spec(body: Mapping[str, Any]) -> dict[str, Any]:
     meta = body.get("metadata") or {}
     kept = ("name", "namespace", "uid", "generation", "resourceVersion", "deletionTimestamp")
     return {"metadata": {key: meta[key] for key in kept if key in meta}, "spec": body.get("spec") or {}}
+
+
+def statefulset_pod(pod: str) -> tuple[str, int]:
+    """The StatefulSet and the ordinal of one of its pods, from the pod's name (`<statefulset>-<ordinal>`)."""
+    statefulset, dash, ordinal = pod.rpartition("-")
+    if not dash or not statefulset or not ordinal.isascii() or not ordinal.isdigit() \
+            or (len(ordinal) > 1 and ordinal.startswith("0")):
+        raise ValueError(f"--pod {pod!r} is not the name of a StatefulSet's pod (<statefulset>-<ordinal>)")
+    return statefulset, int(ordinal)
+
+
+def statefulset_shards(statefulset: Mapping[str, Any]) -> tuple[int, int]:
+    """(replicas, first ordinal) of a StatefulSet: its pods are shards 0 .. replicas-1 of `replicas`."""
+    spec = statefulset.get("spec") or {}
+    replicas = spec.get("replicas")
+    start = (spec.get("ordinals") or {}).get("start") or 0
+    return (1 if replicas is None else int(replicas)), int(start)

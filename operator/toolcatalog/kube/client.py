@@ -148,6 +148,36 @@ class KubeClient:
                 return None
             raise
 
+    async def watch(self, path: str, *, what: str, timeout_seconds: int,
+                    params: Mapping[str, str] | None = None) -> AsyncIterator[dict[str, Any]]:
+        """The events of one watch request (`path`, `params`), decoded, until the server ends it after
+        `timeout_seconds`; ApiError if it refuses it or the connection fails."""
+        if self._client is None:
+            self._client = self._connect()
+        await self._limit.acquire()
+        self.requests += 1
+        query = urlencode({"watch": "true", "allowWatchBookmarks": "true", "timeoutSeconds": timeout_seconds,
+                           **(params or {})})
+        url = yarl.URL(f"{self._server}{path}?{query}", encoded=True)
+        try:
+            async with self._client.get(url, allow_redirects=False, timeout=aiohttp.ClientTimeout(
+                    total=None, sock_connect=self._timeout, sock_read=timeout_seconds + self._timeout)) as response:
+                if response.status == 401:
+                    await self.aclose()     # log in again on the next request (a rotated token)
+                if response.status >= 300:
+                    raise ApiError.from_response(response.status, await response.read(), what)
+                pending = b""
+                async for chunk in response.content.iter_any():     # one JSON object a line, any length
+                    pending += chunk
+                    *lines, pending = pending.split(b"\n")
+                    for line in lines:
+                        if line.strip():
+                            yield dict(json.loads(line))
+        except TimeoutError:
+            raise ApiError(0, "Timeout", f"{what}: the watch went silent") from None
+        except aiohttp.ClientError as exc:
+            raise ApiError(0, "Unavailable", f"{what}: cannot reach the API server ({type(exc).__name__})") from None
+
     # -- the objects a sync reads ----------------------------------------------------------
 
     async def read_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
@@ -162,6 +192,18 @@ class KubeClient:
 
     def _collection(self, kind: str, namespace: str | None) -> str:
         return custom_path(kind, namespace) if namespace else "/".join(["/apis", c.GROUP, c.VERSION, c.PLURAL[kind]])
+
+    async def read_statefulset(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The StatefulSet that runs this pod, when sharded by it (handlers/autoshard.py)."""
+        return await self.get(group_path("apps/v1", "statefulsets", namespace, name), f"StatefulSet {namespace}/{name}")
+
+    def watch_statefulset(self, namespace: str, name: str, *, resource_version: str,
+                          timeout_seconds: int) -> AsyncIterator[dict[str, Any]]:
+        """Changes of that one StatefulSet after `resource_version` (a list/watch by name: RBAC allows it
+        with resourceNames)."""
+        return self.watch(group_path("apps/v1", "statefulsets", namespace),
+                          what=f"a watch of StatefulSet {namespace}/{name}", timeout_seconds=timeout_seconds,
+                          params={"fieldSelector": f"metadata.name={name}", "resourceVersion": resource_version})
 
     async def list_metadata(self, kind: str, namespace: str | None = None,
                             page: int = 500) -> tuple[list[dict[str, Any]], str]:
@@ -311,9 +353,14 @@ class KubeClient:
         return await self.request("PATCH", core_path("configmaps", namespace, name), body=patch,
                                   content_type=MERGE_PATCH, what=f"ConfigMap {namespace}/{name}")
 
-    async def patch_status(self, kind: str, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
-        """Status only ever goes through the /status subresource."""
-        return await self.request("PATCH", custom_path(kind, namespace, name, "status"), body={"status": patch},
+    async def patch_status(self, kind: str, namespace: str, name: str, patch: Mapping[str, Any], *,
+                           resource_version: str | None = None) -> dict[str, Any]:
+        """Status only ever goes through the /status subresource. With `resource_version`, only if the object
+        is still at that version (HTTP 409 otherwise), as controller-runtime's MergeFromWithOptimisticLock."""
+        body: dict[str, Any] = {"status": patch}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
+        return await self.request("PATCH", custom_path(kind, namespace, name, "status"), body=body,
                                   content_type=MERGE_PATCH, what=f"{kind} {namespace}/{name} status")
 
     async def post_event(self, *, kind: str, namespace: str, name: str, uid: str, type_: str, reason: str,

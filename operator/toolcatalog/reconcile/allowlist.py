@@ -1,7 +1,7 @@
 """Which tools a ToolAllowlist allows, per source, and why the others are withheld. Pure.
 
 A tool is allowed exactly when its source's cache offers it to agents: `available && enabled &&
-selected && approved` at its current schemaHash (api.md "ToolAllowlist"). What the operator knows of
+selected && approved` at its current schemaHash (docs/reference/toolallowlist.md). What the operator knows of
 a source's cache is a `SourceCatalog`: the tools of its cache document, whether its last sync
 failed, and a `ceiling`, the tools a sync that is still writing found usable. A sync that finds a
 definition changed, a tool gone or no longer approved lowers the ceiling before it writes anything,

@@ -1,7 +1,8 @@
 """What each target of a ToolAllowlist must hold: the objects to write, their content and hashes. Pure.
 
-- `configMap`: one ConfigMap, `data["allowlist.json"]`, the generic document of api.md (servers by
-  `as`, tools by name; every source is listed, with no tools when none is allowed).
+- `configMap`: one ConfigMap, `data["allowlist.json"]`, the generic document of
+  docs/reference/toolallowlist.md (servers by `as`, tools by name; every source is listed, with no
+  tools when none is allowed).
 - `toolhive`: one MCPToolConfig per source, named `<allowlist>-<as>`, `spec.toolsFilter` = the
   allowed names. ToolHive reads an empty toolsFilter as "every tool", so a source that allows
   nothing gets `NO_TOOL_ALLOWED` (api/toolhive.py) instead (`tools_filter`), never an empty list.

@@ -1,4 +1,4 @@
-"""The cache ConfigMap (api.md "The cache ConfigMap"): its name, its tools.json document,
+"""The cache ConfigMap (docs/reference/cache.md): its name, its tools.json document,
 gzip above 512 KiB, the manifest and merge-patch that write it, and parsing it back. No I/O.
 """
 
@@ -106,7 +106,7 @@ class CacheTooLargeError(ValueError):
 
 
 def document_json(doc: CacheDocument) -> str:
-    """tools.json text: api.md's key order, tools sorted by name, every field (nulls too).
+    """tools.json text: the key order of docs/reference/cache.md, tools sorted by name, every field (nulls too).
 
     Compact rather than indented: agents parse it, `jq .` pretty-prints it for people, and
     indentation of deep JSON schemas would roughly double the size and reach the 512 KiB

@@ -1,7 +1,7 @@
 """Pure catalog logic: definition hashes, the tool selector, and merging a fetched tool list
 into the previous catalog (diff, removed-kept-unavailable, per-tool settings). No I/O.
 
-Semantics follow api.md "Catalog semantics" and "Refresh semantics": tools are never
+Semantics follow docs/reference/status.md and refresh.md: tools are never
 deleted, a tool that comes back keeps its firstSeen and counts as new, and `enabled` /
 `selected` always come from the current spec, never from the server.
 """

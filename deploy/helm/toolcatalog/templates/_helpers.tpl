@@ -172,12 +172,14 @@ spec:
         - name: PYTHONDONTWRITEBYTECODE
           value: "1"
         {{- if .Values.sharding.enabled }}
-        - name: TOOLCATALOG_SHARD
+        - name: TOOLCATALOG_POD
           valueFrom:
             fieldRef:
-              fieldPath: metadata.labels['apps.kubernetes.io/pod-index']
-        - name: TOOLCATALOG_TOTAL_SHARDS
-          value: {{ .Values.sharding.shards | quote }}
+              fieldPath: metadata.name
+        - name: TOOLCATALOG_POD_NAMESPACE
+          valueFrom:
+            fieldRef:
+              fieldPath: metadata.namespace
         {{- end }}
         {{- with .Values.extraEnv }}
         {{- toYaml . | nindent 8 }}
