@@ -9,8 +9,10 @@ Sections (--only picks some): floor (bare SDK session, raw HTTP on a warm connec
 open session: 1, 50 and 500 tools), refresh (annotation to answer, on the emulator and on the real
 control plane, as ratios to the floor), converge (N ToolServers × 20 tools created at once on a fresh
 real control plane, then idle and sizes), steady (N with a short TTL for a while), triggers (Secret
-rotation and list-changed notification to resync). Prints a table and writes
-bench/results/<date>-<machine>.json. Every server listens on, and all traffic goes to, 127.0.0.1.
+rotation and list-changed notification to resync), ratelimit (N created at once with the client-side
+rate limit on and off: convergence, 429s and APF queueing, API server CPU, another client's latency).
+Prints a table and writes bench/results/<date>-<machine>.json. Every server listens on, and all traffic
+goes to, 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -28,10 +30,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench import floor, refresh, scale, steady, triggers
+from bench import floor, ratelimit, refresh, scale, steady, triggers
 from bench.common import REPO, McpFleet, emulator, log, operator_environment, real_cluster, workdir
 
-SECTIONS = ("floor", "refresh", "converge", "steady", "triggers")
+SECTIONS = ("floor", "refresh", "converge", "steady", "triggers", "ratelimit")
 CATALOGS = [1, 50, 500]
 PAGE_SIZE = 100
 
@@ -52,6 +54,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--kube-qps", type=float, default=None, metavar="QPS",
                         help="also converge the largest N at or below 1000 with the operator's --kube-qps QPS "
                              "(burst 2×QPS), beside the default 100 (default 50; --quick: not)")
+    parser.add_argument("--ratelimit-resources", type=int, default=None, metavar="N",
+                        help="ToolServers created at once to converge with the client-side rate limit on and off "
+                             "(default 1000; --quick: 200)")
     parser.add_argument("--only", default=",".join(SECTIONS), help=f"sections to run, of {','.join(SECTIONS)}")
     parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
                         help="record py-spy profiles of the operator (converge, steady) into DIR")
@@ -61,7 +66,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     defaults = {"sizes": "100" if quick else "100,1000,5000", "rounds": 10 if quick else 30,
                 "idle_seconds": 20.0 if quick else 60.0, "steady_resources": 200 if quick else 1000,
                 "steady_ttl": 30 if quick else 120, "steady_seconds": 90.0 if quick else 1800.0,
-                "trigger_rounds": 3 if quick else 10, "kube_qps": None if quick else 50.0}
+                "trigger_rounds": 3 if quick else 10, "kube_qps": None if quick else 50.0,
+                "ratelimit_resources": 200 if quick else 1000}
     for name, value in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
@@ -104,7 +110,7 @@ async def run(args: argparse.Namespace, output: Path | None = None) -> dict[str,
                                "errors": {}}
     directory = workdir()
     for section, step in (("floor+refresh", _latency), ("converge", _converge), ("steady", _steady),
-                          ("triggers", _triggers)):
+                          ("triggers", _triggers), ("ratelimit", _ratelimit)):
         try:
             await step(args, results, directory)
         except Exception as error:      # one section failing still leaves the others' figures
@@ -169,6 +175,11 @@ async def _triggers(args: argparse.Namespace, results: dict[str, Any], directory
         log("trigger latencies on the real control plane")
         async with real_cluster(directory) as backend:
             results["triggers"] = await triggers.measure(backend, args.trigger_rounds, directory)
+
+
+async def _ratelimit(args: argparse.Namespace, results: dict[str, Any], directory: Path) -> None:
+    if "ratelimit" in args.only:
+        results["ratelimit"] = await ratelimit.run(args.ratelimit_resources, directory)
 
 
 def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
@@ -274,6 +285,16 @@ def table(results: dict[str, Any]) -> str:
     if results.get("triggers"):
         for name, figures in results["triggers"].items():
             out(f"trigger {name:<22} p50 {figures['p50']:8.1f}  p95 {figures['p95']:8.1f}  (n={figures['n']})")
+    for entry in results.get("ratelimit") or []:
+        apf, during, idle = entry["apf"], entry["neighbour_get_ms_during"], entry["neighbour_get_ms_idle"]
+        out(f"rate limit, N={entry['resources']} created at once, {entry['limit']}: converge "
+            f"{entry['converge_seconds']} s ({entry['syncs_per_second']} syncs/s, "
+            f"{entry['operator_api_requests_per_second']} operator requests/s); 429 answers {apf['answers_429']}, "
+            f"APF rejections {apf['apf_rejected']}, APF queue wait ms {apf['mean_queue_wait_ms_by_priority_level']}; "
+            f"kube-apiserver {entry['kube_apiserver_cpu_percent_of_a_core']}% of a core, etcd "
+            f"{entry['etcd_cpu_percent_of_a_core']}%; another client's GET p50/p95/p99/max "
+            f"{during.get('p50')}/{during.get('p95')}/{during.get('p99')}/{during.get('max')} ms "
+            f"(idle {idle.get('p50')}/{idle.get('p95')}), {entry['neighbour_failures']} failed")
     for section, error in (results.get("errors") or {}).items():
         out(f"FAILED {section}: {error[:300]}")
     if results.get("targets"):
