@@ -30,16 +30,32 @@ lint: $(STAMP) ## ruff, mypy (the shipped package) and the import-linter layer c
 	$(BIN)/lint-imports
 
 .PHONY: test
-test: lint ## Lint, then run the whole test suite (unit, engine, end-to-end on the emulator)
-	$(BIN)/pytest -q $(PYTEST_ARGS)
+test: lint toolhive-crds ## Lint, then run the whole test suite (unit, engine, end-to-end on the emulator)
+	$(BIN)/pytest -q --ignore=tests/gateways $(PYTEST_ARGS)
 
 .PHONY: test-cluster
-test-cluster: $(STAMP) ## Run the end-to-end tests against a real control plane (builds it once; needs Go)
+test-cluster: $(STAMP) toolhive-crds ## Run the end-to-end tests against a real control plane (builds it once; needs Go)
 	$(BIN)/pytest -q tests/e2e --backend=cluster $(PYTEST_ARGS)
 
 .PHONY: controlplane
 controlplane: ## Build (or find cached) etcd, kube-apiserver, kube-controller-manager, kubectl, kstatus
 	bash test/controlplane/build.sh
+
+.PHONY: toolhive
+toolhive: ## Build ToolHive's proxy runner and operator from its Go module (cached) for the gateway tests
+	bash test/gateways/toolhive/build.sh
+
+.PHONY: toolhive-crds
+toolhive-crds: ## Extract ToolHive's CRDs from its Go module into the cache (download only: seconds)
+	bash test/gateways/toolhive/build.sh crds
+
+.PHONY: contextforge
+contextforge: ## Install IBM ContextForge (PyPI) into a virtual environment of its own in the cache
+	PYTHON=$(PYTHON) bash test/gateways/contextforge/install.sh
+
+.PHONY: test-gateways
+test-gateways: $(STAMP) ## The gateway tier: real ToolHive and ContextForge (make controlplane toolhive contextforge first)
+	$(BIN)/pytest -q tests/gateways $(PYTEST_ARGS)
 
 .PHONY: cluster
 cluster: $(STAMP) ## Start a real control plane on loopback with the CRDs, print its KUBECONFIG, until Ctrl-C
@@ -75,6 +91,7 @@ $(OPSTAMP): pyproject.toml
 .PHONY: bench
 bench: $(STAMP) $(OPSTAMP) ## Benchmarks on the emulator and the real control plane (BENCH_ARGS=--quick: minutes)
 	bash test/controlplane/build.sh > /dev/null
+	bash test/gateways/toolhive/build.sh crds > /dev/null
 	BENCH_OPERATOR_PYTHON=$(OPVENV)/bin/python $(BIN)/python -m bench $(BENCH_ARGS)
 
 .PHONY: bench-profile
@@ -94,6 +111,10 @@ image: ## Build the container image with podman (cached)
 .PHONY: helm
 helm: ## Build helm from the Go module proxy (cached) for the deploy tests, with cert-manager's CRDs
 	bash test/controlplane/helm/build.sh
+
+.PHONY: prometheus
+prometheus: ## Install Prometheus and promtool (Debian's package, as root) for the monitoring tests
+	bash test/prometheus/install.sh
 
 .PHONY: sandbox
 sandbox: $(STAMP) ## The demo kept running, with a KUBECONFIG for kubectl (SANDBOX_ARGS=--real: the real control plane)

@@ -9,10 +9,12 @@ Sections (--only picks some): floor (bare SDK session, raw HTTP on a warm connec
 open session: 1, 50 and 500 tools), refresh (annotation to answer, on the emulator and on the real
 control plane, as ratios to the floor), converge (N ToolServers × 20 tools created at once on a fresh
 real control plane, then idle and sizes), steady (N with a short TTL for a while), triggers (Secret
-rotation and list-changed notification to resync), ratelimit (N created at once with the client-side
-rate limit on and off: convergence, 429s and APF queueing, API server CPU, another client's latency).
-Prints a table and writes bench/results/<date>-<machine>.json. Every server listens on, and all traffic
-goes to, 127.0.0.1.
+rotation and list-changed notification to resync), probes (what the liveness check costs the API server,
+by N up to 1000: bench/probes.py), allowlist (a notified rug pull until the operator's answers and each
+ToolAllowlist target withdraw the tool: the exposure window), ratelimit (N created at once with the
+client-side rate limit on and off: convergence, 429s and APF queueing, API server CPU, another client's
+latency). Prints a table and writes bench/results/<date>-<machine>.json. Every server listens on, and all
+traffic goes to, 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -30,10 +32,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench import floor, ratelimit, refresh, scale, steady, triggers
+from bench import allowlist, floor, probes, ratelimit, refresh, scale, steady, triggers
 from bench.common import REPO, McpFleet, emulator, log, operator_environment, real_cluster, workdir
 
-SECTIONS = ("floor", "refresh", "converge", "steady", "triggers", "ratelimit")
+SECTIONS = ("floor", "refresh", "converge", "steady", "triggers", "probes", "allowlist", "ratelimit")
 CATALOGS = [1, 50, 500]
 PAGE_SIZE = 100
 
@@ -110,7 +112,8 @@ async def run(args: argparse.Namespace, output: Path | None = None) -> dict[str,
                                "errors": {}}
     directory = workdir()
     for section, step in (("floor+refresh", _latency), ("converge", _converge), ("steady", _steady),
-                          ("triggers", _triggers), ("ratelimit", _ratelimit)):
+                          ("triggers", _triggers), ("probes", _probes), ("allowlist", _allowlist),
+                          ("ratelimit", _ratelimit)):
         try:
             await step(args, results, directory)
         except Exception as error:      # one section failing still leaves the others' figures
@@ -177,6 +180,22 @@ async def _triggers(args: argparse.Namespace, results: dict[str, Any], directory
             results["triggers"] = await triggers.measure(backend, args.trigger_rounds, directory)
 
 
+async def _probes(args: argparse.Namespace, results: dict[str, Any], directory: Path) -> None:
+    if "probes" in args.only:
+        log("what the liveness check costs the real control plane")
+        async with real_cluster(directory) as backend:
+            results["probes"] = await probes.measure(backend, [size for size in args.sizes if size <= 1000],
+                                                     args.trigger_rounds)
+
+
+async def _allowlist(args: argparse.Namespace, results: dict[str, Any], directory: Path) -> None:
+    if "allowlist" in args.only:
+        log("ToolAllowlist exposure window on the real control plane")
+        async with real_cluster(directory) as backend:
+            results["allowlist"] = await allowlist.measure(backend, max(args.trigger_rounds, 2 * args.rounds // 3),
+                                                           directory)
+
+
 async def _ratelimit(args: argparse.Namespace, results: dict[str, Any], directory: Path) -> None:
     if "ratelimit" in args.only:
         results["ratelimit"] = await ratelimit.run(args.ratelimit_resources, directory)
@@ -229,6 +248,12 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 idle["api_requests_per_minute_our_resources"], "0", idle["api_requests_per_minute_our_resources"] == 0)
     if 5000 in converged:
         row("5000 × 20 tools converge, s", converged[5000]["converge_seconds"], "measured", None)
+    exposure = results.get("allowlist") or {}
+    for key, label in (("deny_ms", "notification -> operator denies drifted tool"),
+                       ("mcptoolconfig_ms", "notification -> MCPToolConfig updated")):
+        if key in exposure:
+            bound = exposure["bounds_p95_ms"][key.removesuffix("_ms")]
+            row(f"{label}, p95 ms", exposure[key]["p95"], f"<= {bound:g}", exposure[key]["p95"] <= bound)
     return rows
 
 
@@ -285,6 +310,11 @@ def table(results: dict[str, Any]) -> str:
     if results.get("triggers"):
         for name, figures in results["triggers"].items():
             out(f"trigger {name:<22} p50 {figures['p50']:8.1f}  p95 {figures['p95']:8.1f}  (n={figures['n']})")
+    if results.get("probes"):
+        out(probes.table(results["probes"]))
+    for name, figures in (results.get("allowlist") or {}).items():
+        if name.endswith("_ms") and "p50" in figures:
+            out(f"allowlist {name:<20} p50 {figures['p50']:8.1f}  p95 {figures['p95']:8.1f}  (n={figures['n']})")
     for entry in results.get("ratelimit") or []:
         apf, during, idle = entry["apf"], entry["neighbour_get_ms_during"], entry["neighbour_get_ms_idle"]
         out(f"rate limit, N={entry['resources']} created at once, {entry['limit']}: converge "

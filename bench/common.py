@@ -207,6 +207,23 @@ class Backend:
             await stream.aclose()
 
 
+# Core resources the benchmarks watch, by plural: the official client's list call (any custom resource
+# is listed by CustomObjectsApi).
+_CORE_LISTS = {"configmaps": "list_namespaced_config_map", "secrets": "list_namespaced_secret",
+               "events": "list_namespaced_event"}
+
+
+def _list_call(api: Any, resource: str, namespace: str) -> tuple[Callable[..., Any], tuple[str, ...]]:
+    """The official client's namespaced list call for `resource` (also its watch), and its arguments."""
+    group, version, plural = split_resource(resource)
+    if group:
+        return kubernetes.client.CustomObjectsApi(api).list_namespaced_custom_object, (group, version, namespace,
+                                                                                        plural)
+    if version != "v1" or plural not in _CORE_LISTS:
+        raise ValueError(f"WatchStream watches custom resources and {sorted(_CORE_LISTS)}, not {resource!r}")
+    return getattr(kubernetes.client.CoreV1Api(api), _CORE_LISTS[plural]), (namespace,)
+
+
 class WatchStream:
     """One watch stream: `objects` holds the latest body of every object by name; `changes` wakes
     waiters on every event. Waiting on a watch, not polling, keeps the bench off the API server's CPU.
@@ -220,12 +237,8 @@ class WatchStream:
         self.changed = asyncio.Condition()
         self.on_event: Callable[[str, dict[str, Any]], None] | None = None
         self.errors: list[str] = []
-        group, version, plural = split_resource(resource)
-        if not group:
-            raise ValueError(f"WatchStream watches custom resources only, not {resource!r}")
-        self._where = (group, version, namespace, plural)
         self._api = kubernetes.config.new_client_from_config(config_file=str(backend.admin_kubeconfig))
-        self._custom = kubernetes.client.CustomObjectsApi(self._api)
+        self._list_call, self._where = _list_call(self._api, resource, namespace)
         self._watch = kubernetes.watch.Watch()
         self._closing = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -242,8 +255,9 @@ class WatchStream:
         self._thread.start()
 
     def _list(self) -> tuple[list[dict[str, Any]], str | None]:
-        listing = self._custom.list_namespaced_custom_object(*self._where)
-        return list(listing.get("items") or []), (listing.get("metadata") or {}).get("resourceVersion")
+        listing = self._list_call(*self._where, _preload_content=False)
+        body = json.loads(listing.data)
+        return list(body.get("items") or []), (body.get("metadata") or {}).get("resourceVersion")
 
     def _apply(self, kind: str, obj: dict[str, Any]) -> None:
         name = (obj.get("metadata") or {}).get("name")
@@ -272,9 +286,8 @@ class WatchStream:
         try:
             while not self._closing.is_set():
                 try:
-                    for event in self._watch.stream(self._custom.list_namespaced_custom_object, *self._where,
-                                                    resource_version=version, allow_watch_bookmarks=True,
-                                                    timeout_seconds=3600):
+                    for event in self._watch.stream(self._list_call, *self._where, resource_version=version,
+                                                    allow_watch_bookmarks=True, timeout_seconds=3600):
                         obj = event["raw_object"]
                         version = (obj.get("metadata") or {}).get("resourceVersion") or version
                         if event["type"] != "BOOKMARK":

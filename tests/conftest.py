@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.k8s import CC, TS, wait_until
+from tests.support.k8s import CC, TAL, TS, wait_until
 from toolcatalog_dev.cluster import ApiError, Cluster
 from toolcatalog_dev.operatorproc import OperatorProcess
 
@@ -92,9 +92,16 @@ def cluster_session(backend: str, tmp_path_factory: pytest.TempPathFactory) -> I
     if backend != "cluster":
         yield None
         return
-    from toolcatalog_dev.controlplane import running_control_plane
+    from toolcatalog_dev.controlplane import NotBuilt, build, running_control_plane
 
-    with running_control_plane(crds=sorted((REPO / "crds").glob("*.yaml"))) as plane:
+    missing = None
+    try:
+        build(check=True)       # built by `make controlplane` (a step of .ci/run), never inside a test
+    except NotBuilt as error:
+        missing = str(error)
+    if missing is not None:
+        pytest.fail(missing, pytrace=False)
+    with running_control_plane(crds=sorted((REPO / "crds").glob("*.yaml")), check_built=True) as plane:
         yield ClusterSession(plane, tmp_path_factory.mktemp("cluster"))
 
 
@@ -151,7 +158,7 @@ async def api(backend: str, cluster_session: ClusterSession | None,
         # Our resources go at once (they have no finalizers), so the next test's operator never sees
         # them; the namespace controller removes the rest in the background.
         for namespace in [client.namespace, *client.extra_namespaces]:
-            for resource in (TS, CC):
+            for resource in (TS, CC, TAL):
                 try:
                     await client.delete_all(resource, namespace)
                 except ApiError:

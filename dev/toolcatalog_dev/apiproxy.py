@@ -1,10 +1,12 @@
 """A Kubernetes API proxy on loopback that can stall watches and slow down chosen requests: for the
-tests of liveness (stalled watches) and of graceful shutdown (a sync caught while it writes).
+tests of liveness (stalled watches), of graceful shutdown (a sync caught while it writes) and of
+throttling (a 429 with Retry-After).
 
     with ApiProxy(upstream_url, ssl_context=...) as proxy:   # its own thread and event loop
         kubeconfig = proxy.write_kubeconfig(path, token=...)  # http://127.0.0.1:PORT
         proxy.stall_watches()        # watch streams deliver nothing (bookmarks neither) until resumed
         proxy.delay("PATCH", r"/configmaps/", 3.0)            # such requests wait 3 s before going up
+        proxy.refuse("POST", r"/configmaps", 429, "TooManyRequests", retry_after=3)   # answered here, once
         await proxy.wait_for_request("PATCH", r"/configmaps/")
 
 It speaks plain HTTP to its client (the operator: a kubeconfig with a bearer token, or none on the
@@ -49,6 +51,8 @@ class ApiProxy:
         self.port = 0
         self.seen: list[Seen] = []
         self._delays: list[tuple[str, re.Pattern[str], float]] = []
+        self._spare: re.Pattern[str] | None = None
+        self._refusals: list[list[Any]] = []
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -64,9 +68,12 @@ class ApiProxy:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def stall_watches(self) -> None:
+    def stall_watches(self, spare: str | None = None) -> None:
         """From now on, watch responses deliver nothing more (their bytes wait here), and new watches
-        are held before they reach the API server."""
+        are held before they reach the API server; but those whose path and query match `spare` (e.g.
+        short watches with `timeoutSeconds`, not kopf's streams)."""
+        with self._lock:
+            self._spare = re.compile(spare) if spare else None
         self._call(lambda: self._flowing.clear() if self._flowing else None)
 
     def resume_watches(self) -> None:
@@ -76,6 +83,14 @@ class ApiProxy:
         """Requests of `method` whose path matches `path_pattern` wait `seconds` before going up."""
         with self._lock:
             self._delays.append((method.upper(), re.compile(path_pattern), seconds))
+
+    def refuse(self, method: str, path_pattern: str, status: int, reason: str, *, retry_after: float | None = None,
+               times: int = 1) -> None:
+        """The next `times` requests of `method` whose path matches `path_pattern` are answered here with a
+        Kubernetes Status of `status` and `reason` (and a Retry-After header), as an API server that
+        throttles (429) or is unavailable (503) answers; they never reach it."""
+        with self._lock:
+            self._refusals.append([method.upper(), re.compile(path_pattern), status, reason, retry_after, times])
 
     def clear_delays(self) -> None:
         with self._lock:
@@ -205,14 +220,32 @@ class ApiProxy:
             with self._lock:
                 self._in_flight -= counted
 
+    def _refusal_for(self, method: str, path: str) -> list[Any] | None:
+        with self._lock:
+            for refusal in self._refusals:
+                if refusal[0] == method and refusal[1].search(path) and refusal[5] > 0:
+                    refusal[5] -= 1
+                    return refusal
+        return None
+
     async def _relay(self, request: aiohttp.web.Request, session: aiohttp.ClientSession,
                      path: str) -> aiohttp.web.StreamResponse:
         assert self._flowing is not None
         body = await request.read()
+        refusal = self._refusal_for(request.method, path)
+        if refusal is not None:
+            _, _, status, reason, retry_after, _ = refusal
+            status_body = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                           "message": f"refused by the test's API proxy ({reason})", "reason": reason, "code": status}
+            headers = {"Retry-After": f"{retry_after:g}"} if retry_after is not None else {}
+            return aiohttp.web.json_response(status_body, status=status, headers=headers)
         delay = self._delay_for(request.method, path)
         if delay:
             await asyncio.sleep(delay)
         watch = request.query.get("watch") in ("true", "1")
+        with self._lock:
+            if watch and self._spare is not None and self._spare.search(path):
+                watch = False           # spared: it flows
         if watch:
             await self._flowing.wait()
         headers = {name: value for name, value in request.headers.items() if name.lower() not in HOP_HEADERS}

@@ -62,13 +62,24 @@ def log(message: str) -> None:
     print(f"[controlplane {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def build(*, quiet: bool = False) -> Path:
-    """Build (or find cached) binaries with test/controlplane/build.sh; returns their directory."""
-    if shutil.which("go") is None:
+class NotBuilt(RuntimeError):
+    """An artifact the tests need is missing or out of date; the message names the `make` target."""
+
+
+def build(*, quiet: bool = False, check: bool = False) -> Path:
+    """Build (or find cached) binaries with test/controlplane/build.sh; returns their directory.
+
+    `check`: build nothing (tests never build inside their timeout): NotBuilt when a binary is missing or
+    out of date, naming `make controlplane`.
+    """
+    if shutil.which("go") is None and not check:
         raise RuntimeError("the real control plane needs Go (1.26 or newer) on PATH and the Go module proxy; "
                            "see README 'Testing'")
-    result = subprocess.run(["bash", str(BUILD_SCRIPT)], stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL if quiet else None, text=True, check=False)
+    result = subprocess.run(["bash", str(BUILD_SCRIPT), *(["--check"] if check else [])], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE if check else subprocess.DEVNULL if quiet else None, text=True,
+                            check=False)
+    if check and result.returncode == 3:
+        raise NotBuilt(result.stderr.strip() or "the control plane is not built: run `make controlplane`")
     if result.returncode != 0:
         raise RuntimeError(f"{BUILD_SCRIPT} failed with exit status {result.returncode}")
     return Path(result.stdout.strip().splitlines()[-1])
@@ -82,13 +93,15 @@ class Process:
     args: list[str]
     log_path: Path
     popen: subprocess.Popen[bytes] | None = None
+    env: dict[str, str] | None = None       # None: this process's environment
+    cwd: Path | None = None
 
     def start(self) -> Process:
         # PR_SET_PDEATHSIG fires when the forking *thread* ends: only tie children to the main thread.
         tie = _die_with_parent if threading.current_thread() is threading.main_thread() else None
         with self.log_path.open("ab") as out:
             self.popen = subprocess.Popen(self.args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                          start_new_session=True, preexec_fn=tie)
+                                          start_new_session=True, preexec_fn=tie, env=self.env, cwd=self.cwd)
         return self
 
     @property
@@ -398,9 +411,11 @@ def write_kubeconfig(path: Path, *, server: str, ca: Path | None = None, client_
 
 
 @contextlib.contextmanager
-def running_control_plane(*, crds: Sequence[Path] = (), quiet_build: bool = False) -> Iterator[ControlPlane]:
-    """Build if needed, start, yield, and stop: nothing is left running afterwards."""
-    bin_dir = build(quiet=quiet_build)
+def running_control_plane(*, crds: Sequence[Path] = (), quiet_build: bool = False,
+                          check_built: bool = False) -> Iterator[ControlPlane]:
+    """Build if needed (`check_built`: NotBuilt instead of building), start, yield, and stop: nothing is
+    left running afterwards."""
+    bin_dir = build(quiet=quiet_build, check=check_built)
     plane = ControlPlane(bin_dir=bin_dir, crds=crds)
     log(f"starting etcd, kube-apiserver and kube-controller-manager {plane.version} on 127.0.0.1")
     plane.start()

@@ -5,7 +5,10 @@ connections, the last request's headers, tools/list calls, subscriptions/listen 
 and wakes waiters whenever a count moves. `FaultLayer` is the ASGI app in front of the
 MCP app: it records every request, refuses unknown bearer tokens and, in the HTTP fault
 modes, answers in the MCP app's place. "repeat-cursor" and "leaky-error" are MCP-level faults: the server's
-tools/list handler plays those (mcpservers.py).
+tools/list handler plays those (mcpservers.py). "wrong-id" answers tools/list with the JSON-RPC id of
+another request (one less than asked: the handshake's, or a stateless client's discover), as JSON, and
+"wrong-id-sse" as an event stream; "null-schema" lists tools whose inputSchema is null or missing
+beside a valid one.
 """
 
 from __future__ import annotations
@@ -21,9 +24,13 @@ from urllib.parse import quote
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 Mode = Literal["ok", "garbage", "http500", "http429", "redirect", "repeat-cursor", "bad-tools", "duplicate-tools",
-               "leaky-error", "echo-token", "echo-token-name", "huge", "gzip-bomb"]
+               "leaky-error", "echo-token", "echo-token-name", "huge", "gzip-bomb", "wrong-id", "wrong-id-sse",
+               "null-schema"]
 MODES: tuple[str, ...] = ("ok", "garbage", "http500", "http429", "redirect", "repeat-cursor", "bad-tools",
-                          "duplicate-tools", "leaky-error", "echo-token", "echo-token-name", "huge", "gzip-bomb")
+                          "duplicate-tools", "leaky-error", "echo-token", "echo-token-name", "huge", "gzip-bomb",
+                          "wrong-id", "wrong-id-sse", "null-schema")
+# The modes that answer tools/list in the MCP app's place (streamable HTTP only).
+TOOLS_LIST_MODES = ("bad-tools", "duplicate-tools", "wrong-id", "wrong-id-sse", "null-schema")
 HUGE_BYTES = 200 * 1024 * 1024       # what "huge" and "gzip-bomb" answers hold (inflated)
 REDIRECT_TARGET = "/moved"
 REPEATED_CURSOR = "same-cursor-again"
@@ -189,8 +196,8 @@ class FaultLayer:
             await respond(send, 200, b"<html><body>Welcome to nginx!</body></html>", "text/html")
         elif mode == "redirect" and scope["path"] != REDIRECT_TARGET:
             await respond(send, 307, b"", "text/plain", {"location": REDIRECT_TARGET})
-        elif mode in ("bad-tools", "duplicate-tools") and scope["method"] == "POST":
-            await self._answer_bad_tools(scope, receive, send, duplicate=mode == "duplicate-tools")
+        elif mode in TOOLS_LIST_MODES and scope["method"] == "POST":
+            await self._answer_bad_tools(scope, receive, send, mode)
         else:
             await inner(scope, receive, send)
 
@@ -243,9 +250,9 @@ class FaultLayer:
             return
         await respond(send, 200, json.dumps(reply).encode(), "application/json")
 
-    async def _answer_bad_tools(self, scope: Scope, receive: Receive, send: Send, *, duplicate: bool) -> None:
-        """Answer tools/list with malformed tool entries (or one tool listed twice, each time with another
-        definition); pass everything else through."""
+    async def _answer_bad_tools(self, scope: Scope, receive: Receive, send: Send, mode: str) -> None:
+        """Answer tools/list as `mode` says (malformed entries, one tool listed twice with two definitions,
+        another request's id, tools without an inputSchema object); pass everything else through."""
         body = await read_body(receive)
         try:
             rpc = json.loads(body)
@@ -253,12 +260,25 @@ class FaultLayer:
             rpc = None
         if isinstance(rpc, dict) and rpc.get("method") == "tools/list":
             self._traffic.count_list_call()
-            tools: list[dict[str, Any]] = [{"name": 42, "inputSchema": "x"}]
-            if duplicate:
-                tools = [{"name": "twice", "description": description, "inputSchema": {"type": "object"}}
-                         for description in ("the harmless one", "the other one")]
+            schema = {"type": "object"}
+            smuggled = [{"name": "smuggled", "description": "meant for another request", "inputSchema": schema}]
+            tools: list[dict[str, Any]] = {
+                "bad-tools": [{"name": 42, "inputSchema": "x"}],
+                "duplicate-tools": [{"name": "twice", "description": description, "inputSchema": schema}
+                                    for description in ("the harmless one", "the other one")],
+                "wrong-id": smuggled, "wrong-id-sse": smuggled,
+                "null-schema": [{"name": "fine", "inputSchema": schema}, {"name": "null_schema", "inputSchema": None},
+                                {"name": "no_schema", "description": "no inputSchema at all"}],
+            }[mode]
             result = {"tools": tools, "ttlMs": 0, "cacheScope": "private", "resultType": "complete"}
-            reply = {"jsonrpc": "2.0", "id": rpc.get("id"), "result": result}
+            request_id = rpc.get("id")
+            if mode.startswith("wrong-id"):
+                request_id = request_id - 1 if isinstance(request_id, int) else f"{request_id}-other"
+            reply = {"jsonrpc": "2.0", "id": request_id, "result": result}
+            if mode == "wrong-id-sse":
+                await respond(send, 200, f"event: message\ndata: {json.dumps(reply)}\n\n".encode(),
+                              "text/event-stream")
+                return
             await respond(send, 200, json.dumps(reply).encode(), "application/json")
             return
         replayed = False

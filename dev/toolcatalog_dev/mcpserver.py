@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import copy
 import dataclasses
+import json
 import shutil
 import socket
 import subprocess
@@ -38,7 +39,16 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .mcpfaults import MODES, REDIRECT_TARGET, REPEATED_CURSOR, FaultLayer, Mode, TrafficLog, bearer_token
+from .mcpfaults import (
+    MODES,
+    REDIRECT_TARGET,
+    REPEATED_CURSOR,
+    TOOLS_LIST_MODES,
+    FaultLayer,
+    Mode,
+    TrafficLog,
+    bearer_token,
+)
 
 __all__ = ["MODES", "REDIRECT_TARGET", "REPEATED_CURSOR", "SSE_PATH", "STREAMABLE_PATH", "McpTestServer", "Mode",
            "SelfSignedCert", "closed_port", "free_port", "make_self_signed_cert", "make_tools", "silent_port"]
@@ -165,9 +175,11 @@ class McpTestServer:
     `tokens` (token -> its own tool list; requests without a known
     `Authorization: Bearer` get 401), `delay` (seconds before answering
     tools/list), `mode` (see MODES: "ok", "garbage", "http500", "redirect",
-    "repeat-cursor", "bad-tools" [streamable only], "leaky-error"),
+    "repeat-cursor", "bad-tools", "duplicate-tools", "wrong-id", "null-schema" [streamable only], "leaky-error"),
     `server_name`/`server_version`. Counters: `list_calls`, `listens`, `open_listens`, `requests`,
-    `last_headers`, `paths`, `connections`; `wait_until[_async]` waits on them.
+    `last_headers`, `paths`, `connections`, `tool_calls` (the names of the tools called, in order:
+    a call answers with its name and arguments, or an error for a tool it does not list);
+    `wait_until[_async]` waits on them.
     `stop()` then `start()` brings it back on the same port.
 
     `list_changed` (read at start) advertises tools.listChanged and serves
@@ -229,6 +241,7 @@ class McpTestServer:
         self.legacy = legacy  # read at start()
         self.ttl_ms, self.cache_scope = ttl_ms, cache_scope     # the cache hints of 2026-07-28 answers
         self._legacy_sessions: dict[str, Any] = {}  # by Mcp-Session-Id: handshake-era sessions that pinged
+        self._tool_calls: list[str] = []
         self._listen_handler: ListenHandler | None = None
         self._bus: InMemorySubscriptionBus | None = None
         self._loop: asyncio.AbstractEventLoop | None = None  # the server thread's loop, while it runs
@@ -312,8 +325,8 @@ class McpTestServer:
     def mode(self, value: str) -> None:
         if value not in MODES:
             raise ValueError(f"unknown mode {value!r}; one of {MODES}")
-        if value == "bad-tools" and self.transport != "streamable-http":
-            raise ValueError("mode 'bad-tools' rewrites HTTP answers: streamable HTTP only")
+        if value in TOOLS_LIST_MODES and self.transport != "streamable-http":
+            raise ValueError(f"mode {value!r} rewrites HTTP answers: streamable HTTP only")
         self._set("_mode", value)
 
     @property
@@ -395,8 +408,16 @@ class McpTestServer:
         """`wait_until` without blocking the event loop (the operator may run on it)."""
         await anyio.to_thread.run_sync(self.wait_until, predicate, timeout)
 
+    @property
+    def tool_calls(self) -> list[str]:
+        """Names of the tools/call requests that reached the server, in arrival order."""
+        with self._lock:
+            return list(self._tool_calls)
+
     def reset_counters(self) -> None:
         self._traffic.reset()
+        with self._lock:
+            self._tool_calls = []
 
     # -------------------------------------------------------------- addresses
 
@@ -473,13 +494,23 @@ class McpTestServer:
                 finally:  # the client went away, or the stream was closed
                     self._traffic.listen_closed()
 
+        async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
+            with self._lock:
+                self._tool_calls.append(params.name)
+            if params.name not in {tool["name"] for tool in self._visible_tools(getattr(ctx, "request", None))}:
+                raise MCPError(code=types.INVALID_PARAMS, message=f"unknown tool {params.name!r}")
+            text = f"{params.name} called with {json.dumps(params.arguments or {}, sort_keys=True)}"
+            return types.CallToolResult(content=[types.TextContent(type="text", text=text)],
+                                        structured_content={"result": text})
+
         async def ping(ctx: Any, params: Any) -> types.EmptyResult:
             with self._lock:  # any request's session reaches the connection's own stream
                 self._legacy_sessions[ctx.request.headers.get("mcp-session-id", "")] = ctx.session
             return types.EmptyResult()
 
         server = _ListChangedServer(
-            self.server_name, version=self.server_version, on_list_tools=list_tools, tools_changed=self.list_changed,
+            self.server_name, version=self.server_version, on_list_tools=list_tools, on_call_tool=call_tool,
+            tools_changed=self.list_changed,
             on_subscriptions_listen=listen, on_ping=ping if self.legacy else None,
         )
         if self.legacy:

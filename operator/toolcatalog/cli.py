@@ -55,7 +55,14 @@ def _run_parser(sub: argparse._SubParsersAction, env: Mapping[str, str]) -> None
     run.add_argument("--context", default=None, help="kubeconfig context to use")
     run.add_argument("--max-concurrent-syncs", type=int, metavar="N",
                      default=int(default("MAX_CONCURRENT_SYNCS")),
-                     help="syncs running at once, across resources (default 10; env TOOLCATALOG_MAX_CONCURRENT_SYNCS)")
+                     help="workers: syncs started at once, across resources; a sync still running after 2 s steps "
+                          "aside into the slow pool (--max-slow-syncs), so at most N plus that many run at once "
+                          "(default 10; env TOOLCATALOG_MAX_CONCURRENT_SYNCS)")
+    slow = default("MAX_SLOW_SYNCS", "")
+    run.add_argument("--max-slow-syncs", type=int, metavar="M", default=int(slow) if slow else None,
+                     help="slow syncs (running for over 2 s: a server that answers slowly or never) that may run "
+                          "beside the workers, one namespace at most half of them; 0: none, a sync holds its worker "
+                          "to the end (default 5 per worker, at least 50; env TOOLCATALOG_MAX_SLOW_SYNCS)")
     run.add_argument("--max-listeners", type=int, metavar="N", default=int(default("MAX_LISTENERS")),
                      help="long-lived sessions listening for tool-list changes, at most (default 500; "
                           "env TOOLCATALOG_MAX_LISTENERS)")
@@ -102,6 +109,15 @@ def _run_parser(sub: argparse._SubParsersAction, env: Mapping[str, str]) -> None
                      help="create and keep up to date this ValidatingWebhookConfiguration, a name with a dot such "
                           "as toolcatalog.dev (kopf also keeps an empty MutatingWebhookConfiguration of that name; "
                           "needs RBAC to write both; default: none, apply your own as deploy/overlays/webhook does)")
+    run.add_argument("--toolhive-webhook-port", type=int, metavar="PORT",
+                     default=int(default("TOOLHIVE_WEBHOOK_PORT", "0")) or None,
+                     help="answer ToolHive's validating webhook for ToolAllowlists (HTTPS, path "
+                          "/toolhive/NAMESPACE/ALLOWLIST; --webhook-address and --webhook-cert-dir's certificate) "
+                          "on this port (default: off)")
+    run.add_argument("--toolhive-webhook-hmac-secret-file", metavar="FILE",
+                     default=default("TOOLHIVE_WEBHOOK_HMAC_SECRET_FILE", "") or None,
+                     help="refuse ToolHive's webhook calls not signed with the secret in this file (the "
+                          "MCPWebhookConfig's hmacSecretRef; re-read when it changes)")
     run.add_argument("--shard", type=int, default=int(default("SHARD")), metavar="I",
                      help="take only the resources whose uid hashes to shard I (default 0; env TOOLCATALOG_SHARD)")
     run.add_argument("--total-shards", type=int, default=int(default("TOTAL_SHARDS")), metavar="N",
@@ -123,7 +139,8 @@ def config_from(args: argparse.Namespace) -> OperatorConfig:
     clusterwide = args.all_namespaces or not args.namespace
     return OperatorConfig(
         namespaces=() if clusterwide else tuple(args.namespace), standalone=args.standalone, context=args.context,
-        max_concurrent_syncs=args.max_concurrent_syncs, max_listeners=args.max_listeners,
+        max_concurrent_syncs=args.max_concurrent_syncs, max_slow_syncs=args.max_slow_syncs,
+        max_listeners=args.max_listeners,
         metrics_port=args.metrics_port, metrics_address=args.metrics_address, liveness=args.liveness,
         readiness=args.readiness, watch_stall_timeout=args.watch_stall_timeout, log_format=args.log_format,
         egress_deny=tuple(args.egress_deny), egress_allow=tuple(args.egress_allow),
@@ -132,7 +149,8 @@ def config_from(args: argparse.Namespace) -> OperatorConfig:
         kube_qps=args.kube_qps, kube_burst=args.kube_burst, shard=args.shard, total_shards=args.total_shards,
         webhook_port=args.webhook_port, webhook_address=args.webhook_address, webhook_cert_dir=args.webhook_cert_dir,
         webhook_service=args.webhook_service, webhook_host=args.webhook_host,
-        webhook_configuration=args.webhook_configuration,
+        webhook_configuration=args.webhook_configuration, toolhive_webhook_port=args.toolhive_webhook_port,
+        toolhive_webhook_hmac_secret_file=args.toolhive_webhook_hmac_secret_file,
         verbose=args.verbose or args.debug, quiet=args.quiet)
 
 
@@ -210,6 +228,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.total_shards < 1 or not 0 <= args.shard < args.total_shards:
             parser.error(f"--shard must be in 0..--total-shards-1 and --total-shards at least 1 "
                          f"(got --shard {args.shard} --total-shards {args.total_shards})")
+        if args.max_concurrent_syncs < 1 or (args.max_slow_syncs is not None and args.max_slow_syncs < 0):
+            parser.error(f"--max-concurrent-syncs must be at least 1 and --max-slow-syncs at least 0 (got "
+                         f"{args.max_concurrent_syncs} and {args.max_slow_syncs})")
         if args.webhook_configuration and "." not in args.webhook_configuration:
             parser.error(f"--webhook-configuration {args.webhook_configuration!r}: the API server wants its "
                          "webhooks named like domains (validate.NAME with three parts), e.g. toolcatalog.dev")

@@ -16,7 +16,10 @@ class OperatorConfig:
     namespaces: tuple[str, ...] = ()            # empty: every namespace
     standalone: bool = True
     context: str | None = None
+    # Workers: syncs started at once. One still running after `slow_after` steps aside into the slow pool
+    # (`max_slow_syncs`, None: 5 per worker, at least 50), so at most the sum of both runs at once.
     max_concurrent_syncs: int = 10
+    max_slow_syncs: int | None = None
     # Open list-changed listeners (one long-lived MCP session per resource) at most; beyond it,
     # resources are resynced on TTL expiry and refreshes only.
     max_listeners: int = 500
@@ -43,5 +46,7 @@ class OperatorConfig:
     webhook_service: str | None = None          # NAMESPACE/NAME: the API server reaches it through this Service
     webhook_host: str | None = None             # ... else at https://HOST:PORT/validate
     webhook_configuration: str | None = None    # the ValidatingWebhookConfiguration to manage (None: apply your own)
+    toolhive_webhook_port: int | None = None    # serve ToolHive's validating webhook (handlers/toolhive_webhook.py)
+    toolhive_webhook_hmac_secret_file: str | None = None   # ToolHive's calls must be signed with this secret
     verbose: bool = False
     quiet: bool = False

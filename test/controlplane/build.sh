@@ -8,7 +8,14 @@
 # Each binary is built only when it is missing or when its module's go.mod/go.sum changed.
 # Prints progress on stderr and the binaries' directory as the last line on stdout.
 # Needs Go (GOTOOLCHAIN=local: the Go on PATH) and the Go module proxy; no cgo.
+#
+#   build.sh --check   builds nothing: prints the directory when every binary is there and up to date,
+#                      else says what is missing and exits 3 (what test fixtures call: nothing is built
+#                      inside a test's timeout; `.ci/run` and `make controlplane` build).
 set -euo pipefail
+
+check=0
+[ "${1:-}" = "--check" ] && check=1
 
 here="$(cd "$(dirname "$0")" && pwd)"
 version="$(awk '$1 == "require" && $2 == "k8s.io/kubernetes" {print $3}' "$here/kubernetes/go.mod")"
@@ -18,7 +25,7 @@ bin="$cache/controlplane/$version"
 mkdir -p "$bin"
 
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS="${GOFLAGS:-} -mod=readonly"
-command -v go >/dev/null || { echo "build.sh: Go is not on PATH (the real-control-plane tier needs Go 1.26+)" >&2; exit 2; }
+[ "$check" = 1 ] || command -v go >/dev/null || { echo "build.sh: Go is not on PATH (the real-control-plane tier needs Go 1.26+)" >&2; exit 2; }
 
 log() { printf '[controlplane %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
@@ -37,6 +44,10 @@ build() {
   for name in $binaries; do [ -x "$bin/$name" ] || missing=1; done
   if [ "$missing" = 0 ] && [ "$want" = "$have" ]; then
     return 0
+  fi
+  if [ "$check" = 1 ]; then
+    log "$what ($binaries) is not built, or its module changed since: run \`make controlplane\`"
+    exit 3
   fi
   local out="$bin/"
   [ "$(echo $binaries | wc -w)" = 1 ] && out="$bin/$binaries"
@@ -62,5 +73,5 @@ build etcd etcd "-s -w" etcd go.etcd.io/etcd/server/v3
 build kubernetes kubernetes "$kube_ld" "kube-apiserver kube-controller-manager kubectl" \
   k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kubectl
 build kstatus kstatus "-s -w" kstatus .
-log "control plane $version ready in $bin ($((SECONDS - started))s)"
+[ "$check" = 1 ] || log "control plane $version ready in $bin ($((SECONDS - started))s)"
 echo "$bin"

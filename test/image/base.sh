@@ -12,13 +12,12 @@ set -euo pipefail
 # shellcheck source=lib.sh
 . "$(dirname "$0")/lib.sh"
 
-SUITE=bookworm
+SUITE=$BASE_SUITE
 # python3-venv: `python3 -m venv` with pip (ensurepip) for the build stage; ca-certificates and
 # netbase as in the official slim image (TLS roots, /etc/services and /etc/protocols).
 PACKAGES=python3,python3-venv,ca-certificates,netbase
 
-key="$(sha256sum "$IMAGE_DIR/base.sh" | cut -c1-12)"
-BASE="toolcatalog-base:$SUITE-$key"
+BASE="$(base_name)"
 
 require_root
 ensure_tools debootstrap

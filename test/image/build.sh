@@ -22,21 +22,32 @@
 #                            (default: the system bundle), given as a build secret, in no layer
 #
 # Prints progress on stderr and the image's name as the last line on stdout. Root only.
+#
+#   build.sh --check   builds and installs nothing: prints the image's name when an image of exactly these
+#                      sources exists, else says so and exits 3 (for test fixtures: nothing is built inside
+#                      a test's timeout; `.ci/run` and `make image` build).
 set -euo pipefail
 # shellcheck source=lib.sh
 . "$(dirname "$0")/lib.sh"
 
 IMAGE="${TOOLCATALOG_IMAGE:-toolcatalog:dev}"
 started=$SECONDS
+check=0
+[ "${1:-}" = "--check" ] && check=1
+not_built() { log "$*: run \`make image\`"; exit 3; }
 
 require_root
+[ "$check" = 0 ] || command -v podman >/dev/null 2>&1 || not_built "podman is not installed"
 # One build at a time on this machine (two test sessions may both ask for the image): wait for it.
 exec 9> "$LOCK_DIR/toolcatalog-image.lock"
 flock 9 || die "cannot lock $LOCK_DIR/toolcatalog-image.lock"
 if [ -n "${TOOLCATALOG_BASE_IMAGE:-}" ]; then
-  ensure_tools
+  [ "$check" = 1 ] || ensure_tools
   BASE="$TOOLCATALOG_BASE_IMAGE"
   pull=missing
+elif [ "$check" = 1 ]; then
+  BASE="$(base_name)"
+  pm image exists "$BASE" || not_built "the base image $BASE is not made"
 else
   ensure_tools debootstrap
   BASE="$(bash "$IMAGE_DIR/base.sh" | tail -n 1)"
@@ -58,6 +69,9 @@ KEYED="${IMAGE%:*}:build-$key"
 
 size_of() { pm image inspect --format '{{.Size}}' "$1" | awk '{printf "%.1f MB", $1 / 1e6}'; }
 
+if [ "$check" = 1 ] && ! pm image exists "$KEYED"; then
+  not_built "no image of these sources ($KEYED)"
+fi
 if pm image exists "$KEYED"; then
   pm tag "$KEYED" "$IMAGE"
   log "image $IMAGE is up to date ($KEYED, $(size_of "$IMAGE")); nothing to build"

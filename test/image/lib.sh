@@ -61,3 +61,7 @@ ensure_tools() {
 require_root() {
   [ "$(id -u)" = 0 ] || die "podman is set up here for root only (run as root, e.g. in CI)"
 }
+
+# The base image's name: base.sh's suite and a hash of base.sh itself (a changed recipe makes a new base).
+BASE_SUITE=bookworm
+base_name() { echo "toolcatalog-base:$BASE_SUITE-$(sha256sum "$IMAGE_DIR/base.sh" | cut -c1-12)"; }

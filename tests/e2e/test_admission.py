@@ -17,7 +17,7 @@ import httpx2
 import pytest
 import yaml
 
-from tests.support.k8s import TS, condition, toolserver, wait_until
+from tests.support.k8s import TS, condition, toolallowlist, toolserver, wait_until
 from toolcatalog.api import constants as c
 from toolcatalog_dev.mcpserver import McpTestServer, free_port
 from toolcatalog_dev.pki import issue_serving_cert, make_pki
@@ -112,8 +112,10 @@ async def test_kubectl_apply_shows_why_a_spec_is_refused(api, start_operator, we
                                webhook["configuration"])
         (hook,) = config["webhooks"]
         assert hook["failurePolicy"] == "Ignore" and hook["clientConfig"]["url"].endswith("/validate")
-        assert sorted(hook["rules"][0]["resources"]) == ["connectorconfigs", "toolservers"] or \
-            sorted(r for rule in hook["rules"] for r in rule["resources"]) == ["connectorconfigs", "toolservers"]
+        # Every resource of the group (a ToolAllowlist is admitted as it is: its CRD's rules validate it).
+        ours = ["connectorconfigs", "toolallowlists", "toolservers"]
+        assert sorted(hook["rules"][0]["resources"]) == ours or \
+            sorted(r for rule in hook["rules"] for r in rule["resources"]) == ours
 
         for name, (spec, words) in REFUSED.items():
             manifest = tmp_path / f"{name}.yaml"
@@ -133,6 +135,12 @@ async def test_kubectl_apply_shows_why_a_spec_is_refused(api, start_operator, we
                 obj = await api.get(TS, api.ns, "fine")
                 return obj if condition(obj, "Synced").get("status") == "True" else None
             await wait_until(synced, timeout=20, what="fine: Synced=True", operator=operator)
+        allowlist = tmp_path / "allowlist.yaml"     # through the webhook too, which admits it as it is
+        allowlist.write_text(yaml.safe_dump(toolallowlist("fine", [{"toolServerRef": {"name": "fine"}}],
+                                                          [{"configMap": {"name": "fine-allowed"}}],
+                                                          namespace=api.ns)))
+        result = plane.kubectl("apply", "-f", str(allowlist), kubeconfig=kubeconfig, check=False)
+        assert result.returncode == 0, result.stderr
     finally:
         operator.stop()
     # The operator removes its webhook on the way out: applies never wait on a webhook that is gone.

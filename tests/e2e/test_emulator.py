@@ -428,7 +428,8 @@ async def test_kubectl_applies_the_samples_and_lists_the_category(api: ApiEmulat
 
     await kubectl("apply", "--validate=false", "-f", str(samples))
     listed = await kubectl("get", "toolcatalog", "-o", "name")
-    assert set(listed.split()) == {"toolserver.toolcatalog.dev/demo", "connectorconfig.toolcatalog.dev/alice-demo"}
+    assert set(listed.split()) == {"toolserver.toolcatalog.dev/demo", "connectorconfig.toolcatalog.dev/alice-demo",
+                                   "toolallowlist.toolcatalog.dev/demo-gateway"}
     token = await kubectl("get", "secret", "alice-demo", "-o", "jsonpath={.data.token}")
     assert base64.b64decode(token) == b"replace-me-with-a-real-token"
     await kubectl("annotate", "mcpts", "demo", f"{c.ANN_REFRESH}=2026-11-21T12:00:00Z")

@@ -284,6 +284,20 @@ async def test_malformed_tool_entries_are_protocol_error(pool: HttpPool) -> None
     assert "listed a tool without a name (page 1, entry 0)" in error.message
 
 
+@pytest.mark.parametrize("legacy", [False, True], ids=["stateless", "sdk-session"])
+@pytest.mark.parametrize("mode", ["wrong-id", "wrong-id-sse"], ids=["json", "event-stream"])
+async def test_an_answer_to_another_request_is_protocol_error_in_every_era(pool: HttpPool, mode: str,
+                                                                          legacy: bool) -> None:
+    """Stateless POSTs check the id themselves; a session's wire watch checks every response against the
+    requests it sent, before the SDK (which would drop it and wait out the whole timeout) sees it."""
+    async with McpTestServer(mode=mode, legacy=legacy) as server:  # type: ignore[arg-type]
+        error = await fetch_error(endpoint(server), pool)
+        assert server.list_calls == 1
+    assert error.reason == c.REASON_PROTOCOL_ERROR, error
+    assert "answered tools/list" in error.message and "with a response to another request (JSON-RPC id " in \
+        error.message
+
+
 async def test_egress_policy_denies_before_any_traffic(pool: HttpPool) -> None:
     denied_pool = HttpPool(egress=EgressPolicy(deny=[ipaddress.ip_network("127.0.0.2/32")]))
     try:

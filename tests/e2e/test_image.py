@@ -1,9 +1,10 @@
 """The container image, run the way deploy/base/deployment.yaml runs it, against the real control plane.
 
-The image is built by test/image/build.sh (what `make image` runs): cached, so this costs well under
-a second when the sources have not changed, and a few minutes on a fresh machine (podman, runc and
-debootstrap are installed with apt-get, a Debian bookworm base is made with debootstrap, then the
-Dockerfile is built). TOOLCATALOG_TEST_IMAGE names an image to test instead, without building.
+The image is built by `make image` (test/image/build.sh), a step of .ci/run before any test: cached, so
+it costs well under a second when the sources have not changed, and a few minutes on a fresh machine
+(podman, runc and debootstrap are installed with apt-get, a Debian bookworm base is made with
+debootstrap, then the Dockerfile is built). The tests never build it: without an image of exactly these
+sources they fail at once, naming `make image`. TOOLCATALOG_TEST_IMAGE names an image to test instead.
 
 The container runs with podman (test/image/podman.sh: runc, cgroupfs, lowered ulimits) on the host's
 network, so that it reaches the control plane and the MCP test server on 127.0.0.1, as 10001:10001
@@ -11,8 +12,7 @@ with a read-only root filesystem and only /tmp writable, with every capability d
 arguments of deploy/base/deployment.yaml (its ports moved to free loopback ones).
 
 The tests skip, saying why, when podman cannot work here: not root (podman is set up for root only),
-or podman missing with no apt-get to install it, or podman failing at all (`podman info`). A build
-that fails where podman works is a failure.
+or podman missing with no apt-get to install it.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import subprocess
 import time
 import urllib.error
@@ -50,7 +49,6 @@ BUILD = REPO / "test" / "image" / "build.sh"
 PODMAN = REPO / "test" / "image" / "podman.sh"
 UID_GID = "10001:10001"          # deploy/base/deployment.yaml's runAsUser/runAsGroup
 GRACE = 30                       # deploy/base/deployment.yaml's terminationGracePeriodSeconds
-BUILD_TIMEOUT = 1200             # a cold build on 2 cores: apt-get, debootstrap, the wheels
 CONTAINER_KUBECONFIG = "/var/run/toolcatalog/kubeconfig"
 DEPLOYMENT = REPO / "deploy" / "base" / "deployment.yaml"
 
@@ -84,34 +82,20 @@ def _why_podman_cannot_work() -> str | None:
 
 
 @pytest.fixture(scope="session")
-def image(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """The image's name: TOOLCATALOG_TEST_IMAGE, or what build.sh built (or found cached)."""
+def image() -> str:
+    """The image's name: TOOLCATALOG_TEST_IMAGE, or the one `make image` (a step of .ci/run) built from these
+    very sources. Nothing is built here: a missing or outdated image fails at once, naming `make image`."""
     if os.environ.get("TOOLCATALOG_TEST_IMAGE"):
         return os.environ["TOOLCATALOG_TEST_IMAGE"]
     why = _why_podman_cannot_work()
     if why:
         pytest.skip(why)
-    log = tmp_path_factory.mktemp("image") / "build.log"
-    started = time.monotonic()
-    with log.open("w") as out:
-        # Its own process group, so that a timeout ends podman and apt-get too, not only the script.
-        build = subprocess.Popen(["bash", str(BUILD)], stdout=subprocess.PIPE, stderr=out, text=True,
-                                 start_new_session=True)
-        try:
-            stdout, _ = build.communicate(timeout=BUILD_TIMEOUT)
-        except BaseException:
-            os.killpg(build.pid, signal.SIGTERM)
-            build.wait(timeout=30)
-            raise
-    print(f"\ntest/image/build.sh took {time.monotonic() - started:.1f}s (log: {log})")
-    if build.returncode != 0:
-        tail = log.read_text(errors="replace")[-4000:]
-        info = subprocess.run(["bash", str(PODMAN), "info"], capture_output=True, text=True, timeout=60,
-                              check=False) if shutil.which("podman") else None
-        if info is None or info.returncode != 0:
-            pytest.skip(f"podman cannot work on this machine: {(info.stderr if info else tail)[-1000:]}")
-        pytest.fail(f"test/image/build.sh failed ({build.returncode}):\n{tail}")
-    return stdout.strip().splitlines()[-1]
+    result = subprocess.run(["bash", str(BUILD), "--check"], capture_output=True, text=True, timeout=120,
+                            check=False)
+    if result.returncode == 3:
+        pytest.fail(result.stderr.strip(), pytrace=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout.strip().splitlines()[-1]
 
 
 class Container:
@@ -170,7 +154,6 @@ def http_get(url: str) -> tuple[int, str] | None:
         return None
 
 
-@pytest.mark.timeout(BUILD_TIMEOUT + 120)
 def test_image_holds_only_the_operator(image):
     """The runtime image: the operator's venv and entry points, as 10001:10001; no pip in the venv, no
     compiler, no dev/ package, no tests, no sources, no wheels."""
@@ -193,7 +176,6 @@ def test_image_holds_only_the_operator(image):
     assert leftovers == "[]", f"build leftovers in the image: {leftovers}"
 
 
-@pytest.mark.timeout(BUILD_TIMEOUT + 180)
 async def test_image_syncs_serves_health_and_metrics_and_stops_cleanly(image, api, operator_kubeconfig, waiter,
                                                                         container, tmp_path):
     # The operator's ServiceAccount kubeconfig, readable by the container's user only (as a Secret

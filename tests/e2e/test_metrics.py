@@ -38,7 +38,7 @@ async def test_metrics_count_syncs_failures_refreshes_and_tools(api, start_opera
         await api.annotate(TS, api.ns, "good", {"toolcatalog.dev/refresh": "m1"})
         await waiter.status(TS, "good", lambda o: o["status"].get("lastRefresh", {}).get("token") == "m1",
                             "refresh answered", operator=operator)
-        samples = await wait_until(lambda: _scrape_when(port, "toolcatalog_refreshes_total"), what="metrics",
+        samples = await wait_until(lambda: scrape_when(port, "toolcatalog_refreshes_total"), what="metrics",
                                    operator=operator)
     assert value(samples, "toolcatalog_syncs_total", kind="ToolServer", trigger="create", result="Succeeded",
                  reason="") == 1
@@ -52,7 +52,7 @@ async def test_metrics_count_syncs_failures_refreshes_and_tools(api, start_opera
     assert value(samples, "toolcatalog_sync_duration_seconds_count", kind="ToolServer") >= 3
 
 
-def _scrape_when(port: int, name: str):
+def scrape_when(port: int, name: str):
     try:
         samples = scrape(port)
     except OSError:

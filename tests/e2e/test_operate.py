@@ -29,6 +29,7 @@ from urllib.parse import quote
 
 import pytest
 
+from tests.e2e.test_metrics import scrape_when
 from tests.support.k8s import CM, TS, condition, secret, toolserver, wait_until
 from toolcatalog.api import constants as c
 from toolcatalog_dev.apiproxy import ApiProxy
@@ -75,6 +76,18 @@ async def probe(url: str, status: int | None = None) -> tuple[int, Any] | None:
     None unless it answered that."""
     got = await asyncio.to_thread(http_get, url)
     return got if got is not None and (status is None or got[0] == status) else None
+
+
+def full_lists(proxy: ApiProxy) -> list[Any]:
+    """LISTs of our resources the operator made itself (kopf's initial listing is a plain GET, no query)."""
+    return [seen for seen in proxy.requests("GET", r"/(toolservers|connectorconfigs)\?")
+            if "watch=" not in seen.path and not re.search(r"[?&]limit=1(&|$)", seen.path)]
+
+
+async def checked(url: str) -> tuple[int, Any] | None:
+    """The liveness endpoint's answer once the watch check has run (before: `{"state": "starting"}`)."""
+    got = await probe(url)
+    return got if got is not None and "behind" in (got[1].get("watches") or {}) else None
 
 
 def json_lines(log: str) -> list[dict[str, Any]]:
@@ -269,10 +282,18 @@ async def test_liveness_fails_while_the_watches_stall_and_passes_again_when_they
     with McpTestServer(tools=make_tools(2)) as server:
         await api.create(toolserver("alive", server.url, sync={"minIntervalSeconds": 0}))
         await waiter.status(TS, "alive", synced, "first sync", operator=operator)
-        status, body = await wait_until(lambda: probe(url), what="/healthz answers", operator=operator)
+        status, body = await wait_until(lambda: checked(url), what="/healthz answers a check", operator=operator)
         assert status == 200 and body["watches"]["behind"] == 0, body
+        # Probes read what the background check found: ten of them send nothing to the API server, and no
+        # check lists the resources (only short watches of the changes, and a list of one item at start).
+        before = len(proxy.requests())
+        for _ in range(10):
+            assert (await probe(url))[0] == 200
+        made = proxy.requests()[before:]
+        assert all("timeoutSeconds=" in seen.path for seen in made if "toolcatalog.dev" in seen.path), made
+        assert not full_lists(proxy), full_lists(proxy)
 
-        proxy.stall_watches()
+        proxy.stall_watches(spare=r"[?&]timeoutSeconds=")     # kopf's streams; not the check's short watches
         started = time.monotonic()
         await forced_refresh(api, "alive", "during-the-stall")      # a change the watches do not deliver
         status, _ = await wait_until(lambda: probe(url, 500), timeout=40, what="/healthz to fail", operator=operator)
@@ -306,8 +327,36 @@ async def test_readiness_waits_for_the_initial_listing_and_a_first_look_at_every
                                         operator=operator)
         assert body == {"ready": True, "state": "ready"}
         assert proxy.requests("GET", r"^/apis/toolcatalog\.dev/v1alpha1/toolservers$")
+        assert not full_lists(proxy), full_lists(proxy)     # readiness needs kopf's listing, not one of its own
         for index in range(3):
             await waiter.status(TS, f"warm-{index}", synced, "synced", operator=operator)
+
+
+# ------------------------------------------------------------------------------ throttling
+
+
+async def test_a_429_with_retry_after_holds_the_retry_back_that_long_and_is_counted(api, proxy, proxied_kubeconfig,
+                                                                                   launch, waiter):
+    """The API server throttles the cache ConfigMap's create (429, Retry-After: 3): nothing is written, and the
+    work queue retries that resource no sooner than 3 s later (its backoff alone: within half a second)."""
+    port = free_port()
+    operator = launch(proxied_kubeconfig, "--metrics-port", str(port), "--metrics-address", "127.0.0.1")
+    create = rf"^/api/v1/namespaces/{api.ns}/configmaps(\?|$)"
+    proxy.refuse("POST", create, 429, "TooManyRequests", retry_after=3)
+    with McpTestServer(tools=make_tools(2)) as server:
+        await api.create(toolserver("throttled", server.url))
+        await waiter.status(TS, "throttled", synced, "synced after the throttled create", operator=operator)
+    refused, retried = proxy.requests("POST", create)[:2]
+    print(f"\nthe create refused with 429 and Retry-After: 3 was retried {retried.at - refused.at:.2f}s later")
+    assert retried.at - refused.at >= 2.9
+    assert "the API server asked for 3s" in operator.log()
+    metrics = await wait_until(lambda: scrape_when(port, "toolcatalog_reconcile_kube_api_errors_total"),
+                               what="the metrics", operator=operator)
+    assert metrics[("toolcatalog_reconcile_kube_api_errors_total",
+                    (("controller", "toolcatalog"), ("reason", "TooManyRequests")))] == 1
+    assert metrics[("toolcatalog_reconcile_total", (("controller", "toolcatalog"), ("result", "error")))] == 1
+    assert metrics[("toolcatalog_workqueue_retries_total", (("controller", "toolcatalog"), ("name", "toolcatalog")))] \
+        == 1
 
 
 # ------------------------------------------------------------------------------ the sandbox

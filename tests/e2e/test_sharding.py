@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.k8s import CC, SECRETS, TS, condition, connectorconfig, secret, toolserver, wait_until
+from tests.support.k8s import CC, SECRETS, TS, condition, connectorconfig, looked_at, secret, toolserver, wait_until
 from toolcatalog.handlers.sharding import shard_of
 from toolcatalog_dev.mcpserver import McpTestServer, free_port, make_tools
 
@@ -89,25 +89,43 @@ async def test_two_shards_split_the_resources_and_ignore_each_others(api, start_
         await wait_until(lambda: _rotated(api), timeout=60, what="ts-guarded resynced after the rotation",
                          operator=shards[guarded_shard])
         other = 1 - guarded_shard
-        # (kopf logs every event it dispatches, ours or not: look for the operator's own lines.)
+        # The other shard has had every chance to react: it looked at one of its own resources three more
+        # times since the rotation. (kopf logs every event it dispatches, ours or not: look for the
+        # operator's own lines.)
+        its_own = next(name for (kind, name), shard in sorted(owner.items()) if kind == "ToolServer" and shard == other)
+        await looked_at(api, shards[other], TS, its_own)
         assert f"ToolServer {api.ns}/ts-guarded:" not in shards[other].log(), \
             "the other shard looked at a resource it does not own"
 
-        # A ConnectorConfig follows its ToolServer, whichever shard the ToolServer belongs to.
-        crossing = next((index for index in range(CONNECTORCONFIGS)
-                         if owner[("ConnectorConfig", f"cc-{index:02d}")] != owner[("ToolServer", f"ts-{index:02d}")]),
-                        None)
-        if crossing is not None:        # (with 10 pairs, all on one side is a 1-in-512 chance)
-            name = f"cc-{crossing:02d}"
-            await api.patch(TS, api.ns, f"ts-{crossing:02d}", {"spec": {"headers": {"X-Shard-Test": "1"}}})
+        # A ConnectorConfig follows its ToolServer, whichever shard the ToolServer belongs to: take a pair that
+        # crosses shards, creating more ConnectorConfigs of ts-00 until one does (never skipped by chance).
+        pair = next(((f"cc-{index:02d}", f"ts-{index:02d}") for index in range(CONNECTORCONFIGS)
+                     if owner[("ConnectorConfig", f"cc-{index:02d}")] != owner[("ToolServer", f"ts-{index:02d}")]),
+                    None)
+        extra = 0
+        while pair is None:
+            name = f"cc-cross-{extra}"
+            created = await api.create(connectorconfig(name, toolServerRef={"name": "ts-00"}))
+            owner[("ConnectorConfig", name)] = shard_of(created["metadata"]["uid"], TOTAL)
+            if owner[("ConnectorConfig", name)] != owner[("ToolServer", "ts-00")]:
+                pair = (name, "ts-00")
+                await wait_until(lambda name=name: _synced_cc(api, name), timeout=60, what=f"{name} synced",
+                                 operator=shards[owner[("ConnectorConfig", name)]])
+            extra += 1
+        name, ts_name = pair
+        await api.patch(TS, api.ns, ts_name, {"spec": {"headers": {"X-Shard-Test": "1"}}})
 
-            async def followed() -> bool:
-                last = ((await api.get(CC, api.ns, name)) or {}).get("status", {}).get("lastSync") or {}
-                return last.get("trigger") == "update"
-            await wait_until(followed, timeout=60, what=f"{name} resynced after its ToolServer of the other shard "
-                                                        "changed", operator=shards[owner[("ConnectorConfig", name)]])
+        async def followed() -> bool:
+            last = ((await api.get(CC, api.ns, name)) or {}).get("status", {}).get("lastSync") or {}
+            return last.get("trigger") == "update"
+        await wait_until(followed, timeout=60, what=f"{name} resynced after its ToolServer of the other shard "
+                                                    "changed", operator=shards[owner[("ConnectorConfig", name)]])
         for index, shard in enumerate(shards):
             assert shard.exited() is None, f"shard {index} exited"
+
+
+async def _synced_cc(api: Any, name: str) -> bool:
+    return _synced(await api.get(CC, api.ns, name))
 
 
 async def _rotated(api: Any) -> bool:

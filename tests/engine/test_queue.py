@@ -63,10 +63,12 @@ async def test_add_after_keeps_the_earliest_due_time():
     assert await take(queue) == "a"
 
 
-async def test_a_waiting_worker_wakes_when_a_delay_passes():
-    queue: WorkQueue[str] = WorkQueue()
-    queue.add_after("soon", 0.05)
-    assert await take(queue, timeout=1.0) == "soon"
+@pytest.mark.looptime
+async def test_a_waiting_worker_wakes_when_a_delay_passes(looptime):
+    queue: WorkQueue[str] = WorkQueue(clock=asyncio.get_running_loop().time)
+    queue.add_after("soon", 5)
+    assert await take(queue, timeout=60) == "soon"
+    assert float(looptime) == pytest.approx(5)      # woken when it was due, not before and not by a poll
 
 
 def test_backoff_grows_per_key_with_jitter_and_forget_resets_it():
@@ -91,3 +93,71 @@ async def test_discard_drops_pending_work_and_shutdown_stops_workers():
     queue.shut_down()
     with pytest.raises(ShutDown):
         await asyncio.wait_for(waiting, 1.0)
+
+
+def test_retry_after_holds_a_key_back_at_least_that_long_but_no_longer_than_the_cap():
+    clock = Clock()
+    queue: WorkQueue[str] = WorkQueue(clock=clock, backoff=Backoff(base=0.5, cap=60.0, jitter=lambda: 1.0),
+                                      retry_after_cap=300.0)
+    assert queue.add_rate_limited("a", retry_after=7.0) == 7.0         # the backoff alone says 0.5 s
+    assert queue.is_due_later("a") == pytest.approx(7.0)
+    assert queue.add_rate_limited("b", retry_after=None) == 0.5
+    assert queue.add_rate_limited("c", retry_after=3600.0) == 300.0    # capped
+    for _ in range(8):
+        queue.add_rate_limited("d")
+    assert queue.add_rate_limited("d", retry_after=1.0) == 60.0        # a longer backoff is kept
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.adds = self.retries = 0
+        self.waited: list[float] = []
+        self.worked: list[float] = []
+
+    def added(self) -> None:
+        self.adds += 1
+
+    def taken(self, waited: float) -> None:
+        self.waited.append(waited)
+
+    def finished(self, worked: float) -> None:
+        self.worked.append(worked)
+
+    def retried(self) -> None:
+        self.retries += 1
+
+
+async def test_the_observer_hears_adds_time_waiting_time_working_and_retries_as_client_go_counts_them():
+    clock, seen = Clock(), Recorder()
+    queue: WorkQueue[str] = WorkQueue(clock=clock, observer=seen)
+    queue.add("a")
+    queue.add("a")                          # deduplicated: one add
+    queue.add_after("b", 5)                 # not added until it is due
+    assert (seen.adds, len(queue)) == (1, 1)
+    clock.now += 2
+    assert await take(queue) == "a" and seen.waited == [2.0]
+    clock.now += 3                          # "b" is due now; "a" has worked 3 s
+    assert queue.unfinished() == (3.0, 3.0)
+    assert await take(queue) == "b" and seen.adds == 2 and seen.waited == [2.0, 0.0]
+    clock.now += 1
+    assert queue.unfinished() == (5.0, 4.0)     # a: 4 s, b: 1 s
+    queue.done("a")
+    assert seen.worked == [4.0] and queue.unfinished() == (1.0, 1.0)
+    queue.add_rate_limited("b")
+    queue.done("b")
+    assert seen.retries == 1 and queue.unfinished() == (0.0, 0.0)
+
+
+async def test_an_urgent_key_goes_before_the_backlog_even_when_it_was_waiting_or_processing():
+    queue: WorkQueue[str] = WorkQueue()
+    for key in ("a", "b", "c"):
+        queue.add(key)
+    queue.add("d", urgent=True)         # a withdrawal: before the three waiting
+    queue.add("c", urgent=True)         # waiting already: moved to the front
+    assert [await take(queue), await take(queue)] == ["c", "d"]
+    assert await take(queue) == "a"
+    queue.add("e")
+    queue.add("a", urgent=True)         # processing: comes back first once done
+    queue.done("a")
+    assert [await take(queue), await take(queue), await take(queue)] == ["a", "b", "e"]
+    assert await nothing_ready(queue)

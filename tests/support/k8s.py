@@ -14,6 +14,7 @@ from toolcatalog_dev.wait import WaitFailed, wait_for
 
 TS = f"{c.API_VERSION}/toolservers"
 CC = f"{c.API_VERSION}/connectorconfigs"
+TAL = f"{c.API_VERSION}/toolallowlists"
 CM = "v1/configmaps"
 SECRETS = "v1/secrets"
 
@@ -33,6 +34,12 @@ def toolserver(name: str, url: str, namespace: str | None = None, annotations: d
 def connectorconfig(name: str, namespace: str | None = None, **spec: Any) -> dict[str, Any]:
     return {"apiVersion": c.API_VERSION, "kind": c.KIND_CONNECTORCONFIG,
             "metadata": _metadata(name, namespace), "spec": spec}
+
+
+def toolallowlist(name: str, sources: list[dict[str, Any]], targets: list[dict[str, Any]],
+                  namespace: str | None = None, **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": c.API_VERSION, "kind": c.KIND_TOOLALLOWLIST, "metadata": _metadata(name, namespace),
+            "spec": {"sources": sources, "targets": targets, **spec}}
 
 
 def secret(name: str, data: dict[str, str], namespace: str | None = None) -> dict[str, Any]:

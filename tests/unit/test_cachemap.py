@@ -231,11 +231,12 @@ def test_content_hash_ignores_cached_at_and_expires_at():
 def test_content_hash_changes_with_the_catalog(change):
     tool_list = tools({"name": "a", "description": "one"}, {"name": "b"})
     server = SERVER
+    schema = {"inputSchema": {"type": "object", "properties": {}}}
     if change == "description":
-        changed = merge_catalog(tool_list, [{"name": "a", "description": "two"}, {"name": "b"}],
+        changed = merge_catalog(tool_list, [{"name": "a", "description": "two", **schema}, {"name": "b", **schema}],
                                 settings=[], selector=ToolSelector(), now=T1).tools
     elif change == "removed":
-        changed = merge_catalog(tool_list, [{"name": "a", "description": "one"}],
+        changed = merge_catalog(tool_list, [{"name": "a", "description": "one", **schema}],
                                 settings=[], selector=ToolSelector(), now=T1).tools
     elif change == "disabled":
         changed = [tool_list[0].model_copy(update={"enabled": False}), tool_list[1]]

@@ -243,14 +243,25 @@ def test_definition_kept_as_sent_nothing_added():
     assert list(document["inputSchema"]["properties"]) == ["z", "a"]
     assert "_meta" not in document and document["icons"] == []
 
-    (bare,) = merge([], [{"name": "bare"}], now=T0).tools        # a server breaking the spec: shown as sent
-    assert bare.input_schema is None
+    (bare,) = merge([], [{"name": "bare", "inputSchema": {}}], now=T0).tools     # the least MCP allows
+    assert bare.input_schema == {}
     assert (bare.title, bare.description, bare.output_schema, bare.annotations) == (
         None, None, None, None)
 
 
+@pytest.mark.parametrize("schema", [{}, {"inputSchema": None}, {"inputSchema": "object"}, {"inputSchema": []}])
+def test_a_tool_without_an_input_schema_object_fails_the_merge_naming_it(schema):
+    """MCP requires one; agents (and the MCP SDKs) cannot use such an entry, so nothing of the answer is kept."""
+    with pytest.raises(InvalidToolError) as info:
+        merge([], [tool("fine"), {"name": "bare", **schema}], now=T0)
+    assert str(info.value).startswith("tool 'bare' has no inputSchema object")
+    with pytest.raises(InvalidToolError) as info:
+        merge([], [{"name": f"t{index}"} for index in range(5)], now=T0)
+    assert str(info.value).startswith("tools 't0', 't1', 't2' and 2 more have no inputSchema object")
+
+
 def test_stored_hash_matches_the_stored_definition():
-    tools = merge([], [tool("a", title="T"), {"name": "bare"}], now=T0).tools
+    tools = merge([], [tool("a", title="T"), {"name": "bare", "inputSchema": {}}], now=T0).tools
     for t in tools:
         assert t.schema_hash == definition_hash(stored_definition(t))
 

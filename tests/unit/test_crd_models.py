@@ -17,7 +17,9 @@ from pydantic import BaseModel, ValidationError
 from pydantic.json_schema import GenerateJsonSchema
 
 from toolcatalog.api import constants as c
+from toolcatalog.api.allowlist import AllowlistStatus, ToolAllowlistSpec
 from toolcatalog.api.models import ConnectorConfigSpec, Status, ToolServerSpec
+from toolcatalog.api.validation import URL_HOST_PATTERN
 
 REPO = Path(__file__).resolve().parents[2]
 CRDS = {
@@ -296,10 +298,12 @@ def test_ca_bundle_cel_rule_agrees_with_the_model(kind: str) -> None:
         except ValidationError:
             model_accepts = False
         assert cel_xor_holds(rule, bundle) == model_accepts, bundle
-    # Only the xor: inherited endpoint fields next to toolServerRef are not rejected.
+    # Only the xors and spec.url's host rule (tests/unit/test_properties_hosts.py): inherited endpoint fields
+    # next to toolServerRef are not rejected.
+    url_rule = f"self.matches(r'{URL_HOST_PATTERN}')"
     assert [r for _, n in walk(crd_schema(kind)) for r in _rules(n)] == (
-        [rule] if kind == c.KIND_TOOLSERVER else
-        [*_rules(crd_schema(kind)["properties"]["spec"]), rule])
+        [url_rule, rule] if kind == c.KIND_TOOLSERVER else
+        [*_rules(crd_schema(kind)["properties"]["spec"]), url_rule, rule])
 
 
 # ------------------------------------------------------------------------- samples
@@ -404,6 +408,7 @@ def test_cluster_role_grants_what_the_operator_uses_and_no_more() -> None:
     needed |= {("", "configmaps", v) for v in ("get", "list", "watch", "create", "patch")}
     needed |= {("", "secrets", v) for v in ("get", "list", "watch")}
     needed |= {("", "events", "create"), ("apiextensions.k8s.io", "customresourcedefinitions", "watch")}
+    needed |= {(c.TOOLHIVE_GROUP, c.TOOLHIVE_TOOLCONFIG_PLURAL, v) for v in ("get", "create", "patch")}
     assert needed <= granted
     assert not any("*" in entry for entry in granted)
     assert not {v for g, r, v in granted if r == "secrets"} - {"get", "list", "watch"}
@@ -434,3 +439,99 @@ def test_deployment_runs_one_locked_down_operator() -> None:
     assert pod["serviceAccountName"] == account
     assert docs["ClusterRoleBinding"]["subjects"] == [
         {"kind": "ServiceAccount", "name": account, "namespace": "toolcatalog-system"}]
+
+
+# ------------------------------------------------------------------------- ToolAllowlist
+
+ALLOWLIST_CRD = REPO / "crds" / "toolallowlists.yaml"
+
+
+def allowlist_schema() -> dict[str, Any]:
+    (version,) = yaml.safe_load(ALLOWLIST_CRD.read_text())["spec"]["versions"]
+    return version["schema"]["openAPIV3Schema"]
+
+
+def test_allowlist_schema_matches_the_models() -> None:
+    schema = allowlist_schema()
+    assert drift(ToolAllowlistSpec, schema["properties"]["spec"], "ToolAllowlist.spec") == []
+    status = dict(schema["properties"]["status"])
+    assert status.pop("default") == {"observedGeneration": 0}
+    assert drift(AllowlistStatus, status, "ToolAllowlist.status") == []
+
+
+def test_allowlist_schema_is_structural_and_complete() -> None:
+    for path, node in walk(allowlist_schema()):
+        assert "type" in node, f"ToolAllowlist{path}: no type"
+        assert "x-kubernetes-preserve-unknown-fields" not in node, f"ToolAllowlist{path}: preserves unknowns"
+
+
+def test_allowlist_names_columns_and_rbac() -> None:
+    crd = yaml.safe_load(ALLOWLIST_CRD.read_text())
+    spec = crd["spec"]
+    assert crd["metadata"]["name"] == f"toolallowlists.{c.GROUP}" and spec["scope"] == "Namespaced"
+    assert spec["names"]["kind"] == c.KIND_TOOLALLOWLIST and spec["names"]["plural"] == "toolallowlists"
+    assert spec["names"]["shortNames"] == ["mcpal"] == c.SHORT_NAMES[c.KIND_TOOLALLOWLIST]
+    assert spec["names"]["categories"] == [c.CATEGORY]
+    (version,) = spec["versions"]
+    assert version["subresources"] == {"status": {}}
+    shown = [col["name"] for col in version["additionalPrinterColumns"] if not col.get("priority")]
+    assert shown == ["Sources", "Tools", "Ready", "Age"]
+    columns = {col["name"]: col for col in version["additionalPrinterColumns"]}
+    assert columns["Tools"]["jsonPath"] == ".status.toolCount"
+    assert columns["Ready"]["jsonPath"] == '.status.conditions[?(@.type=="Ready")].status'
+
+
+def _cel(node: dict[str, Any]) -> dict[str, str]:
+    return {rule["message"]: rule["rule"] for rule in node.get("x-kubernetes-validations", [])}
+
+
+def _model_error(spec: dict[str, Any]) -> str | None:
+    try:
+        ToolAllowlistSpec.model_validate(spec)
+    except ValidationError as error:
+        return str(error)
+    return None
+
+
+SOURCE = {"toolServerRef": {"name": "github"}}
+TARGET = {"configMap": {"name": "allowed"}}
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ({"sources": [{}], "targets": [TARGET]}, "each source needs exactly one of toolServerRef and connectorConfigRef"),
+    ({"sources": [{**SOURCE, "connectorConfigRef": {"name": "x"}}], "targets": [TARGET]},
+     "each source needs exactly one of toolServerRef and connectorConfigRef"),
+    ({"sources": [SOURCE], "targets": [{}]},
+     "each target needs exactly one of configMap, toolhive, toolhiveWebhook and contextforge"),
+    ({"sources": [SOURCE], "targets": [{**TARGET, "toolhive": {}}]},
+     "each target needs exactly one of configMap, toolhive, toolhiveWebhook and contextforge"),
+    ({"sources": [SOURCE, {"connectorConfigRef": {"name": "github"}}], "targets": [TARGET]},
+     "every source needs its own `as` name (default: the resource's name)"),
+    ({"sources": [SOURCE, {"toolServerRef": {"name": "other"}, "as": "github"}], "targets": [TARGET]},
+     "every source needs its own `as` name (default: the resource's name)"),
+])
+def test_allowlist_cel_rules_and_the_model_refuse_the_same_specs(spec: dict[str, Any], message: str) -> None:
+    """The CEL rule with this message exists in the CRD (tests/e2e/test_allowlist_cluster.py shows a real API
+    server applies it), and the model refuses the same spec with the same words."""
+    schema = allowlist_schema()["properties"]["spec"]
+    rules = {**_cel(schema), **_cel(schema["properties"]["sources"]["items"]),
+             **_cel(schema["properties"]["targets"]["items"])}
+    assert message in rules
+    error = _model_error(spec)
+    assert error is not None and message.split(" (")[0] in error
+
+
+def test_a_valid_allowlist_passes_the_model() -> None:
+    assert _model_error({"sources": [SOURCE, {"connectorConfigRef": {"name": "github"}, "as": "alice-github"}],
+                         "targets": [TARGET, {"toolhive": {}}, {"toolhiveWebhook": {}}]}) is None
+
+
+def test_the_allowlist_sample_is_valid_for_the_crd_and_the_model() -> None:
+    obj = load_sample("toolallowlist.yaml")
+    assert obj["apiVersion"] == c.API_VERSION and obj["kind"] == c.KIND_TOOLALLOWLIST
+    errors: list[str] = []
+    check_against_crd(obj["spec"], allowlist_schema()["properties"]["spec"], "spec", errors)
+    assert errors == []
+    spec = ToolAllowlistSpec.model_validate(obj["spec"])
+    assert [(s.kind, s.name, s.alias) for s in spec.sources] == [(c.KIND_TOOLSERVER, "demo", "demo")]
+    assert load_sample("toolserver.yaml")["metadata"]["name"] == "demo"

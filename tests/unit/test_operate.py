@@ -1,5 +1,5 @@
 """The operating pieces in-process: JSON log lines and the per-sync line (handlers/logs.py), the watches'
-health check and readiness (handlers/health.py), and where a shutdown may cut a sync (handlers/drain.py).
+liveness check and readiness (handlers/health.py), and where a shutdown may cut a sync (handlers/drain.py).
 The same behaviours end to end: tests/e2e/test_operate.py."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import json
 import logging
 from collections.abc import Iterator
 from datetime import datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import kopf
@@ -23,8 +24,9 @@ from toolcatalog.cli import configure_logging
 from toolcatalog.config import OperatorConfig
 from toolcatalog.engine.objects import ObjectCache
 from toolcatalog.engine.reconciler import Outcome
+from toolcatalog.engine.runtime import Engine
 from toolcatalog.handlers.drain import Drain
-from toolcatalog.handlers.health import Readiness, WatchHealth, exact_namespaces, namespace_matches
+from toolcatalog.handlers.health import Readiness, Scopes, WatchCheck, exact_namespaces, namespace_matches
 from toolcatalog.handlers.logs import log_sync, sync_fields
 from toolcatalog.reconcile.catalog import CatalogDiff
 from toolcatalog.reconcile.decide import Decision
@@ -167,22 +169,59 @@ def test_namespace_patterns_are_kopfs():
 
 
 class FakeKube:
+    """An API server's view of our resources for the watch check: objects, a log of changes (watch events),
+    lists, and a history floor below which a watch from a version is 410 Gone."""
+
     def __init__(self) -> None:
         self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self.changes: list[tuple[int, str, str, dict[str, Any]]] = []     # version, type, kind, metadata
+        self.version = 100
+        self.floor = 100
         self.failing = False
+        self.full_lists = 0
 
-    def put(self, kind: str, namespace: str, name: str, version: str, uid: str = "") -> dict[str, Any]:
-        body = {"metadata": {"namespace": namespace, "name": name, "uid": uid or f"uid-{name}",
-                             "resourceVersion": version}, "spec": {"url": "http://127.0.0.1:1/mcp"}}
-        self.objects[(kind, namespace, name)] = body
-        return body
-
-    async def list_metadata(self, kind: str, namespace: str | None = None) -> list[dict[str, Any]]:
+    def _fail(self) -> None:
         if self.failing:
             from toolcatalog.kube.errors import ApiError
             raise ApiError(0, "Unavailable", "cannot reach the API server")
+
+    def put(self, kind: str, namespace: str, name: str, uid: str = "") -> dict[str, Any]:
+        self.version += 1
+        body = {"metadata": {"namespace": namespace, "name": name, "uid": uid or f"uid-{name}",
+                             "resourceVersion": str(self.version)}, "spec": {"url": "http://127.0.0.1:1/mcp"}}
+        kind_key = (kind, namespace, name)
+        self.changes.append((self.version, "MODIFIED" if kind_key in self.objects else "ADDED", kind,
+                             dict(body["metadata"])))
+        self.objects[kind_key] = body
+        return body
+
+    def delete(self, kind: str, namespace: str, name: str) -> None:
+        self.version += 1
+        meta = dict(self.objects.pop((kind, namespace, name))["metadata"], resourceVersion=str(self.version))
+        self.changes.append((self.version, "DELETED", kind, meta))
+
+    def _in(self, kind: str, namespace: str | None, meta_kind: str, meta: dict[str, Any]) -> bool:
+        return meta_kind == kind and (namespace is None or meta["namespace"] == namespace)
+
+    async def collection_version(self, kind: str, namespace: str | None = None) -> tuple[str, bool]:
+        self._fail()
+        return str(self.version), any(k == kind and (namespace is None or ns == namespace)
+                                      for k, ns, _ in self.objects)
+
+    async def changes_since(self, kind: str, namespace: str | None, resource_version: str,
+                            seconds: int = 1) -> list[dict[str, Any]]:
+        self._fail()
+        if int(resource_version) < self.floor:
+            from toolcatalog.kube.errors import ApiError
+            raise ApiError(410, "Expired", "too old resource version")
+        return [{"type": type_, "metadata": meta} for version, type_, meta_kind, meta in self.changes
+                if version > int(resource_version) and self._in(kind, namespace, meta_kind, meta)]
+
+    async def list_metadata(self, kind: str, namespace: str | None = None) -> tuple[list[dict[str, Any]], str]:
+        self._fail()
+        self.full_lists += 1
         return [body["metadata"] for (k, ns, _), body in sorted(self.objects.items())
-                if k == kind and (namespace is None or ns == namespace)]
+                if k == kind and (namespace is None or ns == namespace)], str(self.version)
 
 
 class Clock:
@@ -193,68 +232,122 @@ class Clock:
         return self.now
 
 
-async def test_the_health_check_tells_a_passing_lag_from_a_stall():
-    kube, cache, clock = FakeKube(), ObjectCache(), Clock()
-    health = WatchHealth(cache, kube, stall_after=60, clock=clock)  # type: ignore[arg-type]
-    cache.observe(c.KIND_TOOLSERVER, kube.put(c.KIND_TOOLSERVER, "a", "one", "10"))
-    verdict = await health.check()
-    assert (verdict.listed, verdict.behind, verdict.missing, verdict.stalled) == (1, 0, 0, [])
+class FakeReconciler:
+    def __init__(self) -> None:
+        self.objects = ObjectCache()
+        self.looked: set[tuple[str, str, str]] = set()
 
-    kube.put(c.KIND_TOOLSERVER, "a", "one", "11")          # a change the watch has not delivered (yet)
-    kube.put(c.KIND_CONNECTORCONFIG, "a", "two", "12")     # a new one neither
+    def looked_at(self, key: tuple[str, str, str]) -> bool:
+        return key in self.looked
+
+
+def engine() -> Engine:
+    return Engine(FakeReconciler())  # type: ignore[arg-type]
+
+
+def watch_check(kube: FakeKube, cache: ObjectCache, clock: Clock, namespaces: tuple[str, ...] = (),
+                owns: Any = None, stall_after: float = 60) -> WatchCheck:
+    return WatchCheck(SimpleNamespace(objects=cache), kube, Scopes(namespaces, owns),  # type: ignore[arg-type]
+                      stall_after=stall_after, clock=clock)
+
+
+async def test_the_watch_check_tells_a_passing_lag_from_a_stall_and_never_lists():
+    kube, cache, clock = FakeKube(), ObjectCache(), Clock()
+    cache.observe(c.KIND_TOOLSERVER, kube.put(c.KIND_TOOLSERVER, "a", "one"))
+    check = watch_check(kube, cache, clock)
+    await check.begin()
+    verdict = await check.check()
+    assert (verdict.behind, verdict.stalled) == (0, [])
+
+    kube.put(c.KIND_TOOLSERVER, "a", "one")                  # a change the watch has not delivered (yet)
+    two = kube.put(c.KIND_CONNECTORCONFIG, "a", "two")       # a new one neither
+    verdict = await check.check()
+    assert (verdict.behind, verdict.stalled) == (2, [])
     clock.now += 59
-    verdict = await health.check()
-    assert (verdict.behind, verdict.missing, verdict.stalled) == (2, 1, [])
-    clock.now += 30                                       # 30 s after they were first seen behind: fine
-    assert (await health.check()).stalled == []
-    clock.now += 31
-    verdict = await health.check()
-    assert verdict.stalled == ["ToolServer a/one (61s)", "ConnectorConfig a/two (61s)"]
+    assert (await check.check()).stalled == []
+    cache.observe(c.KIND_CONNECTORCONFIG, two)               # delivered: caught up
+    clock.now += 1
+    verdict = await check.check()
+    assert (verdict.behind, verdict.stalled) == (1, ["ToolServer a/one (60s)"])
 
     cache.observe(c.KIND_TOOLSERVER, kube.objects[(c.KIND_TOOLSERVER, "a", "one")])     # delivered at last
-    kube.put(c.KIND_CONNECTORCONFIG, "a", "two", "13")     # changed again: its lag starts afresh
-    verdict = await health.check()
-    assert (verdict.behind, verdict.stalled) == (1, [])
+    verdict = await check.check()
+    assert (verdict.behind, verdict.stalled) == (0, [])
+    assert kube.full_lists == 0
 
 
 async def test_deletions_missed_count_and_other_shards_and_namespaces_do_not():
     kube, cache, clock = FakeKube(), ObjectCache(), Clock()
     mine = lambda meta: meta["uid"] != "theirs"  # noqa: E731
-    health = WatchHealth(cache, kube, namespaces=("team-*",), stall_after=10, clock=clock, owns=mine)  # type: ignore[arg-type]
-    kube.put(c.KIND_TOOLSERVER, "team-a", "theirs", "5", uid="theirs")   # another shard's: never cached here
-    kube.put(c.KIND_TOOLSERVER, "ops", "elsewhere", "6")                 # not a watched namespace
-    cache.observe(c.KIND_TOOLSERVER, kube.put(c.KIND_TOOLSERVER, "team-b", "gone", "7"))
-    del kube.objects[(c.KIND_TOOLSERVER, "team-b", "gone")]              # deleted; the watch missed it
-    verdict = await health.check()
-    assert (verdict.listed, verdict.behind, verdict.missing, verdict.gone) == (0, 0, 0, 1)
+    cache.observe(c.KIND_TOOLSERVER, kube.put(c.KIND_TOOLSERVER, "team-b", "gone"))
+    check = watch_check(kube, cache, clock, namespaces=("team-*",), owns=mine, stall_after=10)
+    await check.begin()
+    kube.put(c.KIND_TOOLSERVER, "team-a", "theirs", uid="theirs")   # another shard's: never cached here
+    kube.put(c.KIND_TOOLSERVER, "ops", "elsewhere")                 # not a watched namespace
+    kube.delete(c.KIND_TOOLSERVER, "team-b", "gone")                # deleted; the watch missed it
+    verdict = await check.check()
+    assert (verdict.behind, verdict.gone) == (1, 1)
     clock.now += 10
-    assert (await health.check()).stalled == ["ToolServer team-b/gone (10s)"]
+    assert (await check.check()).stalled == ["ToolServer team-b/gone (10s)"]
+    cache.forget((c.KIND_TOOLSERVER, "team-b", "gone"))
+    assert (await check.check()).behind == 0
+
+
+async def test_when_the_server_forgot_the_version_the_check_compares_a_full_listing_once():
+    kube, cache, clock = FakeKube(), ObjectCache(), Clock()
+    for name in ("a", "b"):
+        cache.observe(c.KIND_TOOLSERVER, kube.put(c.KIND_TOOLSERVER, "ns", name))
+    check = watch_check(kube, cache, clock)
+    await check.begin()
+    kube.put(c.KIND_TOOLSERVER, "ns", "a")                   # missed by the watch ...
+    kube.floor = kube.version                 # ... and the version checked is out of the watch cache
+    verdict = await check.check()
+    assert verdict.behind == 1 and kube.full_lists == 2      # one listing per kind
+    cache.observe(c.KIND_TOOLSERVER, kube.objects[(c.KIND_TOOLSERVER, "ns", "a")])
+    assert (await check.check()).behind == 0 and kube.full_lists == 2    # from the listing's version on
 
 
 async def test_an_api_server_out_of_reach_is_no_stall():
-    kube = FakeKube()
+    kube, cache, clock = FakeKube(), ObjectCache(), Clock()
+    check = watch_check(kube, cache, clock, stall_after=0)
+    await check.begin()
+    kube.put(c.KIND_TOOLSERVER, "a", "unseen")
+    assert (await check.check()).behind == 1
     kube.failing = True
-    verdict = await WatchHealth(ObjectCache(), kube, stall_after=0).check()  # type: ignore[arg-type]
+    verdict = await check.check()
     assert verdict.stalled == [] and "cannot reach the API server" in (verdict.error or "")
 
 
-async def test_readiness_waits_for_the_listing_then_for_the_backlog():
-    kube, cache = FakeKube(), ObjectCache()
-    body = kube.put(c.KIND_TOOLSERVER, "a", "one", "1")
-    backlog = [3]
-    readiness = Readiness(WatchHealth(cache, kube), lambda: backlog[0], poll=0.01)  # type: ignore[arg-type]
+async def test_readiness_waits_for_the_listings_then_every_resource_then_a_look_at_each():
+    kube, running = FakeKube(), engine()
+    kube.put(c.KIND_TOOLSERVER, "a", "one")
+    index: dict[tuple[str, str], Any] = {}
+    check = watch_check(kube, running.objects, Clock())
+    expected = lambda: [(c.KIND_TOOLSERVER, ns, name) for ns, name in index]  # noqa: E731
+    readiness = Readiness(running, expected, check.anything, poll=0.01)
     task = asyncio.ensure_future(readiness.run())
     await asyncio.sleep(0.05)
-    assert readiness.answer() == (503, {"ready": False, "state": "waiting for the initial listing: 1 of 1 "
-                                                                    "resources not delivered by the watches yet"})
-    cache.observe(c.KIND_TOOLSERVER, body)
+    assert readiness.answer() == (503, {"ready": False, "state": "waiting for the initial listing"})
+    index[("a", "one")] = True          # kopf indexed its listing, and delivered the first event
+    running.watching = True
     await asyncio.sleep(0.05)
-    assert readiness.answer()[1]["state"] == "taking every resource once"
-    backlog[0] = 0
+    assert readiness.answer()[1]["state"] == ("waiting for the initial listing: 1 of 1 resources not delivered "
+                                              "by the watches yet")
+    running.objects.observe(c.KIND_TOOLSERVER, kube.objects[(c.KIND_TOOLSERVER, "a", "one")])
+    await asyncio.sleep(0.05)
+    assert readiness.answer()[1]["state"] == "taking every resource once: 1 of 1 not looked at yet"
+    running.reconciler.looked.add((c.KIND_TOOLSERVER, "a", "one"))  # type: ignore[attr-defined]
     await asyncio.wait_for(task, 1)
     assert readiness.answer() == (200, {"ready": True, "state": "ready"})
     readiness.stopping = True
     assert readiness.answer()[0] == 503
+
+
+async def test_readiness_with_nothing_to_list_is_ready_without_waiting_for_an_event():
+    kube, running = FakeKube(), engine()
+    readiness = Readiness(running, lambda: [], watch_check(kube, running.objects, Clock()).anything, poll=0.01)
+    await asyncio.wait_for(readiness.run(), 1)
+    assert readiness.ready
 
 
 # ------------------------------------------------------------------------------ drain
@@ -281,7 +374,8 @@ class SlowStore:
         return {}
 
 
-async def test_a_shutdown_cuts_syncs_that_read_and_lets_those_that_write_finish():
+@pytest.mark.looptime
+async def test_a_shutdown_cuts_syncs_that_read_and_lets_those_that_write_finish(looptime):
     drain, slow = Drain(), SlowStore()
     store = drain.store(slow)  # type: ignore[arg-type]
 
@@ -296,10 +390,11 @@ async def test_a_shutdown_cuts_syncs_that_read_and_lets_those_that_write_finish(
 
     reader, writer = asyncio.ensure_future(reading()), asyncio.ensure_future(writing())
     await asyncio.sleep(0.01)
-    stopping = asyncio.ensure_future(drain.stop(grace=0.05))
-    await asyncio.sleep(0.2)
-    assert reader.cancelled() and drain.cut == 1 and stopping.done()
-    assert not writer.done()
+    await drain.stop(grace=0.05)
+    assert float(looptime) == pytest.approx(0.06)   # the reader was cut when the grace ran out
+    assert reader.cancelled() and drain.cut == 1
+    await asyncio.sleep(60)
+    assert not writer.done()                        # a writer is never cut: it waits for its write
     slow.release_writes.set()
     await writer
     assert slow.wrote == ["configmap", "status"]
@@ -307,7 +402,8 @@ async def test_a_shutdown_cuts_syncs_that_read_and_lets_those_that_write_finish(
         await store.read_secret("a", "after the stop")
 
 
-async def test_a_read_that_ends_within_the_grace_is_not_cut():
+@pytest.mark.looptime
+async def test_a_read_that_ends_within_the_grace_is_not_cut(looptime):
     drain = Drain()
 
     async def quick() -> str:
@@ -318,4 +414,5 @@ async def test_a_read_that_ends_within_the_grace_is_not_cut():
     task = asyncio.ensure_future(quick())
     await asyncio.sleep(0.01)
     await drain.stop(grace=1.0)
+    assert float(looptime) == pytest.approx(0.05)   # the stop returned when the read ended, not at the grace
     assert await task == "done" and drain.cut == 0

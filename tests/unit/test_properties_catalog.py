@@ -44,10 +44,9 @@ json_leaves = st.none() | st.booleans() | st.integers(-(2**53) + 1, 2**53 - 1) |
 json_values = st.recursive(json_leaves, lambda children: st.lists(children, max_size=3)
                            | st.dictionaries(texts, children, max_size=3), max_leaves=4)
 objects = st.dictionaries(texts, json_values, max_size=2)
-definitions = st.fixed_dictionaries({}, optional={
+definitions = st.fixed_dictionaries({"inputSchema": objects}, optional={    # MCP requires an inputSchema object
     "title": st.none() | texts,
     "description": st.none() | st.text(max_size=12),
-    "inputSchema": st.none() | objects,
     "outputSchema": objects,
     "annotations": objects,
     "icons": st.lists(json_leaves, max_size=2),
@@ -147,8 +146,10 @@ def selected(name: str, selector: ToolSelector) -> bool:
 
 
 @given(histories(), tool_settings, selectors)
-@example([[{"name": "t0", "description": "x"}], [], [{"name": "t0", "description": "x"}]], [], ToolSelector())
-@example([[{"name": "t0", "_meta": 1}], [{"name": "t0", "_meta": 2, "title": None}]], [], ToolSelector())
+@example([[{"name": "t0", "description": "x", "inputSchema": {}}], [], [{"name": "t0", "description": "x",
+                                                                       "inputSchema": {}}]], [], ToolSelector())
+@example([[{"name": "t0", "_meta": 1, "inputSchema": {}}],
+          [{"name": "t0", "_meta": 2, "title": None, "inputSchema": {}}]], [], ToolSelector())
 def test_a_merge_keeps_every_tool_and_reports_exactly_what_changed(
         answers: list[list[dict[str, Any]]], settings: list[ToolSetting], selector: ToolSelector) -> None:
     *earlier, answer = answers
@@ -319,12 +320,13 @@ def approval_runs(draw: st.DrawFn) -> list[tuple[list[dict[str, Any]], str, dict
 
 
 @given(approval_runs())
-@example([([{"name": "t0", "description": "a"}], "NewAndChanged", {}),
-          ([{"name": "t0", "description": "rug pull"}], "NewAndChanged", {})])
-@example([([{"name": "t0", "description": "a"}], "None", {}),
-          ([{"name": "t0", "description": "b"}, {"name": "t1"}], "NewAndChanged", {}),
+@example([([{"name": "t0", "description": "a", "inputSchema": {}}], "NewAndChanged", {}),
+          ([{"name": "t0", "description": "rug pull", "inputSchema": {}}], "NewAndChanged", {})])
+@example([([{"name": "t0", "description": "a", "inputSchema": {}}], "None", {}),
+          ([{"name": "t0", "description": "b", "inputSchema": {}}, {"name": "t1", "inputSchema": {}}],
+           "NewAndChanged", {}),
           ([], "NewAndChanged", {}),
-          ([{"name": "t0", "description": "a"}], "NewAndChanged", {"t0": 2})])
+          ([{"name": "t0", "description": "a", "inputSchema": {}}], "NewAndChanged", {"t0": 2})])
 def test_a_tool_is_approved_exactly_when_its_definition_was_trusted(
         steps: list[tuple[list[dict[str, Any]], str, dict[str, int]]]) -> None:
     catalog: list[CachedTool] | None = None

@@ -40,6 +40,8 @@ def _dns_like(first: str, inner: str, last: str, max_size: int) -> st.SearchStra
 k8s_names = _dns_like("a0z9", "az09-.", "a9", 15)                    # ^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$
 keys = st.text(alphabet="aZ9._-", min_size=1, max_size=20)
 header_names = st.text(alphabet="aZ9!#$%&'*+.^_`|~-", min_size=1, max_size=20)
+header_values = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E) | st.just("\t"),
+                        max_size=20)    # what HTTP can carry: printable ASCII
 secret_ref = st.fixed_dictionaries({"name": k8s_names, "key": keys})
 configmap_ref = st.fixed_dictionaries({"name": k8s_names, "key": keys})
 hashes = st.binary(min_size=32, max_size=32).map(lambda digest: "sha256:" + digest.hex())
@@ -80,7 +82,7 @@ common = {
     "cache": st.fixed_dictionaries({}, optional={"configMapName": k8s_names}),
 }
 endpoint = {"transport": st.sampled_from(["streamable-http", "sse"]),
-            "headers": st.dictionaries(header_names, st.text(max_size=20), max_size=3)}
+            "headers": st.dictionaries(header_names, header_values, max_size=3)}
 toolserver_specs = st.fixed_dictionaries({"url": urls}, optional={**endpoint, **common})
 connectorconfig_specs = st.one_of(
     st.fixed_dictionaries({"toolServerRef": st.fixed_dictionaries({"name": k8s_names})},

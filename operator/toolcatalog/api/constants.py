@@ -11,8 +11,12 @@ CATEGORY: Final = "toolcatalog"
 
 KIND_TOOLSERVER: Final = "ToolServer"
 KIND_CONNECTORCONFIG: Final = "ConnectorConfig"
-PLURAL = {KIND_TOOLSERVER: "toolservers", KIND_CONNECTORCONFIG: "connectorconfigs"}
-SHORT_NAMES = {KIND_TOOLSERVER: ["mcpts"], KIND_CONNECTORCONFIG: ["mcpcc"]}
+KIND_TOOLALLOWLIST: Final = "ToolAllowlist"
+# The kinds that have a catalog (synced from an MCP server); a ToolAllowlist draws on them.
+SOURCE_KINDS = (KIND_TOOLSERVER, KIND_CONNECTORCONFIG)
+PLURAL = {KIND_TOOLSERVER: "toolservers", KIND_CONNECTORCONFIG: "connectorconfigs",
+          KIND_TOOLALLOWLIST: "toolallowlists"}
+SHORT_NAMES = {KIND_TOOLSERVER: ["mcpts"], KIND_CONNECTORCONFIG: ["mcpcc"], KIND_TOOLALLOWLIST: ["mcpal"]}
 # Default cache ConfigMap name prefix per kind: toolserver-<name>, connectorconfig-<name>.
 CONFIGMAP_PREFIX = {KIND_TOOLSERVER: "toolserver", KIND_CONNECTORCONFIG: "connectorconfig"}
 
@@ -90,10 +94,12 @@ REASON_WRITE_REJECTED: Final = "WriteRejected"      # the API server refused a w
 REASON_CONFIGMAP_NOT_FOUND = "ConfigMapNotFound"   # a CA bundle's ConfigMap or key is missing
 REASON_FORBIDDEN = "Forbidden"                     # the operator's RBAC does not allow a read it needs
 REASON_API_UNAVAILABLE = "ApiUnavailable"          # the Kubernetes API failed (5xx, 429, timeout): retried
+REASON_INTERNAL_ERROR: Final = "InternalError"     # an exception no code path expected (a bug): retried, visibly
 SYNC_FAILURE_REASONS = (
     REASON_SERVER_UNAVAILABLE, REASON_AUTH_FAILED, REASON_TIMEOUT, REASON_PROTOCOL_ERROR,
     REASON_INVALID_SPEC, REASON_SECRET_NOT_FOUND, REASON_CONFIGMAP_NOT_FOUND, REASON_TOOLSERVER_NOT_FOUND,
     REASON_EGRESS_DENIED, REASON_CACHE_TOO_LARGE, REASON_CACHE_CONFLICT, REASON_WRITE_REJECTED, REASON_FORBIDDEN,
+    REASON_INTERNAL_ERROR,
 )
 
 # Approved reasons.
@@ -128,3 +134,28 @@ EVENT_APPROVAL_PENDING: Final = "ApprovalPending"
 TRANSPORT_STREAMABLE_HTTP: Final = "streamable-http"
 TRANSPORT_SSE: Final = "sse"
 TRANSPORTS = (TRANSPORT_STREAMABLE_HTTP, TRANSPORT_SSE)
+
+# ToolAllowlist (api.md "ToolAllowlist").
+ALLOWLIST_DOCUMENT_KEY: Final = "allowlist.json"       # the generic document in a configMap target
+LABEL_SOURCE: Final = f"{GROUP}/source"               # on an MCPToolConfig: the source's `as` name
+ANN_SOURCE: Final = f"{GROUP}/source"                 # on an MCPToolConfig: Kind/name of the source
+ANN_ALLOWS: Final = f"{GROUP}/allows"                 # on an MCPToolConfig: how many tools, or "none"
+TOOLHIVE_GROUP: Final = "toolhive.stacklok.dev"
+TOOLHIVE_VERSIONS = ("v1beta1", "v1alpha1")          # the storage version first: used when served
+TOOLHIVE_TOOLCONFIG_KIND: Final = "MCPToolConfig"
+TOOLHIVE_TOOLCONFIG_PLURAL: Final = "mcptoolconfigs"
+ON_SOURCE_FAILURE_KEEP: Final = "Keep"
+ON_SOURCE_FAILURE_WITHDRAW: Final = "Withdraw"
+
+# ToolAllowlist Ready reasons (Stalled, when True, carries the same reason).
+REASON_PUBLISHED: Final = "Published"
+REASON_TARGET_UNAVAILABLE: Final = "TargetUnavailable"
+REASON_TARGET_CONFLICT: Final = "TargetConflict"
+REASON_TARGET_FAILED: Final = "TargetFailed"
+REASON_SOURCE_NOT_FOUND: Final = "SourceNotFound"
+
+# ToolAllowlist Events.
+EVENT_TOOLS_ALLOWED: Final = "ToolsAllowed"
+EVENT_TOOLS_WITHDRAWN: Final = "ToolsWithdrawn"
+EVENT_WITHDRAWAL_FAILED: Final = "WithdrawalFailed"
+EVENT_TARGET_RECOVERED: Final = "TargetRecovered"

@@ -37,6 +37,7 @@ RETRY_POLICY: dict[str, Retry] = {
     c.REASON_TOOLSERVER_NOT_FOUND: Retry.WATCHED,
     c.REASON_INVALID_SPEC: Retry.NEVER,
     c.REASON_API_UNAVAILABLE: Retry.TRANSIENT,
+    c.REASON_INTERNAL_ERROR: Retry.BACKOFF,     # maybe a passing state; if not, the retries stay visible
 }
 
 # Failures that retrying alone cannot fix: they make the resource Stalled (kstatus: Failed).
@@ -79,14 +80,17 @@ def retry_delay(reason: str, consecutive_failures: int, retry_after: float | Non
 class SyncError(Exception):
     """A sync that cannot go on: `reason` is a Synced condition reason, `message` is for humans.
 
-    `retry_after` carries a server's Retry-After (seconds), when it sent one.
+    `retry_after` carries a server's Retry-After (seconds), when it sent one; `api_reason` the
+    Kubernetes API's Status reason (TooManyRequests, Conflict, ...) when the API server failed.
     """
 
-    def __init__(self, reason: str, message: str, *, retry_after: float | None = None) -> None:
+    def __init__(self, reason: str, message: str, *, retry_after: float | None = None,
+                 api_reason: str | None = None) -> None:
         super().__init__(message)
         self.reason = reason
         self.message = message
         self.retry_after = retry_after
+        self.api_reason = api_reason
 
     @property
     def retry(self) -> Retry:

@@ -30,6 +30,8 @@ TOOLS = Gauge("toolcatalog_tools", "Usable tools (available, enabled, selected) 
               ["kind", "namespace", "name"])
 READY = Gauge("toolcatalog_ready", "1 when the resource has a usable cache (Ready=True), else 0",
               ["kind", "namespace", "name"])
+FAILURES = Gauge("toolcatalog_consecutive_sync_failures", "Syncs of the resource that failed in a row since its "
+                 "last success (status.consecutiveFailures): 0 while it syncs", ["kind", "namespace", "name"])
 
 
 def serve(port: int, address: str) -> None:
@@ -59,10 +61,11 @@ def observe(outcome: Outcome) -> None:
     TOOLS.labels(kind, namespace, name).set(status.tool_count)
     ready = get_condition(status.conditions, c.COND_READY)
     READY.labels(kind, namespace, name).set(1 if ready and ready.status == "True" else 0)
+    FAILURES.labels(kind, namespace, name).set(status.consecutive_failures)
 
 
 def forget(key: ObjectKey) -> None:
-    for gauge in (TOOLS, READY):
+    for gauge in (TOOLS, READY, FAILURES):
         try:
             gauge.remove(*key)
         except KeyError:

@@ -81,6 +81,11 @@ class ObjectCache:
         entry = self._objects.get(key)
         return entry.resource() if entry is not None else None
 
+    def body(self, key: ObjectKey) -> dict[str, Any] | None:
+        """What is kept of the object (metadata, spec, status) as plain JSON: for kinds other than sources."""
+        entry = self._objects.get(key)
+        return unpack_json(entry.packed) if entry is not None else None
+
     def version(self, key: ObjectKey) -> str | None:
         """The resourceVersion kept for `key` (None: not kept), without parsing the object."""
         entry = self._objects.get(key)

@@ -4,7 +4,11 @@
 - One at a time: a key being processed is never handed out again until `done`; if it was added
   meanwhile it comes back right after, so no request is lost and none overlap.
 - Delayed: `add_after` keeps the earliest due time of a key (a resync at expiresAt, a retry).
-- Rate limited: `add_rate_limited` backs off per key, exponentially with jitter, until `forget`.
+- Rate limited: `add_rate_limited` backs off per key, exponentially with jitter, until `forget`; an
+  API server's Retry-After (429, 503) makes that retry wait at least as long as it asked (capped).
+- Observed: what client-go's workqueue reports to its metrics provider (adds, time waiting, time
+  working, retries) goes to a `QueueObserver`; depth and unfinished work are read when scraped.
+- Urgent: `add(key, urgent=True)` puts a key before the others (a withdrawal waits for no backlog).
 """
 
 from __future__ import annotations
@@ -15,9 +19,34 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable, Hashable
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 K = TypeVar("K", bound=Hashable)
+
+RETRY_AFTER_CAP_SECONDS = 300.0     # the longest an API server's Retry-After may hold one key back
+
+
+class QueueObserver(Protocol):
+    """What the queue reports as it works (client-go's workqueue metrics); the metrics implement it."""
+
+    def added(self) -> None: ...
+    def taken(self, waited: float) -> None: ...          # seconds the key waited in the queue
+    def finished(self, worked: float) -> None: ...       # seconds from taken to done
+    def retried(self) -> None: ...
+
+
+class _Unobserved:
+    def added(self) -> None:
+        pass
+
+    def taken(self, waited: float) -> None:
+        pass
+
+    def finished(self, worked: float) -> None:
+        pass
+
+    def retried(self) -> None:
+        pass
 
 
 class ShutDown(Exception):
@@ -45,10 +74,16 @@ class Backoff(Generic[K]):
 
 
 class WorkQueue(Generic[K]):
-    def __init__(self, *, clock: Callable[[], float] = time.monotonic, backoff: Backoff[K] | None = None) -> None:
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic, backoff: Backoff[K] | None = None,
+                 observer: QueueObserver | None = None, retry_after_cap: float = RETRY_AFTER_CAP_SECONDS) -> None:
         self._clock = clock
+        self.observer: QueueObserver = observer or _Unobserved()
+        self.retry_after_cap = retry_after_cap
+        self._added_at: dict[K, float] = {}      # when each dirty key was added (time waiting)
+        self._started_at: dict[K, float] = {}    # when each processing key was taken (time working)
         self._ready: deque[K] = deque()
         self._dirty: set[K] = set()          # waiting in _ready, or to be re-queued when done
+        self._urgent: set[K] = set()         # dirty keys that go before the others
         self._processing: set[K] = set()
         self._delayed: list[tuple[float, int, K]] = []
         self._due: dict[K, float] = {}       # the earliest due time of each delayed key
@@ -59,14 +94,32 @@ class WorkQueue(Generic[K]):
 
     # -- adding -------------------------------------------------------------------------------
 
-    def add(self, key: K) -> None:
-        if self._shutdown or key in self._dirty:
+    def add(self, key: K, urgent: bool = False) -> None:
+        if self._shutdown:
+            return
+        if key in self._dirty:
+            if urgent and key not in self._processing and key not in self._urgent:
+                self._urgent.add(key)           # waiting already: move it to the front
+                self._ready.remove(key)
+                self._ready.appendleft(key)
+            elif urgent:
+                self._urgent.add(key)
             return
         self._dirty.add(key)
+        self._added_at[key] = self._clock()
+        self.observer.added()
         self._due.pop(key, None)              # runs now: an older delay is moot (its entry is skipped)
+        if urgent:
+            self._urgent.add(key)
         if key not in self._processing:
+            self._enqueue(key)
+
+    def _enqueue(self, key: K) -> None:
+        if key in self._urgent:
+            self._ready.appendleft(key)
+        else:
             self._ready.append(key)
-            self._wakeup.set()
+        self._wakeup.set()
 
     def add_after(self, key: K, delay: float) -> None:
         if self._shutdown:
@@ -82,8 +135,12 @@ class WorkQueue(Generic[K]):
         heapq.heappush(self._delayed, (due, self._counter, key))
         self._wakeup.set()
 
-    def add_rate_limited(self, key: K) -> float:
+    def add_rate_limited(self, key: K, retry_after: float | None = None) -> float:
+        """Back off; `retry_after`: the API server asked to wait at least this long (capped)."""
         delay = self.backoff.when(key)
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, self.retry_after_cap))
+        self.observer.retried()
         self.add_after(key, delay)
         return delay
 
@@ -97,6 +154,8 @@ class WorkQueue(Generic[K]):
         self.backoff.forget(key)
         if key in self._dirty and key not in self._processing:
             self._dirty.discard(key)
+            self._added_at.pop(key, None)
+            self._urgent.discard(key)
             try:
                 self._ready.remove(key)
             except ValueError:
@@ -128,7 +187,11 @@ class WorkQueue(Generic[K]):
             if self._ready:
                 key = self._ready.popleft()
                 self._dirty.discard(key)
+                self._urgent.discard(key)
                 self._processing.add(key)
+                now = self._clock()
+                self.observer.taken(now - self._added_at.pop(key, now))
+                self._started_at[key] = now
                 return key
             self._wakeup.clear()
             try:
@@ -138,9 +201,11 @@ class WorkQueue(Generic[K]):
 
     def done(self, key: K) -> None:
         self._processing.discard(key)
+        started = self._started_at.pop(key, None)
+        if started is not None:
+            self.observer.finished(self._clock() - started)
         if key in self._dirty:          # added while it was processing: once more, now
-            self._ready.append(key)
-            self._wakeup.set()
+            self._enqueue(key)
 
     def shut_down(self) -> None:
         self._shutdown = True
@@ -154,6 +219,13 @@ class WorkQueue(Generic[K]):
     @property
     def processing(self) -> int:
         return len(self._processing)
+
+    def unfinished(self) -> tuple[float, float]:
+        """Seconds of work in progress, in total and of the longest-running key (client-go's
+        unfinished_work_seconds and longest_running_processor_seconds)."""
+        now = self._clock()
+        running = [now - started for started in list(self._started_at.values())]
+        return sum(running), max(running, default=0.0)
 
     @property
     def delayed(self) -> int:

@@ -5,11 +5,14 @@ resolves the references and fetches the catalog (through small interfaces: a cat
 Kubernetes store, a clock), hands the outcome to `plan_sync`, and writes what comes back: the cache
 ConfigMap, then status (one merge patch, only when it changed), then Events. It is the only status
 writer. A failure of the Kubernetes API itself (5xx, 429, timeouts) changes nothing and is retried
-by the work queue's backoff.
+by the work queue's backoff. An exception no code path expected (a bug) ends the sync like any other
+failure, as Synced=False InternalError through the same plan, retried with backoff: never a retry
+loop that only the log shows.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import random
@@ -26,8 +29,9 @@ from ..api.models import CacheDocument
 from ..api.redact import Redactor
 from ..api.resource import ObjectKey, Resource
 from ..api.spec import settings_of
-from ..kube.errors import ApiError, api_error
+from ..kube.errors import ApiError, api_error, status_reason
 from ..kube.resolve import ResolveError, resolve_endpoint
+from ..reconcile.allowlist import catalog_tools, usable_of
 from ..reconcile.cachedoc import (
     CacheParseError,
     configmap_name,
@@ -85,8 +89,26 @@ class Listeners(Protocol):
     def stop(self, key: ObjectKey) -> None: ...
 
 
+class CatalogSink(Protocol):
+    """Told of each sync of a source (engine/catalogs.py: what ToolAllowlists and their webhook answer from)."""
+
+    def spec_changed(self, resource: Resource) -> None: ...
+    def narrow(self, resource: Resource, usable: frozenset[tuple[str, str]], started: float) -> None: ...
+    def commit(self, resource: Resource, plan: Plan, started: float | None) -> None: ...
+    def forget(self, key: ObjectKey) -> None: ...
+
+
 class TransientError(Exception):
-    """The Kubernetes API failed; nothing was changed; the work queue retries with backoff."""
+    """The Kubernetes API failed; nothing was changed; the work queue retries with backoff, and not before
+    the API server's Retry-After (429, 503) when it sent one. `reason`: the API's Status reason."""
+
+    def __init__(self, message: str, *, reason: str = "Unknown", retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.reason, self.retry_after = reason, retry_after
+
+    @classmethod
+    def of(cls, message: str, error: ApiError) -> TransientError:
+        return cls(f"{message}: {error.message}", reason=status_reason(error), retry_after=error.retry_after)
 
 
 def utcnow() -> datetime:
@@ -164,6 +186,7 @@ class _Sync:
     outcome: SyncOutcome
     state: _CacheState | None
     wrote_cache: bool = False
+    began: float = 0.0                  # time.monotonic() when the sync began
 
 
 @dataclass
@@ -179,6 +202,7 @@ class Reconciler:
     server_ttl_floor: float = 60.0      # the shortest catalog lifetime a server's ttlMs may impose
     max_sync_timeout: float = 60.0      # the operator's cap on spec.sync.timeoutSeconds
     redactor: Redactor = field(default_factory=Redactor)    # every credential read, to mask it everywhere
+    catalogs: CatalogSink | None = None     # the allowlists' view of catalogs: narrowed before writes, then committed
     _memory: dict[ObjectKey, _Memory] = field(default_factory=dict)
     # The catalog each resource's last sync wrote, by uid: no read of a ConfigMap we wrote ourselves.
     _catalogs: dict[str, _Written] = field(default_factory=dict)
@@ -198,6 +222,13 @@ class Reconciler:
             self._must_read.discard(uid)
         if self.listeners is not None:
             self.listeners.stop(key)
+        if self.catalogs is not None:
+            self.catalogs.forget(key)
+
+    def looked_at(self, key: ObjectKey) -> bool:
+        """Whether a reconcile has decided about `key` since the operator started (readiness)."""
+        memory = self._memory.get(key)
+        return memory is not None and memory.reconciled
 
     # -- the loop's step --------------------------------------------------------------------------
 
@@ -213,6 +244,8 @@ class Reconciler:
         now = self.clock()
         began = time.monotonic()
         memory = self._memory.setdefault(key, _Memory())
+        if self.catalogs is not None:      # what the spec takes away is withdrawn before any sync
+            self.catalogs.spec_changed(resource)
         decision = decide(resource, self._observed(resource, memory, now))
         memory.reconciled = True
         if decision.action == "wait":
@@ -221,6 +254,22 @@ class Reconciler:
             return _seconds_until(decision.due, now)
         logger.debug("%s: %s%s", resource.describe(), decision.action,
                      f" ({decision.trigger})" if decision.trigger else "")
+        try:
+            return await self._act(resource, decision, memory, now, began)
+        except (TransientError, asyncio.CancelledError):
+            raise
+        except Exception as exc:        # a bug: recorded like any failure, so the resource shows it
+            error = self._internal_error(resource, exc, "reconciling")
+            outcome = SyncOutcome(trigger=decision.trigger or c.TRIGGER_UPDATE, started_at=now,
+                                  completed_at=self.clock(), refresh=decision.refresh)
+            plan = plan_failure(resource, outcome, error, self.jitter())
+            wrote = await self._write(resource, plan)
+            self._tell(Outcome(key, decision, plan, wrote, False, time.monotonic() - began))
+            return _seconds_until(plan.requeue_at, self.clock())
+
+    async def _act(self, resource: Resource, decision: Decision, memory: _Memory, now: datetime,
+                   began: float) -> float | None:
+        """Sync (or answer a refresh without one, or suspend), then write what the plan says."""
         run: _Sync | None = None
         if decision.action == "rate-limited":
             assert decision.refresh is not None
@@ -228,25 +277,33 @@ class Reconciler:
         elif decision.action == "suspend":
             plan = plan_suspend(resource, decision.refresh, now)
             if self.listeners is not None:
-                self.listeners.stop(key)
+                self.listeners.stop(resource.key)
         else:
             run = await self._sync(resource, decision, memory)
             plan = run.plan
         wrote_cache = run is not None and run.wrote_cache
         try:
             wrote = await self._write(resource, plan)
-        except StatusRejected as rejected:
+        except TransientError:
+            raise
+        except Exception as exc:        # refused for good (StatusRejected), or a failure nothing expected
             if run is None:
-                raise TransientError(f"{resource.describe()}: writing status failed: {rejected.error.message}") \
-                    from None
+                if isinstance(exc, StatusRejected):
+                    raise TransientError(f"{resource.describe()}: writing status failed: {exc.error.message}",
+                                         reason=exc.error.api_reason or "Unknown") from None
+                raise
+            error = exc.error if isinstance(exc, StatusRejected) else \
+                self._internal_error(resource, exc, "writing status")
             # Cache and status must describe one catalog: put the previous cache back, record the failure.
             if run.wrote_cache:
                 assert run.plan.cache is not None and run.state is not None
                 await self._restore_cache(resource, run.plan.cache, run.state)
                 wrote_cache = False
-            plan = plan_failure(resource, run.outcome, scrub_error(rejected.error, self.redactor), self.jitter())
+            plan = plan_failure(resource, run.outcome, scrub_error(error, self.redactor), self.jitter())
             wrote = await self._write(resource, plan)
-        self._tell(Outcome(key, decision, plan, wrote, wrote_cache, time.monotonic() - began))
+        if self.catalogs is not None and run is not None:
+            self.catalogs.commit(resource, plan, run.began)
+        self._tell(Outcome(resource.key, decision, plan, wrote, wrote_cache, time.monotonic() - began))
         return _seconds_until(plan.requeue_at, self.clock())
 
     def _observed(self, resource: Resource, memory: _Memory, now: datetime) -> Observed:
@@ -271,11 +328,13 @@ class Reconciler:
 
     async def _sync(self, resource: Resource, decision: Decision, memory: _Memory) -> _Sync:
         assert decision.trigger is not None
+        began = time.monotonic()
         started = self.clock()
         memory.list_changed = False
         fields: dict[str, Any] = {"trigger": decision.trigger, "refresh": decision.refresh, "started_at": started}
         endpoint: Endpoint | None = None
         state: _CacheState | None = None
+        step = "resolving the spec's references"
         try:
             if resource.spec is None:
                 assert resource.spec_error is not None
@@ -289,9 +348,11 @@ class Reconciler:
                 fields["references"] = error.references
                 raise
             fields.update(url=endpoint.url, references=references, fetched_with=endpoint.fetched_with)
+            step = "reading the previous cache"
             cm_name = configmap_name(resource.kind, resource.name, settings.config_map_name)
             state = await self._previous_catalog(resource, cm_name)
             fields["previous"] = state.document
+            step = "fetching the tool list"
             timeout = min(float(settings.sync.timeout_seconds), self.max_sync_timeout)
             fetched = await self.fetch(endpoint, timeout=timeout, fresh=decision.refresh is not None)
             tools, server = scrub_catalog(fetched.tools, fetched.server, self.redactor)
@@ -299,13 +360,21 @@ class Reconciler:
         except SyncError as error:
             self._raise_if_transient(error, resource)
             fields["error"] = scrub_error(error, self.redactor)
+        except Exception as exc:        # a bug must end as a condition, not as a retry loop only the log shows
+            fields["error"] = self._internal_error(resource, exc, step)
         completed = self.clock()
         memory.last_completed = completed
         outcome = SyncOutcome(completed_at=completed, **fields)
-        plan = plan_sync(resource, outcome, self.jitter(), server_ttl_floor=self.server_ttl_floor)
+        try:
+            plan = plan_sync(resource, outcome, self.jitter(), server_ttl_floor=self.server_ttl_floor)
+        except Exception as exc:
+            plan = plan_failure(resource, outcome, self._internal_error(resource, exc, "merging the catalog"),
+                                self.jitter())
         wrote_cache = False
         if plan.cache is not None:
             assert state is not None
+            if self.catalogs is not None:     # withdraw what is no longer usable before writing anything
+                self.catalogs.narrow(resource, usable_of(catalog_tools(plan.cache.document)), began)
             try:
                 _check_status_size(plan)
                 await self._write_cache(resource, plan.cache, state)
@@ -313,13 +382,29 @@ class Reconciler:
             except SyncError as error:
                 self._raise_if_transient(error, resource)
                 plan = plan_failure(resource, outcome, scrub_error(error, self.redactor), self.jitter())
+            except Exception as exc:
+                self._catalogs.pop(resource.uid, None)      # whatever happened to it: read it afresh next time
+                self._must_read.add(resource.uid)
+                plan = plan_failure(resource, outcome, self._internal_error(resource, exc, "writing the cache"),
+                                    self.jitter())
         self._update_listener(resource, plan, endpoint)
-        return _Sync(plan, outcome, state, wrote_cache)
+        return _Sync(plan, outcome, state, wrote_cache, began)
+
+    def _internal_error(self, resource: Resource, exc: Exception, step: str) -> SyncError:
+        """An exception no code path expected, as the failure it is recorded as. Its traceback goes to the
+        log (through the redacting filter); the condition names only its type, since its text may quote
+        what it failed on (a character of a credential, say)."""
+        logger.error("%s: unexpected %s while %s; recorded as %s and retried with backoff", resource.describe(),
+                     type(exc).__name__, step, c.REASON_INTERNAL_ERROR, exc_info=exc)
+        return SyncError(c.REASON_INTERNAL_ERROR,
+                         f"the operator failed unexpectedly while {step} ({type(exc).__name__}); it retries with "
+                         "backoff. This is a bug: the operator's log has the details")
 
     @staticmethod
     def _raise_if_transient(error: SyncError, resource: Resource) -> None:
         if error.retry is Retry.TRANSIENT:
-            raise TransientError(f"{resource.describe()}: {error.message}") from error
+            raise TransientError(f"{resource.describe()}: {error.message}", reason=error.api_reason or "Unknown",
+                                 retry_after=error.retry_after) from error
 
     async def _read_toolserver(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         """A referenced ToolServer: from the cache; from the API when the cache has not seen it (yet)."""
@@ -330,15 +415,21 @@ class Reconciler:
         return await self.kube.read_object(c.KIND_TOOLSERVER, namespace, name)
 
     def _update_listener(self, resource: Resource, plan: Plan, endpoint: Endpoint | None) -> None:
+        """Listen for list changes after a successful sync of a server that notifies; stop otherwise. Only a
+        hint (TTL resyncs still come): its failure is logged, never the sync's, whose cache is written."""
         if self.listeners is None:
             return
         server = plan.status.server
         succeeded = plan.cache is not None and plan.status.last_sync is not None \
             and plan.status.last_sync.result == "Succeeded"
-        if succeeded and endpoint is not None and server is not None and server.list_changed:
-            self.listeners.ensure(resource.key, endpoint)
-        else:
-            self.listeners.stop(resource.key)
+        try:
+            if succeeded and endpoint is not None and server is not None and server.list_changed:
+                self.listeners.ensure(resource.key, endpoint)
+            else:
+                self.listeners.stop(resource.key)
+        except Exception as exc:
+            logger.error("%s: updating its list-changed listener failed (%s)", resource.describe(),
+                         type(exc).__name__, exc_info=exc)
 
     # -- the cache ConfigMap -------------------------------------------------------------------
 
@@ -391,7 +482,7 @@ class Reconciler:
                 # Created, changed or deleted by someone else meanwhile: read it afresh next time.
                 raise SyncError(c.REASON_API_UNAVAILABLE,
                                 f"ConfigMap {resource.namespace}/{cache.name} changed during the sync; "
-                                "syncing again") from None
+                                "syncing again", api_reason=status_reason(error)) from None
             raise api_error(error, kind="ConfigMap") from None
         rv = (written.get("metadata") or {}).get("resourceVersion")
         self._catalogs[resource.uid] = _Written.of(cache.name, rv, cache.manifest)
@@ -409,8 +500,8 @@ class Reconciler:
             await self.kube.patch_configmap(resource.namespace, cache.name, patch)
         except ApiError as error:
             if error.status != 404:
-                raise TransientError(f"{resource.describe()}: putting the previous cache back failed: "
-                                     f"{error.message}") from None
+                raise TransientError.of(f"{resource.describe()}: putting the previous cache back failed",
+                                        error) from None
         logger.warning("%s: status write refused; ConfigMap %s put back as it was", resource.describe(),
                        cache.name)
 
@@ -428,7 +519,7 @@ class Reconciler:
                     return False        # deleted meanwhile
                 if error.status in (400, 413, 422):
                     raise StatusRejected(api_error(error)) from None
-                raise TransientError(f"{resource.describe()}: writing status failed: {error.message}") from None
+                raise TransientError.of(f"{resource.describe()}: writing status failed", error) from None
             self.objects.observe(resource.kind, answer)
             logger.debug("%s: status patched (%s)", resource.describe(), ", ".join(sorted(patch)))
             wrote = True
@@ -439,6 +530,9 @@ class Reconciler:
                                            message=event.message)
             except ApiError as error:
                 logger.warning("%s: could not post Event %s: %s", resource.describe(), event.reason, error.message)
+            except Exception as exc:    # an Event is best effort; status is already written
+                logger.error("%s: could not post Event %s (%s)", resource.describe(), event.reason,
+                             type(exc).__name__, exc_info=exc)
         return wrote
 
     def _tell(self, outcome: Outcome) -> None:

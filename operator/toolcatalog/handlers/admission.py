@@ -1,10 +1,11 @@
 """The validating admission webhook (optional): refuses, at `kubectl apply`, the specs a sync would
 report as InvalidSpec, with the same words.
 
-The CRD schema and its CEL rules catch most mistakes; this catches what they cannot express: an
-unparseable URL, userinfo, an IPv4 literal in a non-standard form, an address the operator's
-egress policy denies written as a literal, an invalid glob, a tool listed twice in spec.tools, an
-approvedHash that is not a sha256. failurePolicy is Ignore: with the operator down, applies still
+The CRD schema and its CEL rules catch most mistakes (a host not written in ASCII among them); this
+catches what they cannot express: an unparseable URL, userinfo, an IPv4 literal in a non-standard
+form, an address the operator's egress policy denies written as a literal (or read as one under
+IDNA mapping), static headers HTTP cannot carry, an invalid glob, a tool listed twice in spec.tools,
+an approvedHash that is not a sha256. failurePolicy is Ignore: with the operator down, applies still
 work, and a spec that slips past gets InvalidSpec at its sync, never a retry loop.
 
 An update that does not change the spec (a refresh annotation, a label) is always admitted, so an
@@ -29,7 +30,7 @@ from ..mcp.egress import EgressPolicy
 logger = logging.getLogger(__name__)
 
 HANDLER_ID = "validate"         # the webhook's path: /validate
-KIND_OF_PLURAL = {plural: kind for kind, plural in c.PLURAL.items()}
+KIND_OF_PLURAL = {c.PLURAL[kind]: kind for kind in c.SOURCE_KINDS}   # a ToolAllowlist: its CRD's rules
 
 
 def problems_of(kind: str, spec: Mapping[str, Any], egress: EgressPolicy) -> str | None:

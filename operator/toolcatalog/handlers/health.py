@@ -1,33 +1,41 @@
-"""Liveness and readiness that mean something for an operator.
+"""Liveness and readiness that mean something for an operator, and cost no LIST per probe.
 
-The operator's view of its resources is the object cache the watches fill. Whether the watches
-work is told by comparing that view with the API server's: `WatchHealth.check` lists the
-ToolServers and ConnectorConfigs the operator serves (metadata only) and finds those whose version
-in the cache is older than the API server's, absent from it, or gone from the server but not from
-the cache. A difference is normal for a moment (a watch event is on its way); one that lasts
-`--watch-stall-timeout` seconds (default 180: longer than kopf needs to notice a dead watch stream
-and reconnect, 70 s) means the watches have stalled.
+The operator's view of its resources is the object cache kopf's watches fill. A probe only reads
+what two background tasks found:
 
-- Liveness (kopf's endpoint, `--liveness`): the `watches` probe fails, and the endpoint answers 500,
-  while a change the API server holds has not come through the watches for that long. Restarting
-  the operator starts its watches afresh. An API server that cannot be reached is no reason to
-  restart: the probe then says so and passes.
-- Readiness (`--readiness URL`, our own endpoint): 503 until the caches are warm, then 200. Warm:
-  the watches have delivered every resource the API server listed (kopf fills its indexes of
-  Secrets and ConfigMaps before it delivers any), and the work queue has taken each of them once
-  (its backlog emptied after that). During shutdown it is 503 again.
+- Liveness (kopf's endpoint, `--liveness`; the `watches` probe): `WatchCheck` asks the API server,
+  every few seconds, what changed since the last version it checked: a watch from that version that
+  the server closes after a second (it answers from its watch cache: only the changes, usually
+  none). A change the object cache has not caught up with for `--watch-stall-timeout` seconds (180:
+  longer than kopf needs to notice a dead watch stream and reconnect, 70 s) means the watches have
+  stalled, and the probe fails (500) until they recover; restarting the operator starts them afresh.
+  One metadata LIST of one item at start gives the version to begin from; a full metadata LIST is
+  made only when the server has forgotten that version (410: more changes than its watch cache
+  holds between two checks). An API server that cannot be asked is no reason to restart: the probe
+  says so and passes. Why not compare a LIST's resourceVersion with the newest version the watches
+  delivered: a list's version is the whole cluster's latest write (any kind), and kopf hands no
+  bookmarks to handlers, so a quiet watch and a stalled one look the same.
+- Readiness (`--readiness URL`, our own endpoint): 503 until the caches are warm, then 200; 503 again
+  when stopping. Warm: kopf's initial listings are delivered (kopf guarantees, in its documentation
+  on indexing, that its indexes are fully populated before any other resource handler is invoked, so
+  the first watch event proves the initial listings over;
+  with no ToolServer and no ConnectorConfig at all, a LIST of one item says there is nothing to
+  wait for), every resource its indexes hold has reached the engine, and each was looked at once.
+
+Other watches (an informer of our own) join through `HealthSource`: what their readiness waits for,
+and which of them have stalled.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fnmatch
 import logging
 import time
 import urllib.parse
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Protocol
 
 import aiohttp.web
 import kopf
@@ -35,7 +43,8 @@ from prometheus_client import Gauge
 
 from ..api import constants as c
 from ..api.resource import ObjectKey, resource_version_newer
-from ..engine.objects import ObjectCache
+from ..engine.runtime import Engine
+from ..engine.watchlag import EXAMPLES, Change, Verdict, WatchLag
 from ..kube.client import KubeClient
 from ..kube.errors import ApiError
 
@@ -50,9 +59,10 @@ OPERATOR_READY = Gauge("toolcatalog_operator_ready", "1 once the watches deliver
                        "looked at (the readiness endpoint answers 200), else 0")
 
 KINDS = (c.KIND_TOOLSERVER, c.KIND_CONNECTORCONFIG)
-LIST_TIMEOUT = 5.0          # a probe must answer before the kubelet's timeout
-READY_POLL = 1.0            # how often readiness looks, until ready
-EXAMPLES = 5
+ASK_TIMEOUT = 10.0          # one check's requests, at most
+CHANGES_WINDOW = 1          # seconds the API server keeps a check's watch open
+READY_POLL = 0.2            # how often readiness looks, until ready
+EMPTY_POLL = 2.0            # ... and asks whether there is anything to list at all
 
 
 def namespace_matches(namespace: str, patterns: Iterable[str]) -> bool:
@@ -79,123 +89,194 @@ def _is_exact(pattern: str) -> bool:
     return not any(char in pattern for char in "*?[],!")
 
 
-@dataclass
-class Verdict:
-    """One comparison of the watches' view with the API server's."""
-
-    listed: int = 0
-    behind: int = 0             # listed objects the cache has at an older version (or not at all)
-    missing: int = 0            # ... not at all (the initial listing has not delivered them yet)
-    gone: int = 0               # cached objects the server no longer has
-    stalled: list[str] = field(default_factory=list)    # behind for longer than the stall timeout
-    error: str | None = None    # the API server could not be asked: nothing is known
-
-    def as_dict(self) -> dict[str, Any]:
-        result: dict[str, Any] = {"listed": self.listed, "behind": self.behind, "missing": self.missing,
-                                  "gone": self.gone}
-        if self.stalled:
-            result["stalled"] = self.stalled[:EXAMPLES]
-        if self.error:
-            result["error"] = self.error
-        return result
+def exact_namespaces(patterns: Iterable[str]) -> bool:
+    """Only exact namespace names (no globs, no negations): kopf need not scan the cluster for them."""
+    patterns = list(patterns)
+    return bool(patterns) and all(_is_exact(pattern) for pattern in patterns)
 
 
-class WatchHealth:
-    def __init__(self, objects: ObjectCache, kube: KubeClient, *, namespaces: tuple[str, ...] = (),
-                 stall_after: float = 180.0, owns: Callable[[Mapping[str, Any]], bool] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.objects, self.kube = objects, kube
-        self.namespaces, self.stall_after = namespaces, stall_after
-        self.owns = owns            # a shard's filter on an object's metadata (None: every object)
-        self.clock = clock
-        self._behind_since: dict[ObjectKey, tuple[str | None, float]] = {}
-        self._lock = asyncio.Lock()
+class HealthSource(Protocol):
+    """A set of watches the probes report on."""
+
+    def waiting_for(self) -> str | None: ...    # None once its initial listing is delivered: what it waits for
+    def stalled(self) -> list[str]: ...         # what has stalled (empty: nothing)
+
+
+class Scopes:
+    """Where the operator's resources are: everywhere, or each exact namespace; with patterns everywhere,
+    then filtered by kopf's rule. `owns`: a shard's filter on an object's metadata (None: every object)."""
+
+    def __init__(self, namespaces: tuple[str, ...], owns: Callable[[Mapping[str, Any]], bool] | None) -> None:
+        self.namespaces, self.owns = namespaces, owns
+        self.exact = exact_namespaces(namespaces)
+
+    def lists(self) -> list[tuple[str, str | None]]:
+        return [(kind, scope) for kind in KINDS for scope in (self.namespaces if self.exact else (None,))]
+
+    def watched(self, namespace: str) -> bool:
+        return self.exact or not self.namespaces or namespace_matches(namespace, self.namespaces)
+
+    def covers(self, kind: str, scope: str | None) -> Callable[[ObjectKey], bool]:
+        """Which cached keys a listing of `kind` in `scope` speaks for."""
+        return lambda key: key[0] == kind and (key[1] == scope if scope else self.watched(key[1]))
+
+
+class WatchCheck:
+    """The liveness check: asks the API server what changed since it last asked (see the module's docstring)."""
+
+    def __init__(self, engine: Engine, kube: KubeClient, scopes: Scopes, *, stall_after: float = 180.0,
+                 interval: float | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.objects, self.kube, self.scopes = engine.objects, kube, scopes
+        self.stall_after = stall_after
+        self.interval = interval if interval is not None else min(30.0, max(1.0, stall_after / 4))
+        self.lag = WatchLag(engine.objects, stall_after=stall_after, clock=clock)
+        self._checked: dict[tuple[str, str | None], str] = {}     # the version each listing was checked up to
         self.last: Verdict | None = None
+        self.checked_at: float | None = None
 
-    def _scopes(self) -> list[str | None]:
-        """Where to list: everywhere, or each exact namespace; with patterns everywhere, then filtered."""
-        if not self.namespaces or not all(_is_exact(pattern) for pattern in self.namespaces):
-            return [None]
-        return list(self.namespaces)
+    async def _collections(self) -> dict[tuple[str, str | None], tuple[str, bool]]:
+        """Each collection's resourceVersion now, and whether it holds anything: a LIST of one item each."""
+        return {(kind, scope): await self.kube.collection_version(kind, scope) for kind, scope in self.scopes.lists()}
 
-    async def listed(self) -> tuple[dict[ObjectKey, str], set[ObjectKey]]:
-        """The resourceVersion of every resource this operator serves, as the API server has it now; and
-        the keys of every resource listed (a shard serves only some)."""
-        versions: dict[ObjectKey, str] = {}
-        every: set[ObjectKey] = set()
-        filtered = bool(self.namespaces) and self._scopes() == [None]
-        for kind in KINDS:
-            for scope in self._scopes():
-                for meta in await self.kube.list_metadata(kind, scope):
-                    namespace = str(meta.get("namespace") or "")
-                    if filtered and not namespace_matches(namespace, self.namespaces):
-                        continue
-                    key = (kind, namespace, str(meta.get("name") or ""))
-                    every.add(key)
-                    if self.owns is None or self.owns(meta):
-                        versions[key] = str(meta.get("resourceVersion") or "")
-        return versions, every
+    async def begin(self) -> None:
+        """Note where the collections are now, before kopf lists them: the changes after that are checked."""
+        for where, (version, _) in (await self._collections()).items():
+            self._checked[where] = version
+
+    async def anything(self) -> bool:
+        """Whether there is any ToolServer or ConnectorConfig to list at all."""
+        return any(some for _, some in (await self._collections()).values())
 
     async def check(self) -> Verdict:
-        async with self._lock:
+        try:
+            async with asyncio.timeout(ASK_TIMEOUT + CHANGES_WINDOW):
+                outcomes = await asyncio.gather(*(self._check(kind, scope) for kind, scope in self.scopes.lists()),
+                                                return_exceptions=True)
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException):
+                    raise outcome
+        except (ApiError, TimeoutError) as error:
+            message = error.message if isinstance(error, ApiError) else f"no answer within {ASK_TIMEOUT:g}s"
+            verdict = self.lag.verdict()
+            verdict.stalled, verdict.error = [], f"cannot ask the API server what changed: {message}"
+        else:
+            verdict = self.lag.verdict()
+        self.last, self.checked_at = verdict, time.monotonic()
+        BEHIND.set(verdict.behind)
+        STALLED.set(len(verdict.stalled))
+        return verdict
+
+    async def _check(self, kind: str, scope: str | None) -> None:
+        since = self._checked.get((kind, scope))
+        events = None
+        if since:
             try:
-                listed, every = await asyncio.wait_for(self.listed(), timeout=LIST_TIMEOUT)
-            except (ApiError, TimeoutError) as error:
-                message = error.message if isinstance(error, ApiError) else f"no answer within {LIST_TIMEOUT:g}s"
-                self.last = Verdict(error=f"cannot list the resources to compare: {message}")
-                return self.last
-            now = self.clock()
-            behind: dict[ObjectKey, str | None] = {}
-            missing = 0
-            for key, version in listed.items():
-                if key not in self.objects:
-                    missing += 1
-                    behind[key] = version
-                    continue
-                cached_version = self.objects.version(key)
-                if cached_version != version and not resource_version_newer(cached_version, version):
-                    behind[key] = version
-            gone = [key for key in self.objects.keys() if key not in every]
-            for key in gone:
-                behind[key] = None
-            # A key lags since the first check that found it behind at this same version.
-            since_before, self._behind_since = self._behind_since, {}
-            for key, lagging in behind.items():
-                previous, since = since_before.get(key, (lagging, now))
-                self._behind_since[key] = (lagging, since if previous == lagging else now)
-            stalled = sorted((now - since, key) for key, (_, since) in self._behind_since.items()
-                             if now - since >= self.stall_after)
-            self.last = Verdict(listed=len(listed), behind=len(behind) - len(gone), missing=missing, gone=len(gone),
-                                stalled=[f"{kind} {namespace}/{name} ({age:.0f}s)"
-                                         for age, (kind, namespace, name) in reversed(stalled)])
-            BEHIND.set(len(behind))
-            STALLED.set(len(stalled))
-            return self.last
+                events = await self.kube.changes_since(kind, scope, since, seconds=CHANGES_WINDOW)
+            except ApiError as error:
+                if error.status != 410:
+                    raise
+                logger.debug("%s in %s: the API server no longer holds the changes since %s; listing them",
+                             c.PLURAL[kind], scope or "every namespace", since)
+        if events is None:
+            await self._compare_all(kind, scope)
+            return
+        changes = []
+        for event in events:
+            meta = event["metadata"]
+            version = str(meta.get("resourceVersion") or "")
+            if version and resource_version_newer(version, since):
+                since = version
+            if event["type"] not in ("ADDED", "MODIFIED", "DELETED"):
+                continue                # a BOOKMARK: only the version
+            namespace = str(meta.get("namespace") or "")
+            if self.scopes.watched(namespace) and (self.scopes.owns is None or self.scopes.owns(meta)):
+                changes.append(Change((kind, namespace, str(meta.get("name") or "")), version,
+                                      deleted=event["type"] == "DELETED"))
+        self.lag.reported(changes)
+        if since:
+            self._checked[(kind, scope)] = since
+
+    async def _compare_all(self, kind: str, scope: str | None) -> None:
+        """Every object's version against the cache's: at start, if need be, and after a 410."""
+        items, version = await self.kube.list_metadata(kind, scope)
+        listed: dict[ObjectKey, str] = {}
+        every: set[ObjectKey] = set()
+        for meta in items:
+            namespace = str(meta.get("namespace") or "")
+            if not self.scopes.watched(namespace):
+                continue
+            key = (kind, namespace, str(meta.get("name") or ""))
+            every.add(key)
+            if self.scopes.owns is None or self.scopes.owns(meta):
+                listed[key] = str(meta.get("resourceVersion") or "")
+        self.lag.compared(listed, every, within=self.scopes.covers(kind, scope))
+        if version:
+            self._checked[(kind, scope)] = version
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.check()
+            except asyncio.CancelledError:
+                raise
+            except Exception:       # a bug must not leave the probe reading an old verdict for ever
+                logger.exception("the watch check failed; trying again in %.0fs", self.interval)
+            await asyncio.sleep(self.interval)
+
+    # -- HealthSource ----------------------------------------------------------------------------
+
+    def waiting_for(self) -> str | None:
+        return None
+
+    def stalled(self) -> list[str]:
+        return self.last.stalled if self.last is not None else []
 
 
 class Readiness:
     """Ready once the caches are warm (see the module's docstring); not ready again when stopping."""
 
-    def __init__(self, health: WatchHealth, backlog: Callable[[], int], poll: float = READY_POLL) -> None:
-        self.health, self.backlog, self.poll = health, backlog, poll
+    def __init__(self, engine: Engine, expected: Callable[[], list[ObjectKey]], anything: Callable[[], Any],
+                 sources: Sequence[HealthSource] = (), poll: float = READY_POLL) -> None:
+        self.engine, self.expected, self.anything = engine, expected, anything
+        self.sources, self.poll = sources, poll
         self.state = "waiting for the initial listing"
         self.ready = False
         self.stopping = False
 
-    async def run(self) -> None:
-        while True:
-            verdict = await self.health.check()
-            if verdict.error is None and verdict.missing == 0:
-                break
-            self.state = (f"waiting for the initial listing: {verdict.missing} of {verdict.listed} resources not "
-                          "delivered by the watches yet" if verdict.error is None else verdict.error)
+    async def _listed(self) -> None:
+        """Until kopf's initial listings are over: its first watch event, or nothing to list at all."""
+        asked = -EMPTY_POLL
+        while not self.engine.watching:
+            if time.monotonic() - asked >= EMPTY_POLL:
+                asked = time.monotonic()
+                try:
+                    if not await self.anything():
+                        return
+                except (ApiError, TimeoutError) as error:
+                    self.state = f"waiting for the initial listing: {getattr(error, 'message', error)}"
+                    continue
             await asyncio.sleep(self.poll)
-        self.state = "taking every resource once"
-        while self.backlog() > 0:
-            await asyncio.sleep(min(self.poll, 0.2))
+
+    async def run(self) -> None:
+        await self._listed()
+        while True:
+            expected = self.expected()
+            missing = sum(1 for key in expected if key not in self.engine.objects)
+            unseen = sum(1 for key in expected if not self.engine.reconciler.looked_at(key))
+            waiting = [reason for source in self.sources if (reason := source.waiting_for())]
+            if missing:
+                self.state = (f"waiting for the initial listing: {missing} of {len(expected)} resources not "
+                              "delivered by the watches yet")
+            elif unseen:
+                self.state = f"taking every resource once: {unseen} of {len(expected)} not looked at yet"
+            elif waiting:
+                self.state = "; ".join(waiting)
+            else:
+                break
+            await asyncio.sleep(self.poll)
         self.state, self.ready = "ready", True
         OPERATOR_READY.set(1)
-        logger.info("ready: the watches delivered all %d resources and each was looked at", verdict.listed)
+        logger.info("ready: the watches delivered all %d resources and each was looked at", len(expected))
 
     def answer(self) -> tuple[int, dict[str, Any]]:
         if self.stopping:
@@ -226,35 +307,45 @@ def register(registry: kopf.OperatorRegistry) -> None:
 
     @kopf.on.probe(id="watches", registry=registry)
     async def watches(memo: Any, **_: Any) -> dict[str, Any]:
-        """Fails (kopf's liveness endpoint answers 500) while the watches have stalled."""
-        health: WatchHealth | None = getattr(memo, "health", None)
-        if health is None:
+        """Fails (kopf's liveness endpoint answers 500) while the watches have stalled: reads the last check."""
+        check: WatchCheck | None = getattr(memo, "watch_check", None)
+        if check is None or check.last is None or check.checked_at is None:
             return {"state": "starting"}
-        verdict = await health.check()
-        if verdict.stalled:
+        stalled = [item for source in (check, *getattr(memo, "health_sources", ())) for item in source.stalled()]
+        if stalled:
             raise kopf.PermanentError(
-                f"the watches have stalled: {len(verdict.stalled)} change(s) the API server holds have not come "
-                f"through for over {health.stall_after:g}s: {', '.join(verdict.stalled[:EXAMPLES])}")
+                f"the watches have stalled: {len(stalled)} change(s) the API server holds have not come through "
+                f"for over {check.stall_after:g}s: {', '.join(stalled[:EXAMPLES])}")
         readiness: Readiness | None = getattr(memo, "readiness", None)
-        return {**verdict.as_dict(), **({"ready": readiness.ready} if readiness is not None else {})}
+        return {**check.last.as_dict(), "checkedSecondsAgo": round(time.monotonic() - check.checked_at, 1),
+                **({"ready": readiness.ready} if readiness is not None else {})}
 
 
-def exact_namespaces(patterns: Iterable[str]) -> bool:
-    """Only exact namespace names (no globs, no negations): kopf need not scan the cluster for them."""
-    patterns = list(patterns)
-    return bool(patterns) and all(_is_exact(pattern) for pattern in patterns)
+def indexed_keys(indexes: Mapping[str, kopf.Index]) -> Callable[[], list[ObjectKey]]:
+    """The resources kopf's key indexes hold (kind -> its index of (namespace, name))."""
+    def keys() -> list[ObjectKey]:
+        return [(kind, namespace, name) for kind, index in indexes.items() for namespace, name in list(index)]
+    return keys
 
 
-async def start(memo: Any, objects: ObjectCache, kube: KubeClient, *, backlog: Callable[[], int],
+async def start(memo: Any, engine: Engine, kube: KubeClient, *, keys: Mapping[str, kopf.Index],
                 namespaces: tuple[str, ...], stall_after: float, readiness_url: str | None,
-                owns: Callable[[Mapping[str, Any]], bool] | None = None) -> None:
-    """The watches' health check (for the liveness probe), readiness (the toolcatalog_operator_ready gauge)
-    and, with a URL, the readiness endpoint."""
-    memo.health = WatchHealth(objects, kube, namespaces=namespaces, stall_after=stall_after, owns=owns)
-    memo.readiness = Readiness(memo.health, backlog)
+                owns: Callable[[Mapping[str, Any]], bool] | None = None,
+                sources: Sequence[HealthSource] = ()) -> None:
+    """The watch check (for the liveness probe), readiness (the toolcatalog_operator_ready gauge) and, with a
+    URL, the readiness endpoint. Called from the startup handler: before kopf's watches list anything."""
+    check = WatchCheck(engine, kube, Scopes(namespaces, owns), stall_after=stall_after)
+    try:
+        await asyncio.wait_for(check.begin(), timeout=ASK_TIMEOUT)
+    except (ApiError, TimeoutError) as error:     # the first check lists everything instead
+        logger.warning("cannot note where the resources' collections are: %s", getattr(error, "message", error))
+    memo.watch_check, memo.health_sources = check, tuple(sources)
+    memo.readiness = Readiness(engine, indexed_keys(keys), check.anything, sources=(check, *sources))
     if readiness_url:
         memo.readiness_runner = await serve_readiness(readiness_url, memo.readiness)
-    memo.readiness_task = asyncio.get_running_loop().create_task(memo.readiness.run(), name="readiness")
+    loop = asyncio.get_running_loop()
+    memo.health_tasks = [loop.create_task(memo.readiness.run(), name="readiness"),
+                         loop.create_task(check.run(), name="watch check")]
 
 
 async def stop(memo: Any) -> None:
@@ -262,8 +353,10 @@ async def stop(memo: Any) -> None:
     if readiness is not None:
         readiness.stopping = True
         OPERATOR_READY.set(0)
-        memo.readiness_task.cancel()
-        await asyncio.gather(memo.readiness_task, return_exceptions=True)
+    for task in getattr(memo, "health_tasks", ()):
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
 
 
 async def close(memo: Any) -> None:

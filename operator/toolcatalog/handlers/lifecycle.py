@@ -8,25 +8,32 @@ from typing import Any
 
 import kopf
 
+from ..api import constants as c
 from ..api.redact import Redactor
 from ..config import OperatorConfig
 from ..engine import metrics
+from ..engine.allowlists import AllowlistReconciler
+from ..engine.catalogs import SourceCatalogs
 from ..engine.listeners import ToolChangeListeners
 from ..engine.objects import ObjectCache
 from ..engine.reconciler import Reconciler
 from ..engine.runtime import Engine
+from ..engine.targets import TargetWriter
+from ..engine.workmetrics import ControllerMetrics
+from ..gateways.contextforge import ContextForgeClient
 from ..kube.client import KubeClient
 from ..kube.login import login
 from ..mcp.egress import EgressPolicy
 from ..mcp.fetch import EraMemory, fetch_catalog
 from ..mcp.pool import HttpPool
 from ..mcp.wire import Limits
-from . import health, logs
+from . import health, logs, toolhive_webhook
 from .drain import FETCH_GRACE_SECONDS, WRITE_TIMEOUT_SECONDS, Drain
 from .sharding import Shard
-from .watch import CONFIGMAP_VERSIONS, SECRET_VERSIONS
+from .watch import ALLOWLISTS, CONFIGMAP_VERSIONS, KEYS, SECRET_VERSIONS
 
 logger = logging.getLogger(__name__)
+KINDS = (c.KIND_TOOLSERVER, c.KIND_CONNECTORCONFIG)     # in the order of watch.KEYS
 # Our own cache ConfigMaps are never anybody's reference: leave their writes out of the watch.
 CONFIGMAP_SELECTOR = "app.kubernetes.io/managed-by!=toolcatalog"
 # Helm keeps every release in a Secret; none of them is a credential for an MCP server.
@@ -48,6 +55,17 @@ class IndexedVersions:
 
     def configmap(self, namespace: str, name: str) -> str | None:
         return self._first(self._configmaps, namespace, name)
+
+
+class IndexedAllowlists:
+    """Which ToolAllowlists name a source, as kopf's index holds it (engine/catalogs.py's `referrers`)."""
+
+    def __init__(self, index: kopf.Index) -> None:
+        self._index = index
+
+    def __call__(self, key: Any) -> set[Any]:
+        kind, namespace, name = key
+        return set(self._index.get((namespace, kind, name), ()))
 
 
 def register(registry: kopf.OperatorRegistry, config: OperatorConfig, redactor: Redactor, shard: Shard) -> None:
@@ -73,22 +91,41 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig, redactor: 
                                 versions=IndexedVersions(indexes[SECRET_VERSIONS], indexes[CONFIGMAP_VERSIONS]),
                                 server_ttl_floor=config.min_server_ttl, max_sync_timeout=config.max_sync_timeout,
                                 redactor=redactor)
+        controller_metrics = ControllerMetrics()
         engine = Engine(reconciler, workers=config.max_concurrent_syncs, slow_after=config.slow_after,
-                        on_forget=metrics.forget)
+                        slow_capacity=config.max_slow_syncs, on_forget=metrics.forget, observer=controller_metrics)
+        controller_metrics.watch(engine)
         reconciler.listeners = ToolChangeListeners(engine.list_changed, max_listeners=config.max_listeners,
                                                    pool=listener_pool)
         reconciler.observers.append(metrics.observe)
         reconciler.observers.append(logs.log_sync)
+        # ToolAllowlists: reconciled by the same queue and workers; the sources' syncs tell them what changed.
+        catalogs = SourceCatalogs(IndexedAllowlists(indexes[ALLOWLISTS]))
+        allowlists = AllowlistReconciler(objects=engine.objects, kube=kube, catalogs=catalogs,
+                                         writer=TargetWriter(kube, redactor=redactor,
+                                                             contextforge=functools.partial(_contextforge, pool,
+                                                                                            redactor),
+                                                             webhook_path=toolhive_webhook.path_for),
+                                         enqueue=lambda key, urgent: engine.enqueue(key, urgent=urgent),
+                                         owns=shard.owns)
+        catalogs.on_change = allowlists.source_changed
+        reconciler.catalogs = catalogs
+        engine.register(c.KIND_TOOLALLOWLIST, allowlists)
+        memo.allowlists = allowlists
+        # ToolHive's validating webhook (--toolhive-webhook-port) answers from the allowlists' current state.
+        memo.toolhive_webhook = toolhive_webhook.from_config(config, allowlists.allowed)
+        if memo.toolhive_webhook is not None:
+            await memo.toolhive_webhook.start()
         memo.engine, memo.kube, memo.pools, memo.drain = engine, kube, (pool, listener_pool), drain
         engine.start()
-        await health.start(memo, engine.objects, kube, backlog=lambda: len(engine.queue),
+        await health.start(memo, engine, kube, keys=dict(zip(KINDS, (indexes[id_] for id_ in KEYS), strict=True)),
                            namespaces=config.namespaces, stall_after=config.watch_stall_timeout,
                            readiness_url=config.readiness,
                            owns=(lambda meta: shard.owns(meta.get("uid"))) if shard.sharded else None)
         if config.metrics_port:
             metrics.serve(config.metrics_port, config.metrics_address)
-        logger.info("toolcatalog ready: at most %d concurrent syncs, %d listeners",
-                    config.max_concurrent_syncs, config.max_listeners)
+        logger.info("toolcatalog ready: %d workers, at most %d slow syncs beside them, %d listeners",
+                    engine.workers, engine.slow_capacity, config.max_listeners)
 
     @kopf.on.login(registry=registry)
     def credentials(**_: Any) -> kopf.ConnectionInfo:
@@ -110,4 +147,11 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig, redactor: 
         for pool in memo.pools:
             await pool.aclose()
         await memo.kube.aclose()
+        if getattr(memo, "toolhive_webhook", None) is not None:
+            await memo.toolhive_webhook.stop()
         await health.close(memo)
+
+
+def _contextforge(pool: HttpPool, redactor: Redactor, url: str, token: str) -> ContextForgeClient:
+    """A client of ContextForge's REST API at `url` for one publish, over the egress-checked pool."""
+    return ContextForgeClient(url, token, pool.client_for(None), redactor=redactor)

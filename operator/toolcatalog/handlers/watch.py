@@ -7,6 +7,9 @@
 - `index`es: which resources reference which Secret, ConfigMap or ToolServer (from the spec, and
   from what the last sync recorded in status.references), and the resourceVersion of every Secret
   and ConfigMap. Only names and versions: never a value.
+- ToolAllowlists: `on.event` remembers and enqueues them like the sources; an index maps each
+  source (and each token Secret) to the allowlists naming it, so that a source's sync wakes exactly
+  those (engine/catalogs.py), never a scan.
 
 No finalizers, no handler progress, no diff-base annotations: `on.event` and `index` need none.
 """
@@ -19,6 +22,7 @@ from typing import Any
 import kopf
 
 from ..api import constants as c
+from ..api.allowlist import parse_allowlist_spec
 from ..api.errors import SyncError
 from ..api.resource import ObjectKey
 from ..api.spec import names_of, parse_spec
@@ -27,6 +31,8 @@ from .sharding import Shard, identity_and_spec
 
 # Index ids: also the names kopf passes them to handlers under.
 REFERRERS = ("toolserver_referrers", "connectorconfig_referrers")
+KEYS = ("toolserver_keys", "connectorconfig_keys")      # this shard's resources: what readiness waits for
+ALLOWLISTS = "allowlist_sources"         # (namespace, kind, name) of a source or Secret -> allowlist keys
 SECRET_VERSIONS = "secret_versions"
 CONFIGMAP_VERSIONS = "configmap_versions"
 
@@ -52,6 +58,18 @@ def referenced(kind: str, namespace: str, name: str, spec: Mapping[str, Any] | N
     return {key: (kind, namespace, name) for key in keys}
 
 
+def allowlist_references(namespace: str, name: str, spec: Mapping[str, Any] | None) -> dict[RefKey, ObjectKey]:
+    """The sources and token Secrets a ToolAllowlist names, mapped to it."""
+    try:
+        parsed = parse_allowlist_spec(spec or {})
+    except SyncError:
+        return {}
+    keys: set[RefKey] = {(namespace, source.kind, source.name) for source in parsed.sources}
+    keys.update((namespace, "Secret", target.contextforge.token_secret_ref.name) for target in parsed.targets
+                if target.contextforge is not None)
+    return {key: (c.KIND_TOOLALLOWLIST, namespace, name) for key in keys}
+
+
 def referrers(indexes: Iterable[kopf.Index[RefKey, ObjectKey]], key: RefKey) -> set[ObjectKey]:
     found: set[ObjectKey] = set()
     for index in indexes:
@@ -65,8 +83,8 @@ def _engine(memo: Any) -> Engine | None:
 
 def register(registry: kopf.OperatorRegistry, shard: Shard | None = None) -> None:
     """`shard`: take only the resources whose uid hashes to it (sharding.py); None: every resource."""
-    for kind, index_id in zip((c.KIND_TOOLSERVER, c.KIND_CONNECTORCONFIG), REFERRERS, strict=True):
-        _register_kind(registry, kind, index_id, shard or Shard())
+    for kind, index_id, keys_id in zip((c.KIND_TOOLSERVER, c.KIND_CONNECTORCONFIG), REFERRERS, KEYS, strict=True):
+        _register_kind(registry, kind, index_id, keys_id, shard or Shard())
 
     # Every handler here is a coroutine: kopf runs plain functions in a thread pool, a thread hop per event.
     @kopf.index("secrets", id=SECRET_VERSIONS, registry=registry)
@@ -82,12 +100,14 @@ def register(registry: kopf.OperatorRegistry, shard: Shard | None = None) -> Non
     @kopf.on.event("secrets", id="wake-secret-users", registry=registry)
     async def on_secret(event: kopf.RawEvent, namespace: str | None, name: str, memo: Any,
                         **indexes: Any) -> None:
-        _wake(memo, event, (namespace or "", "Secret", name), [indexes[id_] for id_ in REFERRERS])
+        _wake(memo, event, (namespace or "", "Secret", name), [indexes[id_] for id_ in (*REFERRERS, ALLOWLISTS)])
 
     @kopf.on.event("configmaps", id="wake-configmap-users", registry=registry)
     async def on_configmap(event: kopf.RawEvent, namespace: str | None, name: str, memo: Any,
                            **indexes: Any) -> None:
         _wake(memo, event, (namespace or "", "ConfigMap", name), [indexes[id_] for id_ in REFERRERS])
+
+    _register_allowlists(registry, shard or Shard())
 
 
 def _wake(memo: Any, event: kopf.RawEvent, key: RefKey, indexes: Iterable[kopf.Index]) -> None:
@@ -98,8 +118,13 @@ def _wake(memo: Any, event: kopf.RawEvent, key: RefKey, indexes: Iterable[kopf.I
         engine.enqueue(referrer)
 
 
-def _register_kind(registry: kopf.OperatorRegistry, kind: str, index_id: str, shard: Shard) -> None:
+def _register_kind(registry: kopf.OperatorRegistry, kind: str, index_id: str, keys_id: str, shard: Shard) -> None:
     plural = c.PLURAL[kind]
+
+    @kopf.index(c.GROUP, c.VERSION, plural, id=keys_id, registry=registry)
+    async def index_keys(namespace: str | None, name: str, uid: str | None, **_: Any) -> dict[tuple[str, str], bool]:
+        """Every resource of this shard: complete, for kopf's initial listing, before any handler runs."""
+        return {(namespace or "", name): True} if shard.owns(uid) else {}
 
     @kopf.index(c.GROUP, c.VERSION, plural, id=index_id, registry=registry)
     async def index_references(namespace: str | None, name: str, spec: Any, status: Any, uid: str | None,
@@ -114,17 +139,39 @@ def _register_kind(registry: kopf.OperatorRegistry, kind: str, index_id: str, sh
         engine = _engine(memo)
         if engine is None:
             return
+        engine.watching = True
         deleted = event.get("type") == "DELETED"
         if shard.owns(body.get("metadata", {}).get("uid")):
             engine.observe(kind, body, deleted=deleted)
-        elif kind == c.KIND_TOOLSERVER:     # another shard's; this shard's ConnectorConfigs may inherit from it
+        else:
+            # Another shard's: this shard's allowlists read its status and cache themselves.
+            for referrer in referrers((indexes[ALLOWLISTS],), (namespace or "", kind, name)):
+                engine.enqueue(referrer)
+            if kind != c.KIND_TOOLSERVER:
+                return
+            # This shard's ConnectorConfigs may inherit from it.
             foreign = identity_and_spec(body)
             if deleted:
                 engine.objects.forget((kind, namespace or "", name), foreign["metadata"].get("uid"))
             else:
                 engine.objects.observe(kind, foreign)
-        else:
-            return
         if kind == c.KIND_TOOLSERVER:
             for referrer in referrers((indexes[REFERRERS[1]],), (namespace or "", "ToolServer", name)):
                 engine.enqueue(referrer)
+
+
+def _register_allowlists(registry: kopf.OperatorRegistry, shard: Shard) -> None:
+    plural = c.PLURAL[c.KIND_TOOLALLOWLIST]
+
+    @kopf.index(c.GROUP, c.VERSION, plural, id=ALLOWLISTS, registry=registry)
+    async def index_sources(namespace: str | None, name: str, spec: Any, uid: str | None,
+                            **_: Any) -> dict[RefKey, ObjectKey]:
+        if not shard.owns(uid):
+            return {}
+        return allowlist_references(namespace or "", name, spec)
+
+    @kopf.on.event(c.GROUP, c.VERSION, plural, id=f"reconcile-{plural}", registry=registry)
+    async def on_allowlist(event: kopf.RawEvent, body: kopf.Body, memo: Any, **_: Any) -> None:
+        engine = _engine(memo)
+        if engine is not None and shard.owns(body.get("metadata", {}).get("uid")):
+            engine.observe(c.KIND_TOOLALLOWLIST, body, deleted=event.get("type") == "DELETED")

@@ -30,6 +30,7 @@ logger = logging.getLogger(__name__)
 MERGE_PATCH = "application/merge-patch+json"
 # Lists of metadata only (names, uids, resourceVersions), with plain JSON as the fallback.
 METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1, application/json"
+WATCH_METADATA = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1, application/json"
 DEFAULT_TIMEOUT_SECONDS = 30.0
 CORE = "/api/v1"
 
@@ -64,6 +65,12 @@ def custom_path(kind: str, namespace: str, name: str | None = None, subresource:
 
 def core_path(plural: str, namespace: str, name: str | None = None) -> str:
     return "/".join([CORE, "namespaces", namespace, plural] + ([name] if name else []))
+
+
+def group_path(api_version: str, plural: str, namespace: str, name: str | None = None) -> str:
+    """The path of a namespaced object of any API group ("v1" is the core group)."""
+    base = CORE if api_version == "v1" else f"/apis/{api_version}"
+    return "/".join([base, "namespaces", namespace, plural] + ([name] if name else []))
 
 
 class KubeClient:
@@ -145,25 +152,95 @@ class KubeClient:
     async def read_object(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         return await self.get(custom_path(kind, namespace, name), f"{kind} {namespace}/{name}")
 
+    def _collection(self, kind: str, namespace: str | None) -> str:
+        return custom_path(kind, namespace) if namespace else "/".join(["/apis", c.GROUP, c.VERSION, c.PLURAL[kind]])
+
     async def list_metadata(self, kind: str, namespace: str | None = None,
-                            page: int = 500) -> list[dict[str, Any]]:
-        """The metadata of every ToolServer or ConnectorConfig (in `namespace`, or everywhere), in pages.
+                            page: int = 500) -> tuple[list[dict[str, Any]], str]:
+        """The metadata of every ToolServer or ConnectorConfig (in `namespace`, or everywhere), in pages, and
+        the list's resourceVersion.
 
         Asks for PartialObjectMetadataList: names, uids and resourceVersions, not statuses of 500 tools.
         """
-        base = custom_path(kind, namespace) if namespace else "/".join(["/apis", c.GROUP, c.VERSION, c.PLURAL[kind]])
+        base = self._collection(kind, namespace)
         items: list[dict[str, Any]] = []
-        token = ""
+        token, version = "", ""
         while True:
             query = urlencode({"limit": page, **({"continue": token} if token else {})})
             answer = await self.request("GET", f"{base}?{query}", accept=METADATA_LIST,
                                         what=f"{c.PLURAL[kind]} in {namespace or 'every namespace'}")
             items.extend(item.get("metadata") or {} for item in answer.get("items") or [])
-            token = str((answer.get("metadata") or {}).get("continue") or "")
+            meta = answer.get("metadata") or {}
+            version = version or str(meta.get("resourceVersion") or "")
+            token = str(meta.get("continue") or "")
             if not token:
-                return items
+                return items, version
+
+    async def collection_version(self, kind: str, namespace: str | None = None) -> tuple[str, bool]:
+        """The collection's resourceVersion now, and whether it holds any object: a LIST of one item's metadata."""
+        answer = await self.request("GET", f"{self._collection(kind, namespace)}?limit=1", accept=METADATA_LIST,
+                                    what=f"{c.PLURAL[kind]} in {namespace or 'every namespace'}")
+        return str((answer.get("metadata") or {}).get("resourceVersion") or ""), bool(answer.get("items"))
+
+    async def changes_since(self, kind: str, namespace: str | None, resource_version: str,
+                            seconds: int = 1) -> list[dict[str, Any]]:
+        """The watch events (type and metadata) of the collection after `resource_version`: a watch from that
+        version, which the API server closes after `seconds`. ApiError 410 when the server no longer holds
+        the changes since then (its watch cache moved on)."""
+        query = urlencode({"watch": "true", "resourceVersion": resource_version, "timeoutSeconds": seconds,
+                           "allowWatchBookmarks": "true"})
+        path, what = f"{self._collection(kind, namespace)}?{query}", f"watching {c.PLURAL[kind]}"
+        if self._client is None:
+            self._client = self._connect()
+        await self._limit.acquire()
+        self.requests += 1
+        events: list[dict[str, Any]] = []
+        try:
+            async with self._client.get(yarl.URL(self._server + path, encoded=True), allow_redirects=False,
+                                        headers={"Accept": WATCH_METADATA},
+                                        timeout=aiohttp.ClientTimeout(total=seconds + self._timeout)) as response:
+                if response.status >= 300:
+                    raise ApiError.from_response(response.status, await response.read(), what,
+                                                 retry_after=response.headers.get("Retry-After"))
+                answer = await response.read()      # until the server closes the watch, after `seconds`
+            for line in answer.splitlines():
+                if not line.strip():
+                    continue
+                event = json.loads(line)
+                body = event.get("object") or {}
+                if event.get("type") == "ERROR":
+                    raise ApiError(int(body.get("code") or 500), str(body.get("reason") or ""),
+                                   f"{what}: {body.get('message') or 'an error event'}")
+                events.append({"type": event.get("type"), "metadata": body.get("metadata") or {}})
+        except TimeoutError:
+            raise ApiError(0, "Timeout", f"{what}: the API server did not answer in time") from None
+        except aiohttp.ClientError as exc:
+            raise ApiError(0, "Unavailable", f"{what}: cannot reach the API server ({type(exc).__name__})") from None
+        except ValueError:
+            raise ApiError(200, "BadResponse", f"{what}: the API server sent something that is not JSON") from None
+        return events
+
+    async def served_resources(self, api_version: str) -> set[str] | None:
+        """The resources (plurals) the API server serves in a group version; None when it serves none
+        (discovery is open to every authenticated client: no RBAC needed)."""
+        answer = await self.get(f"/apis/{api_version}", f"API group version {api_version}")
+        if answer is None:
+            return None
+        return {str(item.get("name")) for item in answer.get("resources") or [] if isinstance(item, dict)}
 
     # -- the objects a sync writes -----------------------------------------------------------
+
+    async def get_object(self, path: str, what: str) -> dict[str, Any] | None:
+        """The object at `path` (group_path with a name), or None when it does not exist."""
+        return await self.get(path, what)
+
+    async def create_object(self, path: str, manifest: Mapping[str, Any], what: str) -> dict[str, Any]:
+        """POST to a collection `path` (group_path without a name)."""
+        return await self.request("POST", path, body=manifest, what=what)
+
+    async def patch_object(self, path: str, patch: Mapping[str, Any], what: str) -> dict[str, Any]:
+        """A JSON merge-patch of the object at `path`."""
+        return await self.request("PATCH", path, body=patch, content_type=MERGE_PATCH, what=what)
 
     async def create_configmap(self, namespace: str, manifest: Mapping[str, Any]) -> dict[str, Any]:
         name = manifest["metadata"]["name"]

@@ -53,6 +53,28 @@ _TABLE: dict[int, tuple[str | None, str]] = {
     422: (c.REASON_WRITE_REJECTED, "the API server refused the object (a schema or an admission policy)"),
     429: (c.REASON_API_UNAVAILABLE, "the API server is throttling requests; retrying"),
 }
+# The Status reasons Kubernetes defines (metav1.StatusReason) by HTTP status, for answers without a
+# Status object (a proxy's); with `status_reason`, a bounded set of label values for the metrics.
+STATUS_REASONS: dict[int, str] = {
+    400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 405: "MethodNotAllowed",
+    406: "NotAcceptable", 409: "Conflict", 410: "Expired", 413: "RequestEntityTooLarge",
+    415: "UnsupportedMediaType", 422: "Invalid", 429: "TooManyRequests", 500: "InternalError",
+    503: "ServiceUnavailable", 504: "Timeout",
+}
+KNOWN_REASONS = frozenset(STATUS_REASONS.values()) | {
+    "AlreadyExists", "Gone", "ServerTimeout",       # Kubernetes' own, on 409, 410 and 500
+    "Timeout", "Unavailable", "BadResponse",        # ours (client.py): no answer in time, none at all, not JSON
+}
+
+
+def status_reason(error: ApiError) -> str:
+    """The API server's Status reason when it is one Kubernetes defines, else the one its HTTP status
+    stands for, else `Unknown`: a bounded label value (a proxy in between may answer anything)."""
+    if error.reason in KNOWN_REASONS:
+        return error.reason
+    return STATUS_REASONS.get(error.status, "Unknown")
+
+
 MISSING = {"Secret": c.REASON_SECRET_NOT_FOUND, "ConfigMap": c.REASON_CONFIGMAP_NOT_FOUND,
            "ToolServer": c.REASON_TOOLSERVER_NOT_FOUND}
 
@@ -66,4 +88,5 @@ def api_error(error: ApiError, *, kind: str | None = None) -> SyncError:
     if error.status == 404:
         reason = MISSING.get(kind or "", c.REASON_API_UNAVAILABLE)
     assert reason is not None
-    return SyncError(reason, f"{error.message}: {hint}", retry_after=error.retry_after)
+    return SyncError(reason, f"{error.message}: {hint}", retry_after=error.retry_after,
+                     api_reason=status_reason(error))

@@ -20,9 +20,19 @@ from pydantic import ValidationError
 from ..api import constants as c
 from ..api.endpoint import Endpoint, TLSMaterial
 from ..api.errors import SyncError
-from ..api.models import TLS, Auth, ConnectorConfigSpec, FetchedWith, Reference, ReferenceKind, ToolServerSpec
+from ..api.models import (
+    TLS,
+    Auth,
+    ConnectorConfigSpec,
+    FetchedWith,
+    Reference,
+    ReferenceKind,
+    SecretKeyRef,
+    ToolServerSpec,
+)
 from ..api.redact import Redactor
 from ..api.spec import Spec, check_url, describe_validation_error
+from ..api.validation import header_problems, header_value_problem
 from .errors import ApiError, api_error
 
 ReadToolServer = Callable[[str, str], Awaitable[Mapping[str, Any] | None]]
@@ -40,7 +50,7 @@ class ResolveError(SyncError):
     """A SyncError from resolution, with the references it had read before it stopped."""
 
     def __init__(self, error: SyncError, references: list[Reference]) -> None:
-        super().__init__(error.reason, error.message, retry_after=error.retry_after)
+        super().__init__(error.reason, error.message, retry_after=error.retry_after, api_reason=error.api_reason)
         self.references = references
 
 
@@ -116,12 +126,23 @@ class _Reader:
             return headers
         if auth.bearer_token is not None:
             ref = auth.bearer_token.secret_key_ref
-            token = await self.secret_value(ref.name, ref.key, f"{prefix}.bearerToken")
-            headers["Authorization"] = f"Bearer {token.strip()}"
+            token = await self.header_value(ref, f"{prefix}.bearerToken")
+            headers["Authorization"] = f"Bearer {token}"
         for index, header in enumerate(auth.headers):
-            ref = header.secret_key_ref
-            headers[header.name] = (await self.secret_value(ref.name, ref.key, f"{prefix}.headers[{index}]")).strip()
+            headers[header.name] = await self.header_value(header.secret_key_ref, f"{prefix}.headers[{index}]")
         return headers
+
+    async def header_value(self, ref: SecretKeyRef, field_path: str) -> str:
+        """A Secret's value for a request header, stripped; InvalidSpec (naming the Secret and key, never the
+        value) when HTTP cannot carry it: the HTTP client would refuse it at every attempt."""
+        value = (await self.secret_value(ref.name, ref.key, field_path)).strip()
+        why = header_value_problem(value)
+        if why is not None:
+            raise SyncError(c.REASON_INVALID_SPEC,
+                            f"{field_path}: Secret {self.namespace}/{ref.name} key {ref.key!r} holds {why}; a token "
+                            "or header value must be printable ASCII, as HTTP headers carry nothing else (the value "
+                            "is not shown)")
+        return value
 
     async def tls_material(self, tls: TLS | None) -> TLSMaterial | None:
         if tls is None:
@@ -166,6 +187,8 @@ async def _resolve(reader: _Reader, kind: str, namespace: str, spec: Spec) -> En
             raise SyncError(c.REASON_INVALID_SPEC,
                             f"referenced {describe_validation_error(c.KIND_TOOLSERVER, exc)}") from None
         url, transport = server.url, server.transport
+        if problems := header_problems(server.headers, f"ToolServer {ref} spec.headers"):
+            raise SyncError(c.REASON_INVALID_SPEC, "referenced " + "; ".join(problems))
         static = {**server.headers, **(spec.headers or {})}
         tls = spec.tls if spec.tls is not None else server.tls
         auth = spec.auth if spec.auth is not None else server.auth

@@ -188,6 +188,27 @@ def format_status_table(found: Sequence[Found], now: datetime) -> str:
     return format_table(STATUS_HEADERS, rows)
 
 
+ALLOWLIST_HEADERS = ["NAMESPACE", "ALLOWLIST", "READY", "TOOLS", "SOURCES", "TARGETS"]
+
+
+def allowlist_row(item: Mapping[str, Any]) -> list[str]:
+    """One ToolAllowlist: ready (or why not), tools allowed, its sources' `as` names, each target's state."""
+    meta, status = item.get("metadata") or {}, item.get("status") or {}
+    targets = ", ".join(f"{target.get('type')}={target.get('state')}" for target in status.get("targets") or []
+                        if isinstance(target, dict))
+    tool_count = status.get("toolCount")
+    return [str(meta.get("namespace") or ""), f"{c.SHORT_NAMES[c.KIND_TOOLALLOWLIST][0]}/{meta.get('name')}",
+            _condition_cell(dict(item), c.COND_READY, reason_when_false=True),
+            str(tool_count) if isinstance(tool_count, int) else "0",
+            printable(str(status.get("sourceNames") or NONE)), printable(targets or NONE)]
+
+
+def format_allowlist_table(items: Sequence[Mapping[str, Any]]) -> str:
+    rows = [allowlist_row(item) for item in sorted(items, key=lambda item: (
+        (item.get("metadata") or {}).get("namespace") or "", (item.get("metadata") or {}).get("name") or ""))]
+    return format_table(ALLOWLIST_HEADERS, rows)
+
+
 # ---------------------------------------------------------------------------- what RBAC hid
 
 

@@ -12,6 +12,7 @@ from contextlib import closing
 from dataclasses import dataclass
 from typing import Any
 
+from ..api import constants as c
 from ..api.models import CacheDocument, CachedTool
 from .approval import ApprovalPlan, DiffResult, diff_tool, plan_approval
 from .cluster import Cluster, Listing, cache_name, list_resources, parse_document, read_cache, read_each
@@ -20,6 +21,7 @@ from .format import (
     POLICY_NONE,
     ConflictError,
     ForbiddenError,
+    NotFoundError,
     PluginError,
     RefreshOutcome,
     ResourceRef,
@@ -205,3 +207,17 @@ def search_tools(cluster: Cluster, pattern: str, *, all_namespaces: bool = False
 def list_status(cluster: Cluster, *, all_namespaces: bool = False, namespace: str | None = None) -> Listing:
     """Every ToolServer and ConnectorConfig the user can read, with its status."""
     return list_resources(cluster, all_namespaces=all_namespaces, namespace=namespace)
+
+
+def list_allowlists(cluster: Cluster, *, all_namespaces: bool = False,
+                    namespace: str | None = None) -> tuple[list[dict[str, Any]], list[str]]:
+    """The ToolAllowlists the user can read, and notes on what could not be read (never an error: `status`
+    is about the sources first; an older install without the kind has none)."""
+    scope = None if all_namespaces else namespace or cluster.namespace
+    try:
+        return cluster.list_objects(c.KIND_TOOLALLOWLIST, scope), []
+    except NotFoundError:
+        return [], []
+    except ForbiddenError:
+        where = "in all namespaces" if all_namespaces else f"in namespace {scope}"
+        return [], [f"note: skipped toolallowlists: RBAC forbids listing them {where}"]

@@ -28,7 +28,7 @@ from typing import TextIO
 
 from .approval import approval_lines, approve_hint, parse_tool_words, policy_note, spec_tools_yaml
 from .cluster import Cluster, connect
-from .fleet import format_search_table, format_status_table, search_json
+from .fleet import format_allowlist_table, format_search_table, format_status_table, search_json
 from .format import (
     EXIT_SUCCEEDED,
     EXIT_TIMEOUT,
@@ -46,6 +46,7 @@ from .operations import (
     DEFAULT_WAIT_SECONDS,
     approve_tools,
     diff_of,
+    list_allowlists,
     list_status,
     list_tools,
     request_refresh,
@@ -175,7 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     status = command(
         "status", "one line per ToolServer and ConnectorConfig: ready, synced, tools, pending approvals",
         "Ready and Synced (the reason when not synced), usable tools, tools awaiting\n"
-        "approval, and the age of the last sync and of the cache.",
+        "approval, and the age of the last sync and of the cache. Then one line per\n"
+        "ToolAllowlist: Ready (the reason when not), tools allowed, its sources' names\n"
+        "at the gateways, and each target's state.",
         "exit status: 0 when anything could be listed (namespaces you may not read are\n"
         "skipped with a note on stderr), 4 when nothing could be, or on bad arguments.")
     _all_namespaces(status)
@@ -287,13 +290,16 @@ def _cmd_search(cluster: Cluster, args: argparse.Namespace, out: TextIO, err: Te
 
 def _cmd_status(cluster: Cluster, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     listing = list_status(cluster, all_namespaces=args.all_namespaces, namespace=args.namespace)
-    for note in listing.all_notes():
+    allowlists, notes = list_allowlists(cluster, all_namespaces=args.all_namespaces, namespace=args.namespace)
+    for note in [*listing.all_notes(), *notes]:
         print(note, file=err)
     if listing.found:
         print(format_status_table(listing.found, datetime.now(UTC)), file=out)
     else:
         where = "" if args.all_namespaces else f" in namespace {args.namespace or cluster.namespace}"
         print(f"No toolservers or connectorconfigs found{where}.", file=err)
+    if allowlists:
+        print(("\n" if listing.found else "") + format_allowlist_table(allowlists), file=out)
     return EXIT_SUCCEEDED
 
 

@@ -140,6 +140,11 @@ async def _resolve(host: str, port: int | None) -> list[str]:
         return [str(ipaddress.ip_address(literal))]
     except ValueError:
         pass
+    if not literal.isascii():
+        # The HTTP client hands over hosts in ASCII. Python's resolver would map any other through
+        # IDNA 2003 first (full-width digits become an address): never let a name mean something else.
+        raise SyncError(c.REASON_INVALID_SPEC, f"host {host!r} is not ASCII; write it in its IDNA A-label form "
+                                               "(xn--...) in spec.url")
     loop = asyncio.get_running_loop()
     try:
         infos = await loop.getaddrinfo(literal, port, type=socket.SOCK_STREAM)

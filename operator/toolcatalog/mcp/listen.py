@@ -8,11 +8,11 @@ advertises tools.listChanged, not at the operator's start.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 
 from ..api import constants as c
 from ..api.endpoint import Endpoint
 from ..api.errors import SyncError
+from .changes import OnChange
 from .pool import HttpPool
 
 __all__ = ["CONNECT_TIMEOUT_SECONDS", "IDLE_TIMEOUT_SECONDS", "LEGACY_PING_SECONDS", "listen_for_tool_changes"]
@@ -20,9 +20,6 @@ __all__ = ["CONNECT_TIMEOUT_SECONDS", "IDLE_TIMEOUT_SECONDS", "LEGACY_PING_SECON
 CONNECT_TIMEOUT_SECONDS = 30.0   # connect, handshake and the listen acknowledgment
 IDLE_TIMEOUT_SECONDS = 60.0      # silence (not even a keep-alive) after which a stream counts as dead
 LEGACY_PING_SECONDS = 30.0       # handshake-era sessions: how often to check the session is alive
-
-OnChange = Callable[[], Awaitable[None] | None]
-
 
 async def listen_for_tool_changes(endpoint: Endpoint, *, pool: HttpPool, on_change: OnChange,
                                   ready: asyncio.Event | None = None,

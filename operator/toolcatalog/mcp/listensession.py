@@ -32,7 +32,7 @@ from mcp.client.subscriptions import ListenNotSupportedError, SubscriptionLost
 from ..api import constants as c
 from ..api.endpoint import Endpoint
 from ..api.errors import SyncError
-from .listen import OnChange
+from .changes import OnChange
 from .pool import HttpPool
 from .session import (
     WatchedTransport,

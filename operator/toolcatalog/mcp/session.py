@@ -3,13 +3,17 @@
 Every HTTP request goes through `HttpPool` (pool.py), one connection pool shared by all syncs; a
 per-session `WatchedTransport` sees each exchange on the wire, so a refused credential, a redirect
 or a non-MCP answer ends the session at once with a precise, secret-free `SyncError` instead of
-whatever generic error the SDK would derive from it later. `mcp_client` builds the SDK Client on
-that transport; `describe_failure` turns whatever the SDK raised into one `SyncError`.
+whatever generic error the SDK would derive from it later; in a fetch, every JSON-RPC response must
+answer a request the session sent (`RequestLedger`): the SDK would drop any other and wait for the
+real one until its timeout. `mcp_client` builds the SDK Client on that transport; `describe_failure`
+turns whatever the SDK raised into one `SyncError`.
 """
 
 from __future__ import annotations
 
+import codecs
 import contextlib
+import json
 import zlib
 from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any, Literal
@@ -29,8 +33,10 @@ from .. import __version__
 from ..api import constants as c
 from ..api.endpoint import Endpoint, display_url
 from ..api.errors import SyncError
+from .stateless import sse_events
 from .wire import (
     Limits,
+    RequestLedger,
     content_type_of,
     header_secrets,
     http_status_error,
@@ -55,6 +61,7 @@ class WireWatch:
         self.last_http_error: int | None = None
         self.scope: anyio.CancelScope | None = None
         self.phase = "the MCP handshake"  # what the server was asked last, for messages
+        self.requests = RequestLedger()
         self.endpoint = endpoint
         self.secrets = header_secrets(endpoint)
         with contextlib.suppress(ValueError):
@@ -130,9 +137,44 @@ class CappedStream(httpx2.AsyncByteStream):
         await self._inner.aclose()
 
 
+class AnswerCheck(httpx2.AsyncByteStream):
+    """A response body whose JSON-RPC responses are checked against the session's requests before the SDK
+    reads them: an SSE stream event by event, a JSON body whole (it is capped already)."""
+
+    def __init__(self, inner: httpx2.AsyncByteStream, watch: WireWatch, *, sse: bool, expected: Any) -> None:
+        self._inner, self._watch, self._sse, self._expected = inner, watch, sse, expected
+
+    def _check(self, text: str) -> None:
+        try:
+            message = json.loads(text)
+        except ValueError:
+            return          # not JSON: the SDK reports it in its own words
+        error = self._watch.requests.received(message, self._watch.url, self._watch.phase, self._expected)
+        if error is not None:
+            raise self._watch.fail_with(error)
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        buffered = ""
+        async for chunk in self._inner:
+            buffered += decoder.decode(chunk)
+            if self._sse:
+                complete, separator, buffered = buffered.replace("\r\n", "\n").rpartition("\n\n")
+                for event, data in sse_events(complete + separator):
+                    if event == "message":
+                        self._check(data)
+            yield chunk
+        if not self._sse:
+            self._check(buffered + decoder.decode(b"", final=True))
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
 class WatchedTransport(httpx2.AsyncBaseTransport):
-    """One session's view of the shared pool: reports each exchange to the watch, reads bodies through the
-    byte caps when it has `limits`; closing it is a no-op."""
+    """One session's view of the shared pool: reports each exchange to the watch; when it has `limits` (a
+    fetch), reads bodies through the byte caps and checks every JSON-RPC response against the requests
+    sent (`AnswerCheck`). Closing it is a no-op."""
 
     def __init__(self, shared: httpx2.AsyncBaseTransport, watch: WireWatch, limits: Limits | None = None) -> None:
         self._shared = shared
@@ -141,6 +183,10 @@ class WatchedTransport(httpx2.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         decisive = self._watch.decisive(request)
+        expected = None
+        if self._limits is not None and request.method == "POST":
+            with contextlib.suppress(httpx2.RequestNotRead):
+                expected = self._watch.requests.sent(request.content)
         try:
             response = await self._shared.handle_async_request(request)
         except SyncError as exc:
@@ -164,6 +210,10 @@ class WatchedTransport(httpx2.AsyncBaseTransport):
                                                       "which was not asked for"))
             assert isinstance(response.stream, httpx2.AsyncByteStream)
             response.stream = CappedStream(response.stream, encoding, self._limits, self._watch.url)
+            content_type = content_type_of(response)
+            if content_type in ("application/json", "text/event-stream"):
+                response.stream = AnswerCheck(response.stream, self._watch, sse=content_type == "text/event-stream",
+                                              expected=expected if request.method == "POST" else None)
             headers = [(k, v) for k, v in response.headers.raw if k.lower() != b"content-encoding"]
             response = httpx2.Response(response.status_code, headers=headers, stream=response.stream,
                                        request=request, extensions=response.extensions)

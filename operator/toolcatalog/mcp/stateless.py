@@ -21,7 +21,7 @@ from .. import __version__
 from ..api import constants as c
 from ..api.endpoint import Endpoint, display_url
 from ..api.errors import SyncError
-from .wire import Limits, check_response, read_capped, short, transport_error
+from .wire import Limits, answers, check_response, is_response, read_capped, short, transport_error, wrong_answer
 
 MODERN_VERSION = "2026-07-28"
 HANDSHAKE_VERSIONS = ("2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25")
@@ -72,7 +72,8 @@ class StatelessCall:
                     raise LegacyEra(response.headers.get("mcp-session-id"))
                 content_type = check_response(response, self.endpoint, self.url, sse_ok=True)
                 if content_type == "text/event-stream":
-                    message, wire, size = await _first_sse_response(response, request_id, self.limits, self.url)
+                    message, wire, size = await _first_sse_response(response, request_id, self.limits, self.url,
+                                                                    method)
                 else:
                     raw, wire = await read_capped(response, self.limits, self.url)
                     size = len(raw)
@@ -82,10 +83,14 @@ class StatelessCall:
         if "error" in message:
             if first and _refused_as_legacy_rpc(message["error"]):
                 raise LegacyEra()
+            if message.get("id") is not None and not answers(request_id, message.get("id")):
+                raise wrong_answer(self.url, method, message.get("id"))
             error = message["error"] if isinstance(message["error"], Mapping) else {}
             raise SyncError(c.REASON_PROTOCOL_ERROR,
                             f"{self.url} answered {method} with JSON-RPC error {error.get('code')}: "
                             f"{short(str(error.get('message')), self.secrets)}")
+        if not answers(request_id, message.get("id")):       # a result meant for another request, or for none
+            raise wrong_answer(self.url, method, message.get("id"))
         result = message.get("result")
         if not isinstance(result, Mapping):
             raise SyncError(c.REASON_PROTOCOL_ERROR, f"{self.url} answered {method} without a result object")
@@ -144,8 +149,9 @@ def sse_events(text: str) -> Iterator[tuple[str, str]]:
 
 
 async def _first_sse_response(response: httpx2.Response, request_id: int, limits: Limits,
-                              url: str) -> tuple[dict[str, Any], int, int]:
-    """The JSON-RPC response to `request_id` in an SSE stream (pings and notifications skipped)."""
+                              url: str, method: str) -> tuple[dict[str, Any], int, int]:
+    """The JSON-RPC response to `request_id` in an SSE stream (pings and notifications skipped); a response
+    to any other request is a ProtocolError: this stream answers one request."""
     buffered = ""
     body_bytes = 0
     async for chunk in response.aiter_text():
@@ -160,6 +166,9 @@ async def _first_sse_response(response: httpx2.Response, request_id: int, limits
             if event != "message":
                 continue
             message = _json_object(data.encode(), url)
-            if message.get("id") == request_id and ("result" in message or "error" in message):
+            if not is_response(message):
+                continue
+            if answers(request_id, message.get("id")) or (message.get("id") is None and "error" in message):
                 return message, response.num_bytes_downloaded, body_bytes
+            raise wrong_answer(url, method, message.get("id"))
     raise SyncError(c.REASON_PROTOCOL_ERROR, f"{url} ended its event stream without answering the request")

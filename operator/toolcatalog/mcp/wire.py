@@ -1,14 +1,17 @@
 """What every MCP exchange checks on the wire, whichever client made it: an answer's status and type, a
-byte cap on bodies (compressed and inflated, before buffering), transport failures, and secret-free
-messages. Shared by the stateless fetch, the SDK session and the listener.
+byte cap on bodies (compressed and inflated, before buffering), that a JSON-RPC response answers the
+request it claims to, transport failures, and secret-free messages. Shared by the stateless fetch, the
+SDK session and the listener.
 """
 
 from __future__ import annotations
 
+import json
 import socket
 import ssl
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import httpx2
 
@@ -56,6 +59,73 @@ async def read_capped(response: httpx2.Response, limits: Limits, url: str) -> tu
         limits.check(response.num_bytes_downloaded, size, url)
         chunks.append(chunk)
     return b"".join(chunks), response.num_bytes_downloaded
+
+
+def _id_key(request_id: Any) -> tuple[str, Any] | None:
+    """A JSON-RPC id as the SDKs correlate it: a number and its decimal string are one id (the mcp SDK's
+    coerce_request_id, as the TypeScript SDK does); a boolean, null or anything else is no id at all."""
+    if isinstance(request_id, bool):
+        return None
+    if isinstance(request_id, int) or (isinstance(request_id, float) and request_id.is_integer()):
+        return ("number", int(request_id))
+    if isinstance(request_id, str):
+        return ("number", int(request_id)) if request_id.isascii() and request_id.isdigit() else ("text", request_id)
+    return None
+
+
+def answers(request_id: int | str, response_id: Any) -> bool:
+    """Whether a response carrying `response_id` answers the request sent with `request_id`."""
+    key = _id_key(response_id)
+    return key is not None and key == _id_key(request_id)
+
+
+def is_response(message: Any) -> bool:
+    """A JSON-RPC response (a result or an error), not a request or a notification."""
+    return isinstance(message, dict) and "method" not in message and ("result" in message or "error" in message)
+
+
+def wrong_answer(url: str, asked: str, response_id: Any) -> SyncError:
+    return SyncError(c.REASON_PROTOCOL_ERROR,
+                     f"{url} answered {asked} with a response to another request (JSON-RPC id "
+                     f"{short(json.dumps(response_id, default=str))}); nothing from this answer is used")
+
+
+@dataclass
+class RequestLedger:
+    """The JSON-RPC requests one session sent and has not seen answered: every response it receives must
+    answer one of them. The SDK drops any other response and waits for the real one until its timeout;
+    this names the broken server at once instead."""
+
+    _pending: set[tuple[str, Any]] = field(default_factory=set)
+
+    def sent(self, body: bytes | None) -> Any:
+        """Record the request(s) in a POST body; the id of a single request, else None."""
+        try:
+            message = json.loads(body) if body else None
+        except ValueError:
+            return None
+        requests = message if isinstance(message, list) else [message]
+        for request in requests:
+            if isinstance(request, dict) and "method" in request and (key := _id_key(request.get("id"))):
+                self._pending.add(key)
+        single = requests[0] if len(requests) == 1 else None
+        return single.get("id") if isinstance(single, dict) and "method" in single else None
+
+    def received(self, message: Any, url: str, asked: str, expected: Any = None) -> SyncError | None:
+        """The failure a received message means, if it is a response to nothing this session is waiting
+        for (or, for the JSON answer to a POST, not to that POST's request)."""
+        for item in message if isinstance(message, list) else [message]:
+            if not is_response(item):
+                continue
+            response_id = item.get("id")
+            if response_id is None and "error" in item:
+                continue        # JSON-RPC: an error about a request whose id could not be read
+            key = _id_key(response_id)
+            if key is None or key not in self._pending or (expected is not None and not answers(expected,
+                                                                                                 response_id)):
+                return wrong_answer(url, asked, response_id)
+            self._pending.discard(key)
+        return None
 
 
 def retry_after(response: httpx2.Response) -> float | None:

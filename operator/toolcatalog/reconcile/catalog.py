@@ -91,7 +91,21 @@ def _index_fetched(fetched: Sequence[Mapping[str, Any]]) -> dict[str, Mapping[st
         if name in by_name:
             raise DuplicateToolError(f"the server listed the tool {status_name(name)!r} more than once")
         by_name[name] = raw
+    _check_input_schemas(by_name)
     return by_name
+
+
+def _check_input_schemas(by_name: Mapping[str, Mapping[str, Any]]) -> None:
+    """MCP requires every tool's inputSchema to be a JSON Schema object. An entry without one would reach
+    agents as `"inputSchema": null`, which the MCP SDKs refuse (they reject the whole tools/list answer),
+    so the sync fails closed too, like for any other malformed tool: nothing from the answer is used."""
+    missing = sorted(name for name, raw in by_name.items() if not isinstance(raw.get("inputSchema"), Mapping))
+    if missing:
+        shown = ", ".join(repr(status_name(name)) for name in missing[:3])
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        subject = f"tool {shown} has" if len(missing) == 1 else f"tools {shown}{more} have"
+        raise InvalidToolError(f"{subject} no inputSchema object (MCP requires one: {{\"type\": \"object\"}} "
+                               "for a tool without arguments)")
 
 
 def _fetched_entry(name: str, definition: dict[str, Any], *, digest: str, first_seen: str,

@@ -48,4 +48,5 @@ def scrub_catalog(tools: Sequence[Mapping[str, Any]], server: ServerInfo, redact
 def scrub_error(error: SyncError, redactor: Redactor) -> SyncError:
     if not len(redactor) or not redactor.contains(error.message):
         return error
-    return SyncError(error.reason, redactor.redact(error.message), retry_after=error.retry_after)
+    return SyncError(error.reason, redactor.redact(error.message), retry_after=error.retry_after,
+                     api_reason=error.api_reason)

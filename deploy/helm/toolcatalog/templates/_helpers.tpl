@@ -46,11 +46,15 @@ by a Role. The same rules as deploy/base/rbac.yaml (tests/e2e/test_deploy.py com
 {{- define "toolcatalog.namespacedRules" -}}
 # The resources it serves: watched, never written except through the status subresource.
 - apiGroups: ["toolcatalog.dev"]
-  resources: ["toolservers", "connectorconfigs"]
+  resources: ["toolservers", "connectorconfigs", "toolallowlists"]
   verbs: ["get", "list", "watch"]
 - apiGroups: ["toolcatalog.dev"]
-  resources: ["toolservers/status", "connectorconfigs/status"]
+  resources: ["toolservers/status", "connectorconfigs/status", "toolallowlists/status"]
   verbs: ["patch"]
+# ToolAllowlists' toolhive targets: MCPToolConfigs, never deleted (the garbage collector does).
+- apiGroups: ["toolhive.stacklok.dev"]
+  resources: ["mcptoolconfigs"]
+  verbs: ["get", "create", "patch"]
 # Cache ConfigMaps (deletion is left to the garbage collector), and CA bundles it watches.
 - apiGroups: [""]
   resources: ["configmaps"]
