@@ -13,8 +13,10 @@ rotation and list-changed notification to resync), probes (what the liveness che
 by N up to 1000: bench/probes.py), allowlist (a notified rug pull until the operator's answers and each
 ToolAllowlist target withdraw the tool: the exposure window), secrets (the operator's RSS and the bytes it
 receives with 5,000 unrelated 10 KiB Secrets in the cluster; --secrets-baseline REF: also with the
-operator code of REF). Prints a table and writes
-bench/results/<date>-<machine>.json. Every server listens on, and all traffic goes to, 127.0.0.1.
+operator code of REF), ratelimit (N created at once with the
+client-side rate limit on and off: convergence, 429s and APF queueing, API server CPU, another client's
+latency). Prints a table and writes bench/results/<date>-<machine>.json. Every server listens on, and all
+traffic goes to, 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -32,10 +34,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench import allowlist, floor, probes, refresh, scale, secrets, steady, triggers
+from bench import allowlist, floor, probes, ratelimit, refresh, scale, secrets, steady, triggers
 from bench.common import REPO, McpFleet, emulator, log, operator_environment, real_cluster, workdir
 
-SECTIONS = ("floor", "refresh", "converge", "steady", "triggers", "probes", "allowlist", "secrets")
+SECTIONS = ("floor", "refresh", "converge", "steady", "triggers", "probes", "allowlist", "secrets",
+            "ratelimit")
 CATALOGS = [1, 50, 500]
 PAGE_SIZE = 100
 
@@ -60,6 +63,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                         help="unrelated Secrets of 10 KiB created in the secrets section (default 5000)")
     parser.add_argument("--secrets-baseline", default=None, metavar="REF",
                         help="the secrets section also runs the operator code of this git ref, to compare with")
+    parser.add_argument("--ratelimit-resources", type=int, default=None, metavar="N",
+                        help="ToolServers created at once to converge with the client-side rate limit on and off "
+                             "(default 1000; --quick: 200)")
     parser.add_argument("--only", default=",".join(SECTIONS), help=f"sections to run, of {','.join(SECTIONS)}")
     parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
                         help="record py-spy profiles of the operator (converge, steady) into DIR")
@@ -70,7 +76,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                 "idle_seconds": 20.0 if quick else 60.0, "steady_resources": 200 if quick else 1000,
                 "steady_ttl": 30 if quick else 120, "steady_seconds": 90.0 if quick else 1800.0,
                 "trigger_rounds": 3 if quick else 10, "kube_qps": None if quick else 50.0,
-                "secrets_count": 500 if quick else 5000}
+                "secrets_count": 500 if quick else 5000,
+                "ratelimit_resources": 200 if quick else 1000}
     for name, value in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
@@ -114,7 +121,7 @@ async def run(args: argparse.Namespace, output: Path | None = None) -> dict[str,
     directory = workdir()
     for section, step in (("floor+refresh", _latency), ("converge", _converge), ("steady", _steady),
                           ("triggers", _triggers), ("probes", _probes), ("allowlist", _allowlist),
-                          ("secrets", _secrets)):
+                          ("secrets", _secrets), ("ratelimit", _ratelimit)):
         try:
             await step(args, results, directory)
         except Exception as error:      # one section failing still leaves the others' figures
@@ -200,6 +207,11 @@ async def _allowlist(args: argparse.Namespace, results: dict[str, Any], director
 async def _secrets(args: argparse.Namespace, results: dict[str, Any], directory: Path) -> None:
     if "secrets" in args.only:
         results["secrets"] = await secrets.run(args.secrets_count, directory, REPO, args.secrets_baseline)
+
+
+async def _ratelimit(args: argparse.Namespace, results: dict[str, Any], directory: Path) -> None:
+    if "ratelimit" in args.only:
+        results["ratelimit"] = await ratelimit.run(args.ratelimit_resources, directory)
 
 
 def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
@@ -329,6 +341,16 @@ def table(results: dict[str, Any]) -> str:
             f"MiB of Secret answers received; a start with them: ready in {start['ready_seconds']} s, RSS "
             f"{start['rss_mib']} MiB ({start['rss_over_first_start_mib']:+} MiB over the first start), "
             f"{start['secret_bytes_received'] / 2**20:.2f} MiB received")
+    for entry in results.get("ratelimit") or []:
+        apf, during, idle = entry["apf"], entry["neighbour_get_ms_during"], entry["neighbour_get_ms_idle"]
+        out(f"rate limit, N={entry['resources']} created at once, {entry['limit']}: converge "
+            f"{entry['converge_seconds']} s ({entry['syncs_per_second']} syncs/s, "
+            f"{entry['operator_api_requests_per_second']} operator requests/s); 429 answers {apf['answers_429']}, "
+            f"APF rejections {apf['apf_rejected']}, APF queue wait ms {apf['mean_queue_wait_ms_by_priority_level']}; "
+            f"kube-apiserver {entry['kube_apiserver_cpu_percent_of_a_core']}% of a core, etcd "
+            f"{entry['etcd_cpu_percent_of_a_core']}%; another client's GET p50/p95/p99/max "
+            f"{during.get('p50')}/{during.get('p95')}/{during.get('p99')}/{during.get('max')} ms "
+            f"(idle {idle.get('p50')}/{idle.get('p95')}), {entry['neighbour_failures']} failed")
     for section, error in (results.get("errors") or {}).items():
         out(f"FAILED {section}: {error[:300]}")
     if results.get("targets"):

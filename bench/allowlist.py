@@ -61,7 +61,7 @@ def _withdrawals(log_path: Path, tool: str) -> list[float]:
         except ValueError:
             continue
         if tool in (record.get("withdrawn") or []):
-            times.append(datetime.fromisoformat(record["time"].replace("Z", "+00:00")).timestamp())
+            times.append(datetime.fromisoformat(record["timestamp"]).timestamp())
     return times
 
 

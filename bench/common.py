@@ -12,20 +12,21 @@ import contextlib
 import json
 import os
 import re
-import ssl
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx2
+import kubernetes
+import urllib3
 
-from toolcatalog_dev.cluster import Cluster
+from toolcatalog_dev.cluster import Cluster, split_resource
 from toolcatalog_dev.controlplane import ControlPlane, build, write_kubeconfig
 from toolcatalog_dev.deploy import install_operator_access
 from toolcatalog_dev.operatorproc import OperatorProcess
@@ -176,7 +177,6 @@ class Backend:
     admin_kubeconfig: Path
     operator_kubeconfig: Path
     url: str
-    ssl_context: ssl.SSLContext | None = None
     plane: ControlPlane | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -207,9 +207,29 @@ class Backend:
             await stream.aclose()
 
 
+# Core resources the benchmarks watch, by plural: the official client's list call (any custom resource
+# is listed by CustomObjectsApi).
+_CORE_LISTS = {"configmaps": "list_namespaced_config_map", "secrets": "list_namespaced_secret",
+               "events": "list_namespaced_event"}
+
+
+def _list_call(api: Any, resource: str, namespace: str) -> tuple[Callable[..., Any], tuple[str, ...]]:
+    """The official client's namespaced list call for `resource` (also its watch), and its arguments."""
+    group, version, plural = split_resource(resource)
+    if group:
+        return kubernetes.client.CustomObjectsApi(api).list_namespaced_custom_object, (group, version, namespace,
+                                                                                        plural)
+    if version != "v1" or plural not in _CORE_LISTS:
+        raise ValueError(f"WatchStream watches custom resources and {sorted(_CORE_LISTS)}, not {resource!r}")
+    return getattr(kubernetes.client.CoreV1Api(api), _CORE_LISTS[plural]), (namespace,)
+
+
 class WatchStream:
     """One watch stream: `objects` holds the latest body of every object by name; `changes` wakes
-    waiters on every event. Waiting on a watch, not polling, keeps the bench off the API server's CPU."""
+    waiters on every event. Waiting on a watch, not polling, keeps the bench off the API server's CPU.
+
+    The official client's watch (synchronous) reads the stream in a thread of its own and hands each
+    event to the event loop; the objects are only changed on the loop."""
 
     def __init__(self, backend: Backend, resource: str, namespace: str) -> None:
         self.backend, self.resource, self.namespace = backend, resource, namespace
@@ -217,21 +237,27 @@ class WatchStream:
         self.changed = asyncio.Condition()
         self.on_event: Callable[[str, dict[str, Any]], None] | None = None
         self.errors: list[str] = []
-        self._client = httpx2.AsyncClient(base_url=backend.url, verify=backend.ssl_context or True,
-                                          timeout=httpx2.Timeout(30.0, read=None), trust_env=False,
-                                          headers={"Accept": "application/json"})
-        self._task: asyncio.Task[None] | None = None
+        self._api = kubernetes.config.new_client_from_config(config_file=str(backend.admin_kubeconfig))
+        self._list_call, self._where = _list_call(self._api, resource, namespace)
+        self._watch = kubernetes.watch.Watch()
+        self._closing = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._ended: BaseException | None = None
 
     async def start(self) -> None:
-        path = self.backend.client.path(self.resource, self.namespace)
-        version = await self._list(path)
-        self._task = asyncio.get_running_loop().create_task(self._run(path, version))
-
-    async def _list(self, path: str) -> str | None:
-        listing = (await self._client.get(path)).json()
-        for item in listing.get("items") or []:
+        self._loop = asyncio.get_running_loop()
+        items, version = await asyncio.to_thread(self._list)
+        for item in items:
             self._apply("ADDED", item)
-        return (listing.get("metadata") or {}).get("resourceVersion")
+        self._thread = threading.Thread(target=self._run, args=(version,), name=f"watch {self.resource}",
+                                        daemon=True)
+        self._thread.start()
+
+    def _list(self) -> tuple[list[dict[str, Any]], str | None]:
+        listing = self._list_call(*self._where, _preload_content=False)
+        body = json.loads(listing.data)
+        return list(body.get("items") or []), (body.get("metadata") or {}).get("resourceVersion")
 
     def _apply(self, kind: str, obj: dict[str, Any]) -> None:
         name = (obj.get("metadata") or {}).get("name")
@@ -244,32 +270,42 @@ class WatchStream:
         if self.on_event is not None:
             self.on_event(name, obj)
 
-    async def _run(self, path: str, version: str | None) -> None:
+    async def _deliver(self, events: list[tuple[str, dict[str, Any]]]) -> None:
+        for kind, obj in events:
+            self._apply(kind, obj)
+        async with self.changed:
+            self.changed.notify_all()
+
+    def _hand_over(self, events: list[tuple[str, dict[str, Any]]]) -> None:
+        """From the watch thread to the loop, in order."""
+        assert self._loop is not None
+        asyncio.run_coroutine_threadsafe(self._deliver(events), self._loop)
+
+    def _run(self, version: str | None) -> None:
         """Watch from `version`; resume after the server ends a stream, list again after 410 Gone."""
-        while True:
-            params = {"watch": "true", "allowWatchBookmarks": "true", "timeoutSeconds": "3600"}
-            if version:
-                params["resourceVersion"] = version
-            try:
-                async with self._client.stream("GET", path, params=params) as response:
-                    async for line in response.aiter_lines():
-                        if not line.strip():
-                            continue
-                        event = json.loads(line)
-                        obj = event.get("object") or {}
-                        if event.get("type") == "ERROR":
-                            if obj.get("code") == 410:
-                                version = await self._list(path)
-                            break
+        try:
+            while not self._closing.is_set():
+                try:
+                    for event in self._watch.stream(self._list_call, *self._where, resource_version=version,
+                                                    allow_watch_bookmarks=True, timeout_seconds=3600):
+                        obj = event["raw_object"]
                         version = (obj.get("metadata") or {}).get("resourceVersion") or version
-                        if event.get("type") == "BOOKMARK":
-                            continue
-                        self._apply(str(event.get("type")), obj)
-                        async with self.changed:
-                            self.changed.notify_all()
-            except (httpx2.TransportError, ValueError) as error:
-                self.errors.append(f"{type(error).__name__}: {error}")
-                await asyncio.sleep(0.2)
+                        if event["type"] != "BOOKMARK":
+                            self._hand_over([(str(event["type"]), obj)])
+                except kubernetes.client.ApiException as error:
+                    if error.status != 410:
+                        raise
+                    items, version = self._list()
+                    self._hand_over([("ADDED", item) for item in items])
+                except (urllib3.exceptions.HTTPError, OSError, ValueError) as error:
+                    if self._closing.is_set():
+                        return
+                    self.errors.append(f"{type(error).__name__}: {error}")
+                    self._closing.wait(0.2)
+        except Exception as error:          # reported to the waiters, not lost in a thread
+            self._ended = error
+            if self._loop is not None and not self._loop.is_closed():
+                self._hand_over([])
 
     async def until(self, predicate: Callable[[], Any], timeout: float, what: str) -> Any:
         """The first truthy predicate() (checked on every event), or TimeoutError naming `what`."""
@@ -279,9 +315,9 @@ class WatchStream:
                     value = predicate()
                     if value:
                         return value
-                    if self._task is not None and self._task.done():
+                    if self._ended is not None:
                         raise RuntimeError(f"the watch of {self.resource} ended while waiting for {what}: "
-                                           f"{self._task.exception()!r}")
+                                           f"{self._ended!r}")
                     await self.changed.wait()
         try:
             return await asyncio.wait_for(wait(), timeout)
@@ -289,11 +325,11 @@ class WatchStream:
             raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}") from None
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._task
-        await self._client.aclose()
+        self._closing.set()
+        self._watch.stop()                  # shuts the stream's socket: the thread's read returns
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join, 10.0)
+        self._api.close()
 
 
 def synced(obj: dict[str, Any] | None) -> bool:
@@ -312,10 +348,9 @@ async def real_cluster(workdir: Path) -> AsyncIterator[Backend]:
         plane.kubectl("create", "namespace", NAMESPACE)
         operator_kubeconfig = write_kubeconfig(workdir / "operator.kubeconfig", server=plane.url,
                                                ca=plane.pki.ca_cert, token=token, user="toolcatalog")
-        context = plane.ssl_context()
-        client = Cluster(plane.url, namespace=NAMESPACE, ssl_context=context)
+        client = plane.client(NAMESPACE)
         try:
-            yield Backend("real", client, plane.kubeconfig, operator_kubeconfig, plane.url, context, plane)
+            yield Backend("real", client, plane.kubeconfig, operator_kubeconfig, plane.url, plane)
         finally:
             await client.aclose()
     finally:

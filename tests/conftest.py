@@ -149,7 +149,7 @@ async def api(backend: str, cluster_session: ClusterSession | None,
         return
     assert cluster_session is not None
     plane = cluster_session.plane
-    client = E2eApi(plane.url, namespace=_namespace_for(request), ssl_context=plane.ssl_context())
+    client = E2eApi(plane.url, namespace=_namespace_for(request), **plane.admin_access())
     client.backend, client.session, client.extra_namespaces = "cluster", cluster_session, []
     await client.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": client.namespace}})
     try:

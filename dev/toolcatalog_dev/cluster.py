@@ -1,17 +1,28 @@
-"""One client for tests and the demo, the same against both API servers: kmock's emulator and a real
-kube-apiserver. Plain REST over HTTP(S) (POST, GET, merge-PATCH, DELETE), JSON in and out.
+"""One client for tests, the demo, the sandbox and the benchmarks, the same against both API servers: kmock's
+emulator and a real kube-apiserver. A facade over the operator's own Kubernetes client (`KubeClient`,
+toolcatalog/kube/client.py, on aiohttp), so that the repository has no second HTTP implementation of the
+Kubernetes API: POST, GET, merge-PATCH and DELETE of any resource, JSON in and out.
 
 Objects are named by resource strings, "toolcatalog.dev/v1alpha1/toolservers" or "v1/configmaps";
 `namespace` is the namespace this client works in when an object or a call names none (each test
-has its own on a real server).
+has its own on a real server). A refused request raises the operator's `ApiError` (status, reason,
+message).
 """
 
 from __future__ import annotations
 
-import ssl
+import json
+from collections.abc import Mapping
+from os import PathLike
 from typing import Any
+from urllib.parse import urlencode
 
-import httpx2
+import kopf
+
+from toolcatalog.kube.client import MERGE_PATCH, KubeClient
+from toolcatalog.kube.errors import ApiError
+
+__all__ = ["CLUSTER_SCOPED", "ApiError", "Cluster", "resource_of", "split_resource"]
 
 # Kinds whose plural is not lower(kind) + "s", and resources that are not namespaced.
 _PLURALS = {"Endpoints": "endpoints", "NetworkPolicy": "networkpolicies", "Ingress": "ingresses",
@@ -21,17 +32,6 @@ CLUSTER_SCOPED = {"namespaces", "customresourcedefinitions", "clusterroles", "cl
                   "validatingwebhookconfigurations", "mutatingwebhookconfigurations", "persistentvolumes",
                   "apiservices", "priorityclasses", "storageclasses", "validatingadmissionpolicies",
                   "validatingadmissionpolicybindings"}
-
-
-class ApiError(Exception):
-    """A non-2xx answer: `status` is the HTTP status, `body` the Status object (or text)."""
-
-    def __init__(self, status: int, body: Any) -> None:
-        message = body.get("message") if isinstance(body, dict) else body
-        super().__init__(f"HTTP {status}: {message}")
-        self.status = status
-        self.body = body
-        self.message = str(message)
 
 
 def split_resource(resource: str) -> tuple[str, str, str]:
@@ -51,24 +51,24 @@ def resource_of(obj: dict[str, Any]) -> str:
 
 
 class Cluster:
-    """An async REST client for one API server, working in `namespace` by default."""
+    """An async client for one API server, working in `namespace` by default: plain http (the emulator),
+    or https with the server's `ca` and a client certificate (`client_cert`, `client_key`) or a `token`."""
 
-    def __init__(self, url: str, *, namespace: str = "default", ssl_context: ssl.SSLContext | None = None,
+    def __init__(self, url: str, *, namespace: str = "default", ca: str | PathLike[str] | None = None,
+                 client_cert: str | PathLike[str] | None = None, client_key: str | PathLike[str] | None = None,
                  token: str | None = None) -> None:
         self.url = url.rstrip("/")
         self.namespace = namespace
-        headers = {"Accept": "application/json"}
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
-        self._client = httpx2.AsyncClient(base_url=self.url, verify=ssl_context or True, headers=headers,
-                                          timeout=30.0, trust_env=False)
+        info = kopf.ConnectionInfo(server=self.url, ca_path=ca, certificate_path=client_cert,
+                                   private_key_path=client_key, token=token)
+        self._kube = KubeClient(lambda: info, qps=0)    # no client-side rate limit: the tests' own pace
 
     @property
     def ns(self) -> str:
         return self.namespace
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._kube.aclose()
 
     async def __aenter__(self) -> Cluster:
         return self
@@ -91,24 +91,22 @@ class Cluster:
     async def request(self, method: str, path: str, payload: Any = None,
                       content_type: str = "application/json", params: dict[str, str] | None = None,
                       accept: str | None = None) -> Any:
-        """One request; the decoded JSON answer (the text if it is not one JSON document), or ApiError
-        unless 2xx."""
-        headers = {"Content-Type": content_type, **({"Accept": accept} if accept else {})}
+        """One request; the decoded JSON answer, or ApiError unless 2xx."""
+        if params:
+            path += ("&" if "?" in path else "?") + urlencode(params)
         for attempt in (1, 2):
             try:
-                response = await self._client.request(method, path, json=payload, params=params, headers=headers)
-                break
-            except (httpx2.RemoteProtocolError, httpx2.ConnectError):
+                return await self._kube.request(method, path, body=payload, content_type=content_type,
+                                                what=f"{method} {path}", accept=accept)
+            except ApiError as error:
                 # A pooled connection to an API server that restarted since: it never saw the request.
-                if attempt == 2:
+                if error.status != 0 or error.reason != "Unavailable" or attempt == 2:
                     raise
-        try:
-            body = response.json()
-        except ValueError:
-            body = response.text
-        if response.status_code >= 300:
-            raise ApiError(response.status_code, body)
-        return body
+        raise AssertionError("unreachable")
+
+    async def watch_metadata(self, path: str, params: Mapping[str, str]) -> list[dict[str, Any]]:
+        """The decoded events of one metadata-only watch, until the server ends it (`timeoutSeconds`)."""
+        return [json.loads(line) async for line in self._kube.watch_metadata(path, params, idle_timeout=30)]
 
     # -- reads --------------------------------------------------------------------------------
 
@@ -155,8 +153,7 @@ class Cluster:
     async def patch(self, resource: str, namespace: str | None, name: str, patch: dict[str, Any],
                     subresource: str | None = None) -> dict[str, Any]:
         """Merge-patch (None deletes a key)."""
-        return dict(await self.request("PATCH", self.path(resource, namespace, name, subresource), patch,
-                                       "application/merge-patch+json"))
+        return dict(await self.request("PATCH", self.path(resource, namespace, name, subresource), patch, MERGE_PATCH))
 
     async def patch_spec(self, resource: str, namespace: str | None, name: str,
                          spec: dict[str, Any]) -> dict[str, Any]:

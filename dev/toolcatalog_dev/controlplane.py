@@ -21,7 +21,6 @@ import os
 import shutil
 import signal
 import socket
-import ssl
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,7 @@ from typing import Any
 
 import yaml
 
+from .cluster import Cluster
 from .pki import Pki, make_pki
 
 REPO = Path(__file__).resolve().parents[2]
@@ -166,6 +166,7 @@ class ControlPlane:
     crds: Sequence[Path] = ()
     processes: dict[str, Process] = field(default_factory=dict)
     started_in: float = 0.0
+    _admin: Any = field(default=None, init=False, repr=False)     # the official client, for get_raw
 
     # -- locations ---------------------------------------------------------------------
 
@@ -279,9 +280,12 @@ class ControlPlane:
 
     def ready(self) -> bool:
         """kube-apiserver's /readyz answers ok to the admin."""
+        import kubernetes
+        import urllib3
+
         try:
             return self.get_raw("/readyz", timeout=2.0) == b"ok"
-        except (OSError, urllib.error.URLError, ssl.SSLError):
+        except (OSError, urllib3.exceptions.HTTPError, kubernetes.client.ApiException):
             return False
 
     def stop(self) -> None:
@@ -290,6 +294,9 @@ class ControlPlane:
             process = self.processes.pop(name, None)
             if process is not None:
                 process.stop()
+        if self._admin is not None:
+            self._admin.close()
+            self._admin = None
         shutil.rmtree(self.work_dir, ignore_errors=True)
 
     def restart_apiserver(self, down_seconds: float = 0.0) -> None:
@@ -321,14 +328,30 @@ class ControlPlane:
 
     # -- talking to it ---------------------------------------------------------------------
 
-    def ssl_context(self) -> ssl.SSLContext:
-        context = ssl.create_default_context(cafile=str(self.pki.ca_cert))
-        context.load_cert_chain(str(self.pki.admin_cert), str(self.pki.admin_key))
-        return context
+    def admin_access(self) -> dict[str, Path]:
+        """The admin's credentials as `Cluster` takes them: the server's CA and the client certificate."""
+        return {"ca": self.pki.ca_cert, "client_cert": self.pki.admin_cert, "client_key": self.pki.admin_key}
+
+    def client(self, namespace: str = "default") -> Cluster:
+        """An async client (the operator's KubeClient under `Cluster`) working as the admin in `namespace`."""
+        return Cluster(self.url, namespace=namespace, **self.admin_access())
 
     def get_raw(self, path: str, timeout: float = 10.0) -> bytes:
-        with urllib.request.urlopen(f"{self.url}{path}", context=self.ssl_context(), timeout=timeout) as response:
-            return response.read()
+        """A non-resource path (/readyz, /metrics) as the admin, with the official client (synchronous: the
+        control plane is started and probed from threads)."""
+        import kubernetes
+
+        if self._admin is None:
+            configuration = kubernetes.client.Configuration()
+            configuration.host = self.url
+            configuration.ssl_ca_cert = str(self.pki.ca_cert)
+            configuration.cert_file, configuration.key_file = str(self.pki.admin_cert), str(self.pki.admin_key)
+            self._admin = kubernetes.client.ApiClient(configuration)
+        response = self._admin.call_api(*self._admin.param_serialize("GET", path), _request_timeout=timeout)
+        data = bytes(response.read())
+        if not 200 <= response.status < 300:
+            raise kubernetes.client.ApiException(status=response.status, reason=response.reason, body=data)
+        return data
 
     def kubectl(self, *args: str, kubeconfig: Path | None = None, input: str | None = None,
                 check: bool = True) -> subprocess.CompletedProcess[str]:

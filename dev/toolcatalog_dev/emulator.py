@@ -21,11 +21,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-import aiohttp
 import kmock
 import yaml
 
 from .apiserver import ApiServer
+from .cluster import ApiError, Cluster
+
+__all__ = ["ApiEmulator", "ApiError", "default_crds_dir", "load_crds"]
 
 _T = TypeVar("_T")
 _VERBS = {"get", "list", "watch", "create", "patch", "update", "delete", "deletecollection"}
@@ -53,15 +55,6 @@ def load_crds(crds_dir: Path) -> list[dict[str, Any]]:
     return crds
 
 
-class ApiError(Exception):
-    """A non-2xx answer from the emulator to one of ApiEmulator's write helpers."""
-
-    def __init__(self, status: int, body: Any) -> None:
-        super().__init__(f"HTTP {status}: {body.get('message') if isinstance(body, dict) else body}")
-        self.status = status
-        self.body = body
-
-
 class ApiEmulator:
     """An ApiServer on 127.0.0.1 with our CRDs (read from crds/*.yaml) and the core resources
     we use declared; an async context manager.
@@ -79,7 +72,7 @@ class ApiEmulator:
         self.server = ApiServer()
         self.emulator: kmock.KubernetesEmulator = self.server.emulator
         self.url = ""
-        self.session: aiohttp.ClientSession | None = None
+        self.client: Cluster | None = None
         for name, (kind, namespaced, shortnames) in _CORE.items():
             self.server.state.declare(kmock.resource(name), kmock.ResourceInfo(
                 kind=kind, singular=kind.lower(), namespaced=namespaced, verbs=_VERBS, shortnames=shortnames))
@@ -90,7 +83,7 @@ class ApiEmulator:
         await self.server.__aenter__()
         try:
             self.url = self.server.url
-            self.session = aiohttp.ClientSession(self.url, timeout=aiohttp.ClientTimeout(total=60))
+            self.client = Cluster(self.url)
             # What every cluster has: the default namespace and, here, our CRDs.
             await self.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}})
             for crd in self.crds:
@@ -101,10 +94,10 @@ class ApiEmulator:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        session, self.session, self.url = self.session, None, ""
+        client, self.client, self.url = self.client, None, ""
         try:
-            if session is not None:
-                await session.close()
+            if client is not None:
+                await client.aclose()
         finally:
             await self.server.__aexit__(None, None, None)
 
@@ -169,14 +162,9 @@ class ApiEmulator:
 
     async def request(self, method: str, path: str, payload: Any = None,
                       content_type: str = "application/json") -> dict[str, Any]:
-        """One raw HTTP request to the emulator; ApiError unless 2xx."""
-        assert self.session is not None, "ApiEmulator is not entered"
-        async with self.session.request(
-                method, path, json=payload, headers={"Content-Type": content_type}) as response:
-            body = await response.json(content_type=None)
-            if response.status >= 300:
-                raise ApiError(response.status, body)
-            return body
+        """One raw HTTP request to the emulator (through `Cluster`, the operator's client); ApiError unless 2xx."""
+        assert self.client is not None, "ApiEmulator is not entered"
+        return dict(await self.client.request(method, path, payload, content_type))
 
     async def create(self, obj: dict[str, Any]) -> dict[str, Any]:
         """POST it: the server fills uid, generation, resourceVersion, creationTimestamp.

@@ -20,7 +20,6 @@ import logging
 import os
 import shutil
 import signal
-import ssl
 import sys
 import tempfile
 import time
@@ -128,9 +127,7 @@ class Sandbox:
                                                ca=plane.pki.ca_cert, token=token, user="toolcatalog")
         self.say(f"==> Kubernetes {plane.version} (etcd, kube-apiserver, kube-controller-manager) listens on "
                  f"{plane.url}; the operator runs as ServiceAccount toolcatalog-system/toolcatalog")
-        context = ssl.create_default_context(cafile=str(plane.pki.ca_cert))
-        context.load_cert_chain(str(plane.pki.admin_cert), str(plane.pki.admin_key))
-        return Cluster(plane.url, ssl_context=context), kubeconfig, operator_kubeconfig
+        return plane.client(), kubeconfig, operator_kubeconfig
 
     async def _discovered(self, kubeconfig: Path) -> None:
         """kube-apiserver lists a new CRD's category in its discovery a few seconds after the CRD: wait until

@@ -186,10 +186,12 @@ class RedactingFilter(logging.Filter):
         def clean(text: str) -> str:
             return mask_userinfo(self.redactor.redact(text))
 
-        message = record.getMessage()
+        if isinstance(record.msg, dict):        # a structured message (the JSON format writes its fields)
+            record.msg = self.redactor.redact_all(record.msg)
+        else:
+            record.msg, record.args = clean(record.getMessage()), ()
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
-        record.msg, record.args = clean(message), ()
         if record.exc_text:
             record.exc_text = clean(record.exc_text)
         if record.stack_info:
@@ -201,15 +203,17 @@ class RedactingFilter(logging.Filter):
 def configure_logging(config: OperatorConfig, redactor: Redactor) -> None:
     import kopf
 
-    kopf.configure(debug=config.verbose, verbose=config.verbose, quiet=config.quiet, log_prefix=True)
+    json_format = config.log_format == "json"
+    kopf.configure(debug=config.verbose, verbose=config.verbose, quiet=config.quiet,
+                   log_format=kopf.LogFormat.JSON if json_format else kopf.LogFormat.FULL, log_prefix=not json_format)
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(max(logging.INFO, logging.getLogger().level))
     for handler in logging.getLogger().handlers:
         handler.addFilter(RedactingFilter(redactor))
-    if config.log_format == "json":
-        from .handlers.logs import use_json_lines
+    if json_format:
+        from .handlers.logs import use_json_format
 
-        use_json_lines(redactor)
+        use_json_format(redactor)
 
 
 def run_operator(config: OperatorConfig) -> int:

@@ -1,6 +1,7 @@
 """deploy/ as users install it, checked with the tools they run and by a real API server.
 
-- kustomize: the default install (deploy/) and each overlay (namespaced, sharded, webhook), rendered by
+- kustomize: the default install (deploy/) and each overlay (namespaced, sharded, webhook, networkpolicy),
+  and the NetworkPolicy component added to other overlays, rendered by
   `kubectl kustomize` of the kubectl built with the control plane;
 - Helm: deploy/helm/toolcatalog with each variant of values, through `helm lint` and `helm template` of
   a helm built from the Go module proxy (test/controlplane/helm/build.sh, cached);
@@ -51,6 +52,7 @@ KUSTOMIZE = {
     "sharded": REPO / "deploy" / "overlays" / "sharded",
     "webhook": REPO / "deploy" / "overlays" / "webhook",
     "monitoring": REPO / "deploy" / "overlays" / "monitoring",
+    "networkpolicy": REPO / "deploy" / "overlays" / "networkpolicy",
 }
 MONITORING = CHART / "monitoring"       # the PrometheusRule and dashboard both installs ship
 HELM: dict[str, dict[str, Any]] = {
@@ -65,8 +67,18 @@ HELM: dict[str, dict[str, Any]] = {
     "monitoring": {"metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}},
                                "prometheusRule": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}},
                                "dashboard": {"enabled": True}}},
+    "networkpolicy": {"networkPolicy": {"enabled": True}},
+    "networkpolicy-webhook": {"networkPolicy": {"enabled": True}, "webhook": {"enabled": True}},
+    "networkpolicy-metrics-from": {"networkPolicy": {"enabled": True, "metricsFrom": [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]}},
     "everything": {
         "image": {"repository": "registry.example/platform/toolcatalog", "tag": "0.1.0-rc1"},
+        "networkPolicy": {"enabled": True, "apiServer": {"cidrs": ["10.0.0.1/32"], "ports": [6443]},
+                          "mcpServers": {"cidrs": ["10.32.0.0/16", "fd00::/64"], "ports": [8080, 443]},
+                          "metricsFrom": [{"namespaceSelector": {"matchLabels": {
+                              "kubernetes.io/metadata.name": "monitoring"}}}],
+                          "extraEgress": [{"to": [{"podSelector": {"matchLabels": {"app": "mcp"}}}],
+                                           "ports": [{"port": 3000, "protocol": "TCP"}]}]},
         "namespaces": list(WATCHED), "sharding": {"enabled": True, "shards": 2},
         "webhook": {"enabled": True, "certificate": {"source": "certManager",
                                                      "issuerRef": {"kind": "ClusterIssuer", "name": "corp-ca"}}},
@@ -279,6 +291,51 @@ def check_monitoring(objects: list[dict[str, Any]], *, release_labels: dict[str,
     assert {obj["metadata"]["namespace"] for obj in (monitor, rule, dashboard)} == {service["metadata"]["namespace"]}
 
 
+def egress_rules(policy: dict[str, Any]) -> dict[str, Any]:
+    """A NetworkPolicy's egress rules by what they reach, in the order both installs write them: DNS, the
+    API server, the MCP servers, then any extra ones."""
+    dns, apiserver, mcp, *other = policy["spec"]["egress"]
+    return {"dns": dns, "apiserver": apiserver, "mcp": mcp, "other": other}
+
+
+def selects_the_operator(policy: dict[str, Any], objects: list[dict[str, Any]]) -> bool:
+    workload = next(obj for obj in objects if obj["kind"] in ("Deployment", "StatefulSet"))
+    labels = workload["spec"]["template"]["metadata"]["labels"]
+    return all(labels.get(key) == value for key, value in policy["spec"]["podSelector"]["matchLabels"].items())
+
+
+def test_the_networkpolicy_component_limits_the_operator_to_dns_the_api_server_and_mcp_ports(kubectl, tmp_path):
+    objects = render(kubectl, KUSTOMIZE["networkpolicy"])
+    assert sorted(obj["kind"] for obj in objects) == sorted(
+        [obj["kind"] for obj in render(kubectl, KUSTOMIZE["default"])] + ["NetworkPolicy"])
+    policy = one(objects, "NetworkPolicy")
+    assert policy["metadata"]["namespace"] == OPERATOR_NS and selects_the_operator(policy, objects)
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    # From anywhere: Prometheus to the metrics port, the API server (no selector reaches it) to the webhook's.
+    assert policy["spec"]["ingress"] == [{"ports": [{"port": 9090, "protocol": "TCP"}]},
+                                         {"ports": [{"port": 9443, "protocol": "TCP"}]}]
+    rules = egress_rules(policy)
+    assert rules["dns"] == {"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name":
+                                                                            "kube-system"}},
+                                    "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
+                            "ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]}
+    apiserver, mcp = rules["apiserver"], rules["mcp"]
+    assert [port["port"] for port in apiserver["ports"]] == [443, 6443]
+    assert [port["port"] for port in mcp["ports"]] == [443, 80] and not rules["other"]
+    for rule in (apiserver, mcp):       # anywhere but link-local: no cloud metadata endpoint, on any port
+        assert rule["to"] == [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["169.254.0.0/16"]}},
+                              {"ipBlock": {"cidr": "::/0", "except": ["fe80::/10"]}}]
+    # The component adds the same policy to any overlay: here the sharded one and the webhook one.
+    root = tmp_path / "mine"
+    for overlay in ("sharded", "webhook"):
+        root.mkdir(exist_ok=True)
+        relative = os.path.relpath(REPO / "deploy", root)
+        (root / "kustomization.yaml").write_text(yaml.safe_dump({
+            "resources": [f"{relative}/overlays/{overlay}"], "components": [f"{relative}/components/networkpolicy"]}))
+        combined = render(kubectl, root)
+        assert one(combined, "NetworkPolicy")["spec"] == policy["spec"] and selects_the_operator(policy, combined)
+
+
 # ------------------------------------------------------------------------------ Helm
 
 
@@ -337,7 +394,30 @@ def test_helm_renders_each_variant(helm_dir, tmp_path):
     assert not objects_of(monitoring, "PrometheusRule")[0]["metadata"]["labels"].keys() - {
         "release", "app.kubernetes.io/component", *one(default, "Deployment")["metadata"]["labels"]}
 
+    assert not objects_of(default, "NetworkPolicy")
+    policy = one(rendered["networkpolicy"], "NetworkPolicy")
+    assert selects_the_operator(policy, rendered["networkpolicy"])
+    # No webhook: its port stays closed.
+    assert policy["spec"]["ingress"] == [{"ports": [{"port": 9090, "protocol": "TCP"}]}]
+    with_webhook = one(rendered["networkpolicy-webhook"], "NetworkPolicy")
+    assert with_webhook["spec"]["ingress"] == [{"ports": [{"port": 9090, "protocol": "TCP"}]},
+                                               {"ports": [{"port": 9443, "protocol": "TCP"}]}]
+
+    scraped = one(rendered["networkpolicy-metrics-from"], "NetworkPolicy")
+    assert scraped["spec"]["ingress"] == [{"ports": [{"port": 9090, "protocol": "TCP"}], "from": [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]}]
+
     everything = rendered["everything"]
+    policy = one(everything, "NetworkPolicy")
+    # No metrics port; the webhook's from anywhere (metricsFrom is for the metrics port only).
+    assert selects_the_operator(policy, everything)
+    assert policy["spec"]["ingress"] == [{"ports": [{"port": 9443, "protocol": "TCP"}]}]
+    rules = egress_rules(policy)
+    assert rules["apiserver"]["to"] == [{"ipBlock": {"cidr": "10.0.0.1/32"}}]
+    assert rules["apiserver"]["ports"] == [{"port": 6443, "protocol": "TCP"}]
+    assert rules["mcp"]["to"] == [{"ipBlock": {"cidr": "10.32.0.0/16"}}, {"ipBlock": {"cidr": "fd00::/64"}}]
+    assert [port["port"] for port in rules["mcp"]["ports"]] == [8080, 443]
+    assert rules["other"] == HELM["everything"]["networkPolicy"]["extraEgress"]
     container = operator_container(everything)
     assert container["image"] == "registry.example/platform/toolcatalog:0.1.0-rc1"
     assert container["args"][-2:] == ["--max-concurrent-syncs=20", "--watch-stall-timeout=300"]
@@ -352,6 +432,7 @@ def test_helm_refuses_values_it_cannot_honour(helm_dir, tmp_path):
         ({"webhook": {"enabled": True, "certificate": {"source": "vault"}}}, "is not one of helm"),
         ({"webhook": {"enabled": True, "certificate": {"source": "secret"}}}, "needs webhook.certificate.caBundle"),
         ({"sharding": {"enabled": True, "shards": 0}}, "at least 1"),
+        ({"networkPolicy": {"enabled": True, "mcpServers": {"ports": []}}}, "name at least one port"),
     ]:
         values_file = tmp_path / "bad.yaml"
         values_file.write_text(yaml.safe_dump(values))
@@ -370,6 +451,11 @@ def test_the_helm_chart_and_kustomize_install_the_same_operator(kubectl, helm_di
     charted_pod["containers"][0].pop("imagePullPolicy")
     assert charted_pod == kustomized_pod
     assert rules(one(charted, "ClusterRole")) == rules(one(kustomized, "ClusterRole"))
+    # The same NetworkPolicy (but for the pod selector's instance label), the webhook's port open in both.
+    kustomized_policy = one(render(kubectl, KUSTOMIZE["networkpolicy"]), "NetworkPolicy")["spec"]
+    charted_policy = one(helm_template(helm_dir, HELM["networkpolicy-webhook"], tmp_path), "NetworkPolicy")["spec"]
+    charted_policy["podSelector"]["matchLabels"].pop("app.kubernetes.io/instance")
+    assert charted_policy == kustomized_policy
 
 
 # ------------------------------------------------------------------------------ RBAC: one source of truth

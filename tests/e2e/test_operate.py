@@ -100,7 +100,7 @@ def json_lines(log: str) -> list[dict[str, Any]]:
             lines.append(json.loads(line))
         except ValueError:
             pytest.fail(f"line {number} of the log is not JSON: {line!r}")
-        assert isinstance(lines[-1], dict) and {"time", "level", "logger", "message"} <= set(lines[-1])
+        assert isinstance(lines[-1], dict) and {"timestamp", "severity", "logger", "message"} <= set(lines[-1])
     return lines
 
 
@@ -183,15 +183,15 @@ async def test_json_logs_have_one_line_per_sync_with_trigger_result_reason_durat
     lines = await wait_until(lambda: (found := sync_lines(operator.log(), "logs")) and len(found) >= 3 and found,
                              what="three sync lines", operator=operator)
     first, second, third = lines[:3]
-    assert {key: first[key] for key in ("level", "kind", "namespace", "trigger", "result", "reason", "tools",
+    assert {key: first[key] for key in ("severity", "kind", "namespace", "trigger", "result", "reason", "tools",
                                         "new", "removed", "changed")} == {
-        "level": "info", "kind": "ToolServer", "namespace": api.ns, "trigger": "create", "result": "Succeeded",
+        "severity": "info", "kind": "ToolServer", "namespace": api.ns, "trigger": "create", "result": "Succeeded",
         "reason": "", "tools": 3, "new": 3, "removed": 0, "changed": 0}
     assert isinstance(first["durationMs"], int) and first["durationMs"] >= 0
     assert (second["trigger"], second["result"], second["new"], second["removed"], second["changed"]) == \
         ("refresh", "Succeeded", 1, 1, 1)
-    assert (third["level"], third["trigger"], third["result"], third["reason"]) == \
-        ("warning", "refresh", "Failed", "ServerUnavailable")
+    assert (third["severity"], third["trigger"], third["result"], third["reason"]) == \
+        ("warn", "refresh", "Failed", "ServerUnavailable")
     assert third["error"] and f"ToolServer {api.ns}/logs: refresh sync Failed (ServerUnavailable)" in third["message"]
     # kopf's own per-object lines carry the object they are about.
     assert any(line.get("object", {}).get("name") == "logs" for line in json_lines(operator.log()))
@@ -210,7 +210,7 @@ async def test_json_logs_never_hold_a_credential_at_debug_level(api, start_opera
         await wait_until(lambda: sync_lines(operator.log(), "echo"), what="the sync line", operator=operator)
     log = operator.log()
     lines = json_lines(log)
-    assert any(line["level"] == "debug" for line in lines)
+    assert any(line["severity"] == "debug" for line in lines)
     for form in FORMS:
         assert form not in log, f"a form of the credential ({form!r}) is in the JSON log"
     assert "***" in log                                 # it was there, and masked

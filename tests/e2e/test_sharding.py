@@ -72,11 +72,12 @@ async def test_two_shards_split_the_resources_and_ignore_each_others(api, start_
         logs = [shard.log() for shard in shards]
         synced_by = [{(kind, name) for kind in ("ToolServer", "ConnectorConfig")
                       for name in _synced_names(log, kind, api.ns)} for log in logs]
-        gauges = [_tool_gauges(port, api.ns) for port in ports]
+        expected = [{key for key, shard in owner.items() if shard == index} for index in range(TOTAL)]
         for index in range(TOTAL):
-            mine = {key for key, shard in owner.items() if shard == index}
-            assert synced_by[index] == mine, f"shard {index} synced what is not its own, or missed some"
-            assert gauges[index] == mine
+            assert synced_by[index] == expected[index], f"shard {index} synced what is not its own, or missed some"
+        # A sync writes its status before it sets its metrics: the gauges may be a moment behind.
+        await wait_until(lambda: [_tool_gauges(port, api.ns) for port in ports] == expected, timeout=10,
+                         what="each shard's toolcatalog_tools gauges naming exactly its own resources")
         assert not synced_by[0] & synced_by[1]
         assert synced_by[0] | synced_by[1] == set(owner)
         shares = [len(names) for names in synced_by]

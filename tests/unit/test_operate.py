@@ -5,24 +5,29 @@ The same behaviours end to end: tests/e2e/test_operate.py."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import json
 import logging
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
+import kopf
 import pytest
 
 from toolcatalog.api import constants as c
 from toolcatalog.api.models import ErrorInfo, LastSync, Status
 from toolcatalog.api.redact import Redactor
+from toolcatalog.cli import configure_logging
+from toolcatalog.config import OperatorConfig
 from toolcatalog.engine.objects import ObjectCache
 from toolcatalog.engine.reconciler import Outcome
 from toolcatalog.engine.runtime import Engine
 from toolcatalog.handlers.drain import Drain
 from toolcatalog.handlers.health import Readiness, Scopes, WatchCheck, exact_namespaces, namespace_matches
-from toolcatalog.handlers.logs import JsonLines, log_sync, sync_fields
+from toolcatalog.handlers.logs import log_sync, sync_fields
 from toolcatalog.reconcile.catalog import CatalogDiff
 from toolcatalog.reconcile.decide import Decision
 from toolcatalog.reconcile.plan import Plan
@@ -35,16 +40,22 @@ TOKEN = "unit-Secret-Token-0042"
 
 @pytest.fixture
 def captured() -> Iterator[tuple[logging.Logger, io.StringIO, Redactor]]:
+    """The operator's logging as `--log-format json` configures it (kopf's JSON formatter, the redacting
+    filter, StructuredFields), its output into a string; the root logger restored afterwards."""
+    root, asyncio_logger = logging.getLogger(), logging.getLogger("asyncio")
+    saved = (root.handlers[:], root.level, asyncio_logger.handlers[:], asyncio_logger.propagate)
     redactor = Redactor()
+    root.handlers[:] = []               # pytest's own handlers get no filters of ours
+    configure_logging(OperatorConfig(log_format="json", verbose=True), redactor)
     stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonLines(redactor))
+    (handler,) = root.handlers
+    handler.setStream(stream)
     logger = logging.getLogger("test.operate.json")
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    logger.propagate = False
-    yield logger, stream, redactor
-    logger.removeHandler(handler)
+    try:
+        yield logger, stream, redactor
+    finally:
+        root.handlers[:], asyncio_logger.handlers[:], asyncio_logger.propagate = saved[0], saved[2], saved[3]
+        root.setLevel(saved[1])
 
 
 def outcome(result: str = "Succeeded", reason: str | None = None, trigger: str = "refresh") -> Outcome:
@@ -56,29 +67,69 @@ def outcome(result: str = "Succeeded", reason: str | None = None, trigger: str =
     return Outcome(("ToolServer", "team-a", "tasks"), Decision(action="sync", trigger=trigger), plan)
 
 
-def test_a_json_line_is_one_object_with_the_fields_of_the_record(captured):
+def test_a_json_line_is_kopfs_json_format_with_the_sync_fields_at_the_top_level(captured):
     logger, stream, _ = captured
-    logger.info("hello %s", "world", extra={"sync": {"kind": "ToolServer", "new": 2}, "other": [1, "x"]})
+    logger.info("hello %s", "world", extra={"sync": {"kind": "ToolServer", "name": "tasks", "new": 2},
+                                            "other": [1, "x"]})
     line = json.loads(stream.getvalue())
-    assert line["message"] == "hello world" and line["level"] == "info" and line["logger"] == "test.operate.json"
-    assert line["kind"] == "ToolServer" and line["new"] == 2 and line["other"] == [1, "x"]
-    assert line["time"].endswith("Z") and len(line["time"]) == len("2026-01-01T00:00:00.000Z")
+    assert line["message"] == "hello world" and line["severity"] == "info" and line["logger"] == "test.operate.json"
+    assert line["kind"] == "ToolServer" and line["name"] == "tasks" and line["new"] == 2 and line["other"] == [1, "x"]
+    assert "sync" not in line
+    assert datetime.fromisoformat(line["timestamp"]).utcoffset() == timedelta(0)
     assert "\n" not in stream.getvalue().rstrip("\n")
+
+
+def test_a_kopf_per_object_line_carries_the_object_it_is_about(captured):
+    _, stream, _ = captured
+    body = kopf.Body({"apiVersion": c.API_VERSION, "kind": "ToolServer",
+                      "metadata": {"namespace": "team-a", "name": "tasks", "uid": "u-1"}})
+    kopf.LocalObjectLogger(body=body, settings=kopf.OperatorSettings()).warning("about it")
+    line = json.loads(stream.getvalue())
+    assert line["message"] == "about it" and line["severity"] == "warn" and line["logger"] == "kopf.objects"
+    assert line["object"] == {"apiVersion": c.API_VERSION, "kind": "ToolServer", "namespace": "team-a",
+                              "name": "tasks", "uid": "u-1"}
+    assert "settings" not in line and "k8s_skip" not in line and "k8s_ref" not in line
 
 
 def test_json_lines_mask_every_credential_in_every_field_and_the_traceback(captured):
     logger, stream, redactor = captured
     redactor.add(TOKEN)
+    body = kopf.Body({"apiVersion": c.API_VERSION, "kind": "ToolServer",
+                      "metadata": {"namespace": "team-a", "name": f"n-{TOKEN}", "uid": "u-1"}})
     try:
         raise ValueError(f"boom {TOKEN}")
     except ValueError:
-        logger.exception("failed with %s", TOKEN, extra={"sync": {"error": f"said {TOKEN}"},
-                                                          "nested": {"deep": [f"x{TOKEN}y"]}})
+        logger.exception("failed with %s", TOKEN, stack_info=True, extra={
+            "sync": {"error": f"said {TOKEN}", f"key-{TOKEN}": "k"},
+            "nested": {"deep": [f"x{TOKEN}y", ValueError(TOKEN)], "url": f"http://u:{TOKEN}@127.0.0.1/"},
+            "plain": f"Bearer {TOKEN}"})
+    kopf.LocalObjectLogger(body=body, settings=kopf.OperatorSettings()).info("object %s", TOKEN)
+    logger.info({"message": f"a dict {TOKEN}", "field": [TOKEN]})          # python-json-logger's own form
     text = stream.getvalue()
-    assert TOKEN not in text
-    line = json.loads(text)
-    assert line["message"] == "failed with ***" and line["error"] == "said ***"
-    assert line["nested"] == {"deep": ["x***y"]} and "boom ***" in line["exception"]
+    for form in (TOKEN, base64.b64encode(TOKEN.encode()).decode().rstrip("=")):
+        assert form not in text
+    first, second, third = (json.loads(line) for line in text.splitlines())
+    assert first["message"] == "failed with ***" and first["error"] == "said ***" and first["key-***"] == "k"
+    assert first["nested"] == {"deep": ["x***y", "***"], "url": "http://***@127.0.0.1/"}
+    assert first["plain"] == "***" and "boom ***" in first["exc_info"] and "test_operate.py" in first["stack_info"]
+    assert second["message"] == "object ***" and second["object"]["name"] == "n-***"
+    assert third["message"] == "a dict ***" and third["field"] == ["***"] and third["logger"] == "test.operate.json"
+
+
+def test_a_record_through_two_handlers_gives_the_same_line_twice(captured):
+    logger, stream, redactor = captured
+    redactor.add(TOKEN)
+    first = logging.getLogger().handlers[0]
+    other = io.StringIO()
+    second = logging.StreamHandler(other)
+    second.setFormatter(first.formatter)
+    for attached in first.filters:
+        second.addFilter(attached)
+    logging.getLogger().addHandler(second)
+    logger.warning("twice %s", TOKEN, extra={"sync": {"name": "tasks", "error": TOKEN}})
+    line = json.loads(stream.getvalue())
+    assert json.loads(other.getvalue()) | {"timestamp": ""} == line | {"timestamp": ""}
+    assert line["message"] == "twice ***" and line["name"] == "tasks" and line["error"] == "***"
 
 
 def test_the_sync_line_has_resource_trigger_result_reason_duration_and_diff_counts():

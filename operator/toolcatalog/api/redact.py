@@ -12,6 +12,8 @@ from __future__ import annotations
 import base64
 import re
 import threading
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import quote
 
 MASK = "***"
@@ -65,6 +67,19 @@ class Redactor:
     def redact(self, text: str) -> str:
         pattern = self._pattern
         return text if pattern is None or not text else pattern.sub(MASK, text)
+
+    def redact_all(self, value: Any) -> Any:
+        """A JSON-like copy of `value` whose every string, keys included, is masked (`redact` and
+        `mask_userinfo`); any other object becomes its masked `str()`, so no encoder can print it raw."""
+        if isinstance(value, str):
+            return mask_userinfo(self.redact(value))
+        if isinstance(value, bool | int | float) or value is None:
+            return value
+        if isinstance(value, Mapping):
+            return {self.redact_all(str(key)): self.redact_all(item) for key, item in value.items()}
+        if isinstance(value, list | tuple | set | frozenset):
+            return [self.redact_all(item) for item in value]
+        return mask_userinfo(self.redact(str(value)))
 
     def contains(self, text: str) -> bool:
         pattern = self._pattern

@@ -3,19 +3,17 @@
 - `log_sync` is an observer of the reconciler: one line per sync (and per refresh answered without
   one, when rate limited) with the resource, the trigger, the result, the failure reason, the
   duration and the diff counts: INFO when it succeeded, WARNING when it failed.
-- `JsonLines` (`--log-format json`) writes every record of every logger as one JSON object a line:
-  time, level, logger, message, the object a kopf per-object record is about, the structured
-  fields a record carries (a sync's), and a traceback. The redacting filter has already cleaned the
-  message and the traceback when it formats them; every other string it writes is masked again
-  with the same redactor, so no credential the operator has read reaches the log in any field.
+- `--log-format json` is kopf's JSON format (python-json-logger): one JSON object a line with the
+  message, `timestamp`, `severity`, the object a kopf per-object record is about and the extra fields
+  of a record. `StructuredFields` adds the logger's name, puts a sync's fields at the top level, and
+  masks every string beside the message and the traceback, which the redacting filter (cli.py) has
+  cleaned: no credential the operator has read reaches the log in any field.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 from ..api.redact import Redactor
@@ -25,9 +23,9 @@ SYNC_LOGGER = logging.getLogger("toolcatalog.sync")
 
 # Attributes every LogRecord has; anything else on a record came in through `extra`.
 _RECORD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
-# kopf's extras on its per-object records: its settings and posting flags stay out, the object is
-# written as "object".
-_KOPF_EXTRAS = frozenset({"settings", "k8s_skip", "k8s_ref"})
+# kopf's extras on its per-object records that its formatter leaves out (its settings, a posting flag);
+# `k8s_ref`, the object, it writes as "object".
+_KOPF_FLAGS = frozenset({"settings", "k8s_skip"})
 
 
 def sync_fields(outcome: Outcome) -> dict[str, Any] | None:
@@ -76,49 +74,39 @@ def log_sync(outcome: Outcome) -> None:
     SYNC_LOGGER.log(level, "%s", text, extra={"sync": fields})
 
 
-class JsonLines(logging.Formatter):
+class StructuredFields(logging.Filter):
+    """Readies a record for kopf's JSON formatter (`--log-format json`), after the redacting filter.
+
+    kopf's formatter (python-json-logger's) writes a record's extra attributes as top-level fields, and
+    a message that is a dict as that dict's fields. A sync's fields go into such a dict, because one of
+    them (`name`) is also a LogRecord attribute, which `extra` cannot set and the formatter leaves out;
+    `logger` joins them (kopf's format has no logger name). Every other extra, and the object a kopf
+    per-object record is about, is replaced by a masked copy: the redacting filter has cleaned the
+    message and the traceback, this masks every other string that reaches the line. Running it twice
+    (a record through two handlers) changes nothing.
+    """
+
     def __init__(self, redactor: Redactor) -> None:
         super().__init__()
         self.redactor = redactor
 
-    def format(self, record: logging.LogRecord) -> str:
-        stamp = datetime.fromtimestamp(record.created, UTC)
-        line: dict[str, Any] = {
-            "time": stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{stamp.microsecond // 1000:03d}Z",
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        ref = getattr(record, "k8s_ref", None)
-        if isinstance(ref, Mapping):
-            line["object"] = {key: value for key, value in ref.items() if value}
-        for key, value in vars(record).items():
-            if key not in _RECORD_ATTRIBUTES and key not in _KOPF_EXTRAS and not key.startswith("_"):
-                if key == "sync" and isinstance(value, Mapping):
-                    line.update(value)          # a sync's fields at the top level, for log queries
-                else:
-                    line[key] = value
-        if record.exc_info:
-            line["exception"] = self.formatException(record.exc_info)
-        elif record.exc_text:
-            line["exception"] = record.exc_text
-        if record.stack_info:
-            line["stack"] = record.stack_info
-        return json.dumps(self._masked(line), default=str, ensure_ascii=False, separators=(",", ":"))
-
-    def _masked(self, value: Any) -> Any:
-        if isinstance(value, str):
-            return self.redactor.redact(value)
-        if isinstance(value, Mapping):
-            return {str(key): self._masked(item) for key, item in value.items()}
-        if isinstance(value, list | tuple | set | frozenset):
-            return [self._masked(item) for item in value]
-        if isinstance(value, bool | int | float) or value is None:
-            return value
-        return self.redactor.redact(str(value))
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.msg if isinstance(record.msg, dict) else {"message": record.getMessage()}
+        fields: dict[str, Any] = {"logger": record.name, **self.redactor.redact_all(message)}
+        for key, value in list(vars(record).items()):
+            if key in _RECORD_ATTRIBUTES or key in _KOPF_FLAGS or key.startswith("_"):
+                continue
+            if key == "sync" and isinstance(value, Mapping):
+                fields.update(self.redactor.redact_all(value))
+                delattr(record, key)
+            else:               # a new value, not the object changed in place: kopf's adapters share theirs
+                setattr(record, key, self.redactor.redact_all(value))
+        record.msg, record.args = fields, ()
+        return True
 
 
-def use_json_lines(redactor: Redactor) -> None:
-    """Every handler of the root logger (kopf's, after kopf.configure) writes JSON lines."""
+def use_json_format(redactor: Redactor) -> None:
+    """Every handler of the root logger (kopf's, after kopf.configure with its JSON format) gets
+    `StructuredFields` after the redacting filter."""
     for handler in logging.getLogger().handlers:
-        handler.setFormatter(JsonLines(redactor))
+        handler.addFilter(StructuredFields(redactor))

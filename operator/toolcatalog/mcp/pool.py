@@ -1,15 +1,17 @@
 """The HTTP connection pool shared by every catalog fetch, dialling only where egress permits.
 
 One `HttpPool` serves all syncs (not one client per session): one httpx2 transport, with
-its own TCP/TLS connection pool, per distinct TLS setting. When an egress policy is set,
-the pool dials through `_EgressCheckedBackend`, which connects only to the addresses the
+its own TCP/TLS connection pool (httpcore2's), per distinct TLS setting. When an egress policy
+is set, the pool dials through `_EgressCheckedBackend`, which connects only to the addresses the
 policy checked (so a name cannot resolve elsewhere between check and connect); a denial
 surfaces as a `SyncError` from the request. session.py wraps a per-fetch view around it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ssl
+from collections.abc import AsyncIterable, AsyncIterator, Iterator
 from typing import Any
 
 import httpcore2
@@ -47,16 +49,74 @@ class _EgressCheckedBackend(httpcore2.AsyncNetworkBackend):
         await self._inner.sleep(seconds)
 
 
-class _PoolTransport(httpx2.AsyncHTTPTransport):
-    """httpx2's transport whose connection pool may dial through the egress-checked backend."""
+# httpcore2's errors as httpx2 raises them (the same names in both), the most specific first: what the
+# MCP SDK and session.py catch.
+_ERRORS: tuple[tuple[type[Exception], type[httpx2.HTTPError]], ...] = (
+    (httpcore2.ConnectTimeout, httpx2.ConnectTimeout), (httpcore2.ReadTimeout, httpx2.ReadTimeout),
+    (httpcore2.WriteTimeout, httpx2.WriteTimeout), (httpcore2.PoolTimeout, httpx2.PoolTimeout),
+    (httpcore2.TimeoutException, httpx2.TimeoutException),
+    (httpcore2.ConnectError, httpx2.ConnectError), (httpcore2.ReadError, httpx2.ReadError),
+    (httpcore2.WriteError, httpx2.WriteError), (httpcore2.NetworkError, httpx2.NetworkError),
+    (httpcore2.ProxyError, httpx2.ProxyError), (httpcore2.UnsupportedProtocol, httpx2.UnsupportedProtocol),
+    (httpcore2.LocalProtocolError, httpx2.LocalProtocolError),
+    (httpcore2.RemoteProtocolError, httpx2.RemoteProtocolError), (httpcore2.ProtocolError, httpx2.ProtocolError),
+)
+
+
+@contextlib.contextmanager
+def _as_httpx_errors() -> Iterator[None]:
+    try:
+        yield
+    except Exception as exc:
+        for theirs, ours in _ERRORS:
+            if isinstance(exc, theirs):
+                raise ours(str(exc)) from exc
+        raise       # anything else as it is: an egress denial is a SyncError
+
+
+class _ResponseStream(httpx2.AsyncByteStream):
+    def __init__(self, stream: AsyncIterable[bytes]) -> None:
+        self._stream = stream
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        with _as_httpx_errors():
+            async for chunk in self._stream:
+                yield chunk
+
+    async def aclose(self) -> None:
+        close = getattr(self._stream, "aclose", None)
+        if close is not None:
+            with _as_httpx_errors():
+                await close()
+
+
+class _PoolTransport(httpx2.AsyncBaseTransport):
+    """An httpx2 transport (its public extension point) over an httpcore2 connection pool of our own,
+    which dials through the egress-checked network backend (httpcore2's public `network_backend`;
+    httpx2's own transport has no such parameter). HTTP/1.1, no proxy, no retries."""
 
     def __init__(self, ssl_context: ssl.SSLContext, limits: httpx2.Limits, egress: EgressPolicy | None) -> None:
-        super().__init__(verify=ssl_context, limits=limits, trust_env=False)
-        if egress is not None:  # httpx2 has no network_backend knob: rebuild its (private) pool with one
-            self._pool = httpcore2.AsyncConnectionPool(
-                ssl_context=ssl_context, max_connections=limits.max_connections,
-                max_keepalive_connections=limits.max_keepalive_connections,
-                keepalive_expiry=limits.keepalive_expiry, network_backend=_EgressCheckedBackend(egress))
+        self._pool = httpcore2.AsyncConnectionPool(
+            ssl_context=ssl_context, max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections, keepalive_expiry=limits.keepalive_expiry,
+            network_backend=_EgressCheckedBackend(egress) if egress is not None else None)
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        assert isinstance(request.stream, httpx2.AsyncByteStream)
+        url = request.url
+        forwarded = httpcore2.Request(
+            method=request.method,
+            url=httpcore2.URL(scheme=url.raw_scheme, host=url.raw_host, port=url.port, target=url.raw_path),
+            headers=request.headers.raw, content=request.stream, extensions=request.extensions)
+        with _as_httpx_errors():
+            response = await self._pool.handle_async_request(forwarded)
+        assert isinstance(response.stream, AsyncIterable)
+        return httpx2.Response(status_code=response.status, headers=response.headers,
+                               stream=_ResponseStream(response.stream), extensions=response.extensions)
+
+    async def aclose(self) -> None:
+        with _as_httpx_errors():
+            await self._pool.aclose()
 
     def connection_states(self) -> list[str]:
         return ["idle" if conn.is_idle() else "closed" if conn.is_closed() else "active"

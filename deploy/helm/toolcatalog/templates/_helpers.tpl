@@ -219,3 +219,23 @@ spec:
     {{- toYaml . | nindent 4 }}
   {{- end }}
 {{- end -}}
+
+{{/*
+NetworkPolicy peers for a list of CIDRs; none: every address but link-local ones (cloud metadata
+endpoints, which --egress-deny refuses too).
+*/}}
+{{- define "toolcatalog.networkPolicyBlocks" -}}
+{{- if . }}
+{{- range . }}
+- ipBlock:
+    cidr: {{ . | quote }}
+{{- end }}
+{{- else }}
+- ipBlock:
+    cidr: 0.0.0.0/0
+    except: ["169.254.0.0/16"]
+- ipBlock:
+    cidr: ::/0
+    except: ["fe80::/10"]
+{{- end }}
+{{- end -}}
