@@ -10,8 +10,9 @@ open session: 1, 50 and 500 tools), refresh (annotation to answer, on the emulat
 control plane, as ratios to the floor), converge (N ToolServers × 20 tools created at once on a fresh
 real control plane, then idle and sizes), steady (N with a short TTL for a while), triggers (Secret
 rotation and list-changed notification to resync), probes (what the liveness check costs the API server,
-by N up to 1000: bench/probes.py), allowlist (a notified rug pull until the operator's answers and each
-ToolAllowlist target withdraw the tool: the exposure window). Prints a table and writes
+by N up to 1000: bench/probes.py), allowlist (a notified rug pull until ToolHive's proxy denies the tool
+through the operator's webhook, and each ToolAllowlist target, ContextForge included, withdraws it: the
+exposure window through the real gateways). Prints a table and writes
 bench/results/<date>-<machine>.json. Every server listens on, and all traffic goes to, 127.0.0.1.
 """
 
@@ -237,8 +238,9 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     if 5000 in converged:
         row("5000 × 20 tools converge, s", converged[5000]["converge_seconds"], "measured", None)
     exposure = results.get("allowlist") or {}
-    for key, label in (("deny_ms", "notification -> operator denies drifted tool"),
-                       ("mcptoolconfig_ms", "notification -> MCPToolConfig updated")):
+    for key, label in (("webhook_deny_ms", "notification -> ToolHive's webhook denies the tool"),
+                       ("mcptoolconfig_ms", "notification -> MCPToolConfig updated"),
+                       ("contextforge_ms", "notification -> ContextForge deactivated it")):
         if key in exposure:
             bound = exposure["bounds_p95_ms"][key.removesuffix("_ms")]
             row(f"{label}, p95 ms", exposure[key]["p95"], f"<= {bound:g}", exposure[key]["p95"] <= bound)
@@ -302,7 +304,7 @@ def table(results: dict[str, Any]) -> str:
         out(probes.table(results["probes"]))
     for name, figures in (results.get("allowlist") or {}).items():
         if name.endswith("_ms") and "p50" in figures:
-            out(f"allowlist {name:<20} p50 {figures['p50']:8.1f}  p95 {figures['p95']:8.1f}  (n={figures['n']})")
+            out(f"allowlist {name:<26} p50 {figures['p50']:8.1f}  p95 {figures['p95']:8.1f}  (n={figures['n']})")
     for section, error in (results.get("errors") or {}).items():
         out(f"FAILED {section}: {error[:300]}")
     if results.get("targets"):
