@@ -91,6 +91,9 @@ async def test_a_rug_pull_is_denied_through_toolhive_until_approved(
                                (cert_dir / "tls.crt").read_text(), hmac_secret.read_text()))
     await wait_for(lambda: tools_filter(kubectl) == ["tool_000", "tool_001"], timeout=60, process=operator,
                    what="the operator's MCPToolConfig gateway-github")
+    await wait_for(lambda: kubectl("get", "mcpal", "gateway", "-o", "wide").split("\n")[1].split()[3:6]
+                   == ["True", "Published", "toolhive,toolhiveWebhook"], timeout=30, process=operator,
+                   what="kubectl get mcpal: both targets published")
     # The platform team's MCPServer: the MCPToolConfig the operator owns, the webhook the operator answers.
     kubectl.apply({"apiVersion": "toolhive.stacklok.dev/v1beta1", "kind": "MCPServer", "metadata": {"name": "github"},
                    "spec": {"image": "example.invalid/github-mcp:1", "transport": "streamable-http",

@@ -105,7 +105,10 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig, redactor: 
                                          writer=TargetWriter(kube, redactor=redactor,
                                                              contextforge=functools.partial(_contextforge, pool,
                                                                                             redactor),
-                                                             webhook_path=toolhive_webhook.path_for),
+                                                             # toolhiveWebhook targets are Unavailable
+                                                             # unless this operator serves the webhook
+                                                             webhook_path=toolhive_webhook.path_for
+                                                             if config.toolhive_webhook_port else None),
                                          enqueue=lambda key, urgent: engine.enqueue(key, urgent=urgent),
                                          owns=shard.owns)
         catalogs.on_change = allowlists.source_changed
