@@ -110,7 +110,8 @@ $(OPSTAMP): pyproject.toml
 .PHONY: bench
 bench: $(STAMP) $(OPSTAMP) ## Benchmarks on the emulator and the real control plane (BENCH_ARGS=--quick: minutes)
 	bash test/controlplane/build.sh > /dev/null
-	bash test/gateways/toolhive/build.sh crds > /dev/null
+	bash test/gateways/toolhive/build.sh > /dev/null
+	PYTHON=$(PYTHON) bash test/gateways/contextforge/install.sh > /dev/null
 	BENCH_OPERATOR_PYTHON=$(OPVENV)/bin/python $(BIN)/python -m bench $(BENCH_ARGS)
 
 .PHONY: bench-profile

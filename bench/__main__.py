@@ -10,8 +10,9 @@ open session: 1, 50 and 500 tools), refresh (annotation to answer, on the emulat
 control plane, as ratios to the floor), converge (N ToolServers × 20 tools created at once on a fresh
 real control plane, then idle and sizes), steady (N with a short TTL for a while), triggers (Secret
 rotation and list-changed notification to resync), probes (what the liveness check costs the API server,
-by N up to 1000: bench/probes.py), allowlist (a notified rug pull until the operator's answers and each
-ToolAllowlist target withdraw the tool: the exposure window), secrets (the operator's RSS and the bytes it
+by N up to 1000: bench/probes.py), allowlist (a notified rug pull until ToolHive's proxy denies the tool
+through the operator's webhook, and each ToolAllowlist target, ContextForge included, withdraws it: the
+exposure window through the real gateways), secrets (the operator's RSS and the bytes it
 receives with 5,000 unrelated 10 KiB Secrets in the cluster; --secrets-baseline REF: also with the
 operator code of REF), ratelimit (N created at once with the
 client-side rate limit on and off: convergence, 429s and APF queueing, API server CPU, another client's
@@ -262,8 +263,9 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     if 5000 in converged:
         row("5000 × 20 tools converge, s", converged[5000]["converge_seconds"], "measured", None)
     exposure = results.get("allowlist") or {}
-    for key, label in (("deny_ms", "notification -> operator denies drifted tool"),
-                       ("mcptoolconfig_ms", "notification -> MCPToolConfig updated")):
+    for key, label in (("webhook_deny_ms", "notification -> ToolHive's webhook denies the tool"),
+                       ("mcptoolconfig_ms", "notification -> MCPToolConfig updated"),
+                       ("contextforge_ms", "notification -> ContextForge deactivated it")):
         if key in exposure:
             bound = exposure["bounds_p95_ms"][key.removesuffix("_ms")]
             row(f"{label}, p95 ms", exposure[key]["p95"], f"<= {bound:g}", exposure[key]["p95"] <= bound)
@@ -331,7 +333,7 @@ def table(results: dict[str, Any]) -> str:
         out(probes.table(results["probes"]))
     for name, figures in (results.get("allowlist") or {}).items():
         if name.endswith("_ms") and "p50" in figures:
-            out(f"allowlist {name:<20} p50 {figures['p50']:8.1f}  p95 {figures['p95']:8.1f}  (n={figures['n']})")
+            out(f"allowlist {name:<26} p50 {figures['p50']:8.1f}  p95 {figures['p95']:8.1f}  (n={figures['n']})")
     for label, entry in (results.get("secrets") or {}).items():
         start = entry["start_with_them"]
         out(f"secrets ({label}: {entry['ref']}): {entry['secrets']} unrelated Secrets of {entry['secret_bytes']} B "

@@ -111,9 +111,15 @@ def _accepts(port: int) -> bool:
 
 @dataclass
 class ContextForge:
-    """mcpgateway on 127.0.0.1 with SQLite in `work_dir`; `token()` mints an admin JWT for its REST API."""
+    """mcpgateway on 127.0.0.1 with SQLite in `work_dir`; `token()` mints an admin JWT for its REST API.
+
+    With `stateful_sessions` (USE_STATEFUL_SESSIONS=true), an agent's MCP session keeps one upstream session per
+    server it called, and ContextForge hears that server's notifications/tools/list_changed and refreshes the
+    server itself (adding new tools active): the harder case for toolcatalog, which the gateway tier runs.
+    """
 
     work_dir: Path
+    stateful_sessions: bool = False
     port: int = field(default_factory=free_port)
     process: Process | None = None
     started_in: float = 0.0
@@ -138,7 +144,7 @@ class ContextForge:
             SSRF_ALLOW_LOCALHOST="true", RATE_LIMITING_ENABLED="false", PLATFORM_ADMIN_EMAIL=ADMIN_EMAIL,
             MCPGATEWAY_UI_ENABLED="false", PLUGINS_ENABLED="false", MCPGATEWAY_CATALOG_ENABLED="false",
             MCPGATEWAY_A2A_ENABLED="false", LLMCHAT_ENABLED="false", OTEL_ENABLE_OBSERVABILITY="false",
-            AUTO_REFRESH_SERVERS="false", LOG_LEVEL="INFO")
+            AUTO_REFRESH_SERVERS="false", USE_STATEFUL_SESSIONS=str(self.stateful_sessions).lower(), LOG_LEVEL="INFO")
 
     def start(self, timeout: float = START_TIMEOUT) -> ContextForge:
         venv = contextforge_dir()
@@ -163,6 +169,11 @@ class ContextForge:
     def stop(self) -> None:
         if self.process is not None:
             self.process.stop()
+
+    def log(self) -> str:
+        """Its log so far (JSON lines): what it did on its own, e.g. "Event-driven refresh completed"."""
+        path = self.work_dir / "contextforge.log"
+        return path.read_text(errors="replace") if path.exists() else ""
 
     def rss_bytes(self) -> int:
         """Resident memory of the server and its workers."""

@@ -450,7 +450,17 @@ class McpTestServer:
             return copy.deepcopy(self._tokens.get(token or "", []))
 
     def _build_mcp_server(self) -> Server[Any]:
+        def remember_session(ctx: Any) -> None:
+            """A handshake-era session (it has an Mcp-Session-Id) hears of list changes, as every session of a
+            real server does, on its own GET stream: a gateway's upstream session too, not only a pinging one."""
+            request = getattr(ctx, "request", None)
+            session_id = request.headers.get("mcp-session-id") if request is not None else None
+            if session_id:
+                with self._lock:
+                    self._legacy_sessions[session_id] = ctx.session
+
         async def list_tools(ctx: Any, params: Any) -> types.ListToolsResult:
+            remember_session(ctx)
             with self._lock:
                 self._traffic.count_list_call()
                 delay, page_size, mode = self._delay, self._page_size, self._mode
@@ -495,6 +505,7 @@ class McpTestServer:
                     self._traffic.listen_closed()
 
         async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
+            remember_session(ctx)
             with self._lock:
                 self._tool_calls.append(params.name)
             if params.name not in {tool["name"] for tool in self._visible_tools(getattr(ctx, "request", None))}:

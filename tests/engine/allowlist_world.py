@@ -84,7 +84,8 @@ class FakeContextForge:
     """What a ContextForge holds after each publish: gateway name -> (upstream URL, allowed tools)."""
 
     def __init__(self) -> None:
-        self.gateways: dict[str, tuple[str | None, dict[str, str]]] = {}
+        self.gateways: dict[str, tuple[str | None, dict[str, str]]] = {}     # what is active there
+        self.seen: dict[str, set[str]] = {}          # gateway -> every tool name it ever listed
         self.virtual: dict[str, set[str]] = {}
         self.tokens: list[str] = []
         self.owners: set[str] = set()
@@ -104,8 +105,20 @@ class FakeContextForge:
         self.owners.add(owner)
         for server in servers:
             self.gateways[server.name] = (server.upstream_url, dict(server.allowed))
+            self.seen.setdefault(server.name, set()).update(server.allowed)
         if virtual_server:
             self.virtual[virtual_server] = {f"{s.name}/{name}" for s in servers for name in s.allowed}
+
+    def refresh_on_its_own(self, gateway: str, served: Mapping[str, str]) -> None:
+        """What a real ContextForge does when it hears the server's list_changed (stateful sessions): a tool
+        it never listed arrives active, an active one is served at its new definition, an inactive one stays
+        inactive, one gone is deleted."""
+        url, active = self.gateways.get(gateway, (None, {}))
+        seen = self.seen.setdefault(gateway, set())
+        active = {name: served[name] for name in active if name in served}
+        active.update({name: digest for name, digest in served.items() if name not in seen})
+        seen.update(served)
+        self.gateways[gateway] = (url, active)
 
 
 class AllowlistWorld(World):

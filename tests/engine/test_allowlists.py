@@ -264,6 +264,41 @@ async def test_contextforge_gets_every_server_with_its_token_and_fails_alone() -
     assert failures >= 1
 
 
+async def test_a_new_pending_tool_wakes_the_allowlist_and_publishes_to_contextforge_again() -> None:
+    """A tool the sync found but does not allow changes no usable set; ContextForge may still have found it on
+    its own (it refreshes itself on the server's notification, and a refresh adds tools active), so the publish
+    that deactivates it must happen now, not at the next resync; the status lists it as pending."""
+    world = AllowlistWorld([tool("create_issue")])
+    world.kube.secret("forge", {"token": "s3cr3t-token"})
+    world.allow("gateway", {"sources": [{"toolServerRef": {"name": "github"}}],
+                            "targets": [{"contextforge": {"url": "http://forge.test:4444",
+                                                          "tokenSecretRef": {"name": "forge", "key": "token"}}}]})
+    world.apply("github", {"url": "http://github-mcp.test/mcp", "approval": {"policy": "NewAndChanged"}})
+    await world.reconcile("github")
+    world.watch(c.KIND_TOOLSERVER, "github")
+    await world.reconcile_allowlist("gateway")
+    published = len(world.forge.tokens)
+    world.watch(c.KIND_TOOLALLOWLIST, "gateway")
+    await world.reconcile_allowlist("gateway")
+    assert len(world.forge.tokens) == published         # nothing changed: not published again
+    world.woken.clear()
+
+    world.fetch.tools.append(tool("merge_pr"))
+    world.clock.advance(60)
+    world.apply("github", world.kube.get(c.KIND_TOOLSERVER, "github")["spec"],   # type: ignore[index]
+                annotations={c.ANN_REFRESH: "1"})
+    await world.reconcile("github")
+    assert world.woken == [((c.KIND_TOOLALLOWLIST, NS, "gateway"), True)]
+    world.watch(c.KIND_TOOLSERVER, "github")
+    world.watch(c.KIND_TOOLALLOWLIST, "gateway")
+    await world.reconcile_allowlist("gateway")
+    assert len(world.forge.tokens) == published + 1
+    assert world.forge.gateways["github"][1] == {"create_issue": world.cache_usable("github")["create_issue"]}
+    status = world.allowlist_status("gateway")
+    assert {"reason": "Pending", "count": 1, "tools": ["merge_pr"]} in status["sources"][0]["withheld"]
+    assert "lastChange" not in status or "github/merge_pr" not in str(status["lastChange"])
+
+
 async def test_unchanged_targets_are_not_written_again() -> None:
     world = await synced_world()
     writes = world.kube.count("patch_object") + world.kube.count("create_object")

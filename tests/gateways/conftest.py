@@ -12,9 +12,12 @@ Nothing is built or installed here: a missing artifact fails the test at once, n
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import secrets
-from collections.abc import AsyncIterator, Iterator, Mapping
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +27,17 @@ import yaml
 from mcp.client.client import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from toolcatalog_dev.gateways import ContextForge, MissingArtifact, cache_dir, contextforge_dir, toolhive_dir
+from toolcatalog.gateways.contextforge import ContextForgeClient
+from toolcatalog_dev.gateways import (
+    ContextForge,
+    MissingArtifact,
+    ThvOperator,
+    cache_dir,
+    contextforge_dir,
+    toolhive_dir,
+)
 from toolcatalog_dev.mcpserver import McpTestServer, make_self_signed_cert, make_tools
+from toolcatalog_dev.operatorproc import OperatorProcess
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -102,6 +114,53 @@ def kubectl(gateway_plane: Any, namespace: str) -> Kubectl:
     return Kubectl(gateway_plane, namespace)
 
 
+def kubectl_toolcatalog(plane: Any, namespace: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """`kubectl toolcatalog ARGS -n NAMESPACE` as a user runs it: kubectl finds the plugin
+    (kubectl-toolcatalog, installed with the package) on PATH; admin credentials."""
+    env = {**os.environ, "KUBECONFIG": str(plane.kubeconfig),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    return subprocess.run([plane.binary("kubectl"), "toolcatalog", *args, "-n", namespace], env=env,
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+# ------------------------------------------------------------------------------------ the operator
+
+
+@pytest.fixture(scope="session")
+def operator_kubeconfig(gateway_plane: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """What the operator runs with: deploy/'s ServiceAccount and RBAC, a TokenRequest token; never admin."""
+    from toolcatalog_dev.controlplane import write_kubeconfig
+    from toolcatalog_dev.deploy import install_operator_access
+
+    token = install_operator_access(gateway_plane)
+    return Path(write_kubeconfig(tmp_path_factory.mktemp("operator") / "operator.kubeconfig", server=gateway_plane.url,
+                                 ca=gateway_plane.pki.ca_cert, token=token, user="toolcatalog"))
+
+
+@pytest.fixture
+def start_operator(operator_kubeconfig: Path, namespace: str,
+                   tmp_path: Path) -> Iterator[Callable[..., OperatorProcess]]:
+    """Start the real operator (`toolcatalog run -n NAMESPACE --standalone --verbose ARGS`); stopped at teardown."""
+    started: list[OperatorProcess] = []
+
+    def start(*args: str) -> OperatorProcess:
+        process = OperatorProcess(operator_kubeconfig, tmp_path / f"operator-{len(started)}.log",
+                                  args=["--verbose", *args], namespaces=[namespace]).start()
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+@pytest.fixture
+def thv_operator(gateway_plane: Any, namespace: str, tmp_path: Path) -> Iterator[ThvOperator]:
+    """ToolHive's own operator, watching the test's namespace."""
+    with ThvOperator(tmp_path / "thv-operator", gateway_plane.kubeconfig, watch_namespace=namespace) as operator:
+        yield operator
+
+
 # ---------------------------------------------------------------------------------------------- MCP
 
 
@@ -136,9 +195,10 @@ async def listed(client: Client) -> list[str]:
 
 @pytest.fixture(scope="session")
 def contextforge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ContextForge]:
-    """One ContextForge for the session (first start migrates its SQLite database: 10-30 s)."""
+    """One ContextForge for the session (first start migrates its SQLite database: 10-30 s), with stateful
+    sessions: it then refreshes a server on its own when the server notifies a change, as users may run it."""
     _need(contextforge_dir)
-    forge = ContextForge(tmp_path_factory.mktemp("contextforge"))
+    forge = ContextForge(tmp_path_factory.mktemp("contextforge"), stateful_sessions=True)
     forge.start()
     try:
         yield forge
@@ -149,6 +209,56 @@ def contextforge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ContextFo
 @pytest.fixture(scope="session")
 def forge_token(contextforge: ContextForge) -> str:
     return contextforge.token()
+
+
+class Forge:
+    """The test's view of ContextForge: its REST API as an admin, and the agent's endpoints."""
+
+    def __init__(self, forge: ContextForge, token: str, http: httpx2.AsyncClient) -> None:
+        self.forge, self.token, self.http = forge, token, http
+        self.headers = {"Authorization": f"Bearer {token}"}
+
+    async def rest(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = await self.http.request(method, self.forge.url + path, headers=self.headers, **kwargs)
+        response.raise_for_status()
+        return response.json()
+
+    async def register(self, name: str, url: str) -> str:
+        """What a platform team does: register an MCP server ("gateway") in ContextForge."""
+        gateway = await self.rest("POST", "/gateways", json={"name": name, "url": url, "transport": "STREAMABLEHTTP"})
+        return str(gateway["id"])
+
+    async def tools(self, gateway_id: str) -> dict[str, dict[str, Any]]:
+        """The gateway's tools by upstream name, inactive ones included."""
+        items = await self.rest("GET", "/tools", params={"gateway_id": gateway_id, "include_inactive": "true",
+                                                          "limit": "0"})
+        return {item["originalName"]: item for item in items}
+
+    async def server_id(self, name: str) -> str:
+        servers = await self.rest("GET", "/servers", params={"include_inactive": "true", "limit": "0"})
+        return next(str(server["id"]) for server in servers if server["name"] == name)
+
+    def client(self, token: str | None = None) -> ContextForgeClient:
+        return ContextForgeClient(self.forge.url, token or self.token, self.http)
+
+    async def seen_by_agent(self, path: str, prefix: str) -> list[str]:
+        """The tools an agent lists at `path` (/mcp or /servers/<id>/mcp), of the gateway `prefix` only
+        (the session's ContextForge holds other tests' gateways too)."""
+        async with agent(self.forge.url + path, token=self.token) as client:
+            result = await client.list_tools()
+        return sorted(tool.name for tool in result.tools if tool.name.startswith(prefix + "-"))
+
+    async def call(self, path: str, tool: str) -> tuple[bool, str]:
+        """(is_error, text) of an agent's call of `tool` at `path`."""
+        async with agent(self.forge.url + path, token=self.token) as client:
+            result = await client.call_tool(tool, {"value": 1})
+        return result.is_error, " ".join(getattr(block, "text", "") for block in result.content)
+
+
+@pytest.fixture
+async def forge(contextforge: ContextForge, forge_token: str) -> AsyncIterator[Forge]:
+    async with httpx2.AsyncClient(timeout=30) as http:
+        yield Forge(contextforge, forge_token, http)
 
 
 # ------------------------------------------------------------------------------------------ TLS

@@ -7,13 +7,10 @@ Also what ContextForge does on its own (its fail-open traps), so that a change i
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator
-from typing import Any
 
-import httpx2
 import pytest
 
-from tests.gateways.conftest import agent
+from tests.gateways.conftest import Forge, agent
 from toolcatalog.api.gateway import GatewayServer
 from toolcatalog.api.redact import Redactor
 from toolcatalog.gateways.contextforge import (
@@ -26,61 +23,10 @@ from toolcatalog.gateways.contextforge import (
     ContextForgeRejected,
     ContextForgeUnavailable,
 )
-from toolcatalog_dev.gateways import ContextForge
 from toolcatalog_dev.mcpserver import McpTestServer, closed_port, make_tools
 
 pytestmark = pytest.mark.timeout(180)
 HASH = "sha256:" + "0" * 64
-
-
-class Forge:
-    """The test's view of ContextForge: its REST API as an admin, and the agent's endpoints."""
-
-    def __init__(self, forge: ContextForge, token: str, http: httpx2.AsyncClient) -> None:
-        self.forge, self.token, self.http = forge, token, http
-        self.headers = {"Authorization": f"Bearer {token}"}
-
-    async def rest(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = await self.http.request(method, self.forge.url + path, headers=self.headers, **kwargs)
-        response.raise_for_status()
-        return response.json()
-
-    async def register(self, name: str, url: str) -> str:
-        """What a platform team does: register an MCP server ("gateway") in ContextForge."""
-        gateway = await self.rest("POST", "/gateways", json={"name": name, "url": url, "transport": "STREAMABLEHTTP"})
-        return str(gateway["id"])
-
-    async def tools(self, gateway_id: str) -> dict[str, dict[str, Any]]:
-        """The gateway's tools by upstream name, inactive ones included."""
-        items = await self.rest("GET", "/tools", params={"gateway_id": gateway_id, "include_inactive": "true",
-                                                          "limit": "0"})
-        return {item["originalName"]: item for item in items}
-
-    async def server_id(self, name: str) -> str:
-        servers = await self.rest("GET", "/servers", params={"include_inactive": "true", "limit": "0"})
-        return next(str(server["id"]) for server in servers if server["name"] == name)
-
-    def client(self, token: str | None = None) -> ContextForgeClient:
-        return ContextForgeClient(self.forge.url, token or self.token, self.http)
-
-    async def seen_by_agent(self, path: str, prefix: str) -> list[str]:
-        """The tools an agent lists at `path` (/mcp or /servers/<id>/mcp), of the gateway `prefix` only
-        (the session's ContextForge holds other tests' gateways too)."""
-        async with agent(self.forge.url + path, token=self.token) as client:
-            result = await client.list_tools()
-        return sorted(tool.name for tool in result.tools if tool.name.startswith(prefix + "-"))
-
-    async def call(self, path: str, tool: str) -> tuple[bool, str]:
-        """(is_error, text) of an agent's call of `tool` at `path`."""
-        async with agent(self.forge.url + path, token=self.token) as client:
-            result = await client.call_tool(tool, {"value": 1})
-        return result.is_error, " ".join(getattr(block, "text", "") for block in result.content)
-
-
-@pytest.fixture
-async def forge(contextforge: ContextForge, forge_token: str) -> AsyncIterator[Forge]:
-    async with httpx2.AsyncClient(timeout=30) as http:
-        yield Forge(contextforge, forge_token, http)
 
 
 def unique(prefix: str) -> str:

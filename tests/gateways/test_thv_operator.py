@@ -7,19 +7,18 @@ So what the toolhive and toolhiveWebhook targets write is enforced the way a clu
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from mcp.shared.exceptions import MCPError
 
-from tests.gateways.conftest import REPO, Kubectl, agent, listed
+from tests.gateways.conftest import Kubectl, agent, listed
 from toolcatalog.api.toolhive import NO_TOOL_ALLOWED, tools_filter
 from toolcatalog.handlers.toolhive_webhook import ToolHiveWebhookServer, path_for
+from toolcatalog_dev import thvpod
 from toolcatalog_dev.gateways import ThvOperator, ToolHiveRunner
 from toolcatalog_dev.mcpserver import McpTestServer
 from toolcatalog_dev.wait import wait_for
@@ -37,41 +36,9 @@ async def rendered(kubectl: Kubectl, workload: str, predicate: Callable[[dict[st
                    timeout: float = 30.0) -> dict[str, Any]:
     """The RunConfig thv-operator rendered for `workload`, once it satisfies `predicate`."""
     def current() -> dict[str, Any] | None:
-        found = kubectl("get", "configmap", f"{workload}-runconfig", "--ignore-not-found", "-o",
-                        "jsonpath={.data.runconfig\\.json}")
-        config = json.loads(found) if found.strip() else None
+        config = thvpod.runconfig(kubectl, workload)
         return config if config is not None and predicate(config) else None
     return await wait_for(current, timeout=timeout, interval=0.1, what=f"thv-operator to render {workload}'s RunConfig")
-
-
-def mount_secrets(kubectl: Kubectl, deployment: str, root: Path, runconfig: dict[str, Any]) -> dict[str, Any]:
-    """Do what the kubelet would for the proxy's pod: write the Secrets its Deployment mounts under `root`,
-    and point the RunConfig's paths there."""
-    pod = kubectl.get("deployment", deployment)["spec"]["template"]["spec"]
-    volumes = {volume["name"]: volume for volume in pod.get("volumes", [])}
-    text = json.dumps(runconfig)
-    for container in pod["containers"]:
-        for mount in container.get("volumeMounts", []):
-            secret = volumes[mount["name"]].get("secret")
-            if secret is None:
-                continue
-            data = kubectl.get("secret", secret["secretName"]).get("data", {})
-            for item in secret.get("items") or [{"key": key, "path": key} for key in data]:
-                if mount.get("subPath") not in (None, item["path"]):
-                    continue
-                target = root / mount["mountPath"].lstrip("/")
-                if not mount.get("subPath"):
-                    target = target / item["path"]
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(base64.b64decode(data[item["key"]]))
-            text = text.replace(json.dumps(mount["mountPath"])[:-1], json.dumps(str(root) + mount["mountPath"])[:-1])
-    return dict(json.loads(text))
-
-
-@pytest.fixture
-def thv_operator(gateway_plane: Any, namespace: str, tmp_path: Path) -> Any:
-    with ThvOperator(tmp_path / "thv-operator", gateway_plane.kubeconfig, watch_namespace=namespace) as operator:
-        yield operator
 
 
 async def test_the_mcptoolconfig_written_for_a_remote_proxy_is_what_its_proxy_enforces(
@@ -124,16 +91,9 @@ async def test_the_sample_mcpwebhookconfig_sends_an_mcpservers_calls_to_the_oper
         operator_webhook: tuple[ToolHiveWebhookServer, dict[Any, Any]], cert_dir: Path) -> None:
     webhook, allowed = operator_webhook
     allowed[(namespace, "team-a-gateway", "github")] = {"tool_000": HASH}
-    sample = list(yaml.safe_load_all((REPO / "deploy/samples/toolhive/mcpwebhookconfig.yaml").read_text()))
-    for obj in sample:                  # the sample as a platform team fills it in, in the test's namespace
-        obj["metadata"]["namespace"] = namespace
-        if obj["kind"] == "MCPWebhookConfig":
-            obj["spec"]["validating"][0]["url"] = f"https://127.0.0.1:{webhook.port}" \
-                                                  f"{path_for(namespace, 'team-a-gateway')}"
-        elif obj["metadata"]["name"] == "toolcatalog-webhook-ca":
-            obj["stringData"]["ca.crt"] = (cert_dir / "tls.crt").read_text()
-        else:
-            obj["stringData"]["secret"] = (tmp_path / "operator-hmac").read_text()
+    url = f"https://127.0.0.1:{webhook.port}{path_for(namespace, 'team-a-gateway')}"
+    sample = thvpod.webhook_sample(namespace, url, (cert_dir / "tls.crt").read_text(),
+                                   (tmp_path / "operator-hmac").read_text())
     kubectl.apply(*sample, tool_config("github", tools_filter(["tool_000", "tool_001"])),
                   {"apiVersion": "toolhive.stacklok.dev/v1beta1", "kind": "MCPServer", "metadata": {"name": "github"},
                    "spec": {"image": "example.invalid/github-mcp:1", "transport": "streamable-http",
@@ -143,7 +103,7 @@ async def test_the_sample_mcpwebhookconfig_sends_an_mcpservers_calls_to_the_oper
     assert config["validating_webhooks"][0]["url"].endswith(f"/toolhive/{namespace}/team-a-gateway")
     await wait_for(lambda: kubectl("get", "deployment", "github", "--ignore-not-found", "-o", "name"),
                    what="the proxy's Deployment")
-    config = mount_secrets(kubectl, "github", tmp_path / "pod", config)
+    config = thvpod.mount_secrets(kubectl, "github", tmp_path / "pod", config)
     (tmp_path / "runconfig.json").write_text(json.dumps(config))
 
     async with ToolHiveRunner(tmp_path / "runner", upstream.url, runconfig=tmp_path / "runconfig.json") as runner:

@@ -12,7 +12,11 @@ it). After each step:
   source's last sync failed and onSourceFailure is Withdraw; a toolsFilter is never empty;
 - safe: no tool is in a target, or in the webhook's answer even while a sync is still writing, unless it is
   the definition the server last served, enabled and selected, and (under a policy) approved at that very
-  hash: its hash was approved in the spec, or (NewAndChanged) it is the hash seen in the first sync.
+  hash: its hash was approved in the spec, or (NewAndChanged) it is the hash seen in the first sync;
+- woken: the allowlist is reconciled only when something woke it (as the work queue runs it; the 2-minute
+  resync never comes within a run), and ContextForge refreshes itself after every sync that saw the
+  server, as it does on the server's list_changed: a tool it discovers that way is inactive again after
+  those reconciles.
 
 The expectations are kept from what the steps did, not from the modules under test.
 """
@@ -82,6 +86,7 @@ class Run:
         self.model = Model(policy)
         self.on_failure = on_failure
         self.token = 0
+        self.retry_after: float | None = None       # what the last allowlist reconcile asked for
         self.world.kube.secret("forge", {"token": "t0ken"})
 
     def spec(self) -> dict[str, Any]:
@@ -130,11 +135,21 @@ class Run:
             self.model.fetched()
             if self.token == 1:     # the first sync: trust on first use
                 self.model.first = dict(self.model.known)
+            elif "github" in self.world.forge.gateways:
+                self.world.forge.refresh_on_its_own("github", self.model.known)
         self.check_safe(self.world.allowlists.allowed(NS, "gateway", "github") or {}, "webhook after the sync")
 
     async def publish(self) -> None:
-        await self.world.reconcile_allowlist("gateway")
-        self.world.watch(c.KIND_TOOLALLOWLIST, "gateway")
+        """The allowlist's reconciles the work queue would run now: when woken, or retried (the delay passed)."""
+        woken = bool(self.world.woken) or self.retry_after is None \
+            or self.retry_after < self.world.allowlists.resync
+        self.world.woken.clear()
+        if woken:
+            publishes = len(self.world.forge.tokens)
+            self.retry_after = await self.world.reconcile_allowlist("gateway")
+            self.world.watch(c.KIND_TOOLALLOWLIST, "gateway")
+            if len(self.world.forge.tokens) > publishes:    # a publish refreshes: ContextForge lists every tool
+                self.world.forge.seen.setdefault("github", set()).update(self.model.served)
         model = self.model
         expected = {} if model.failing and self.on_failure == "Withdraw" else {
             name: digest for name, digest in self.world.cache_usable("github").items()

@@ -99,8 +99,11 @@ class SourceCatalogs:
             catalog, loaded = replace(_empty(resource), failing=True, limits=limits), False
         self._entries[resource.key] = _Entry(catalog, loaded)
         before = previous.usable() if previous is not None else {}
+        # A tool the sync found but did not allow (new, changed, pending) changes no usable set, yet wakes the
+        # allowlists too: their status lists it as withheld, and a gateway that discovers tools on its own
+        # (ContextForge refreshes itself on the server's notification) must have it deactivated now.
         if catalog.usable() != before or previous is None or previous.failing != catalog.failing \
-                or previous.url != catalog.url:
+                or previous.url != catalog.url or previous.tools != catalog.tools:
             self._changed(resource.key, referrers, started if catalog.usable() != before else None)
 
     def spec_changed(self, resource: Resource) -> None:

@@ -114,6 +114,8 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig, redactor: 
                                          writer=TargetWriter(kube, redactor=redactor,
                                                              contextforge=functools.partial(_contextforge, pool,
                                                                                             redactor),
+                                                             # toolhiveWebhook targets are Unavailable
+                                                             # unless this operator serves the webhook
                                                              webhook_path=toolhive_webhook.path_for
                                                              if config.toolhive_webhook_port else None),
                                          enqueue=lambda key, urgent: engine.enqueue(key, urgent=urgent),

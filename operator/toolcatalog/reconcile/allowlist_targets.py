@@ -163,6 +163,7 @@ def plan_targets(allowlist: Allowlist, views: Sequence[SourceView], *, generated
     servers = document_servers(views)
     total = sum(len(view.allowed) for view in views)
     digest = sha256_of(servers)
+    known = {view.alias: sorted(_known(view)) for view in views}
     gateway = [GatewayServer(view.alias, view.url if view.state in ("Current", "Kept", "Withdrawn") else None,
                              dict(view.allowed)) for view in sorted(views, key=lambda view: view.alias)]
     plans: list[TargetPlan] = []
@@ -183,6 +184,10 @@ def plan_targets(allowlist: Allowlist, views: Sequence[SourceView], *, generated
                 wanted[c.TOOLHIVE_TOOLCONFIG_KIND].add(name)
             plans.append(TargetPlan(index, kind, target, sha256_of([w.content_hash for w in writes]), total,
                                     writes=writes))
+        elif target.contextforge is not None:
+            # Published again when a source knows a tool more or less, allowed or not: ContextForge may have
+            # discovered it on its own (active), and a publish deactivates it.
+            plans.append(TargetPlan(index, kind, target, sha256_of([digest, known]), total, servers=gateway))
         else:
             plans.append(TargetPlan(index, kind, target, digest, total, servers=gateway))
     emptied = [{**server, "tools": []} for server in servers]
