@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 
 from . import sandbox
 from .api.redact import Redactor, mask_userinfo
-from .config import DEFAULT_EGRESS_DENY, OperatorConfig
+from .config import MIN_SLOW_SYNCS, SLOW_SYNCS_PER_WORKER, OperatorConfig
 
 # Loggers that could see credentials or full bodies at DEBUG stay at INFO whatever --debug says.
 QUIET_LOGGERS = ("kubernetes", "urllib3", "httpcore", "httpcore2", "httpx", "httpx2", "hpack")
@@ -25,17 +25,36 @@ def _csv(value: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in value.split(",") if item.strip())
 
 
+def shipped_default(name: str) -> str:
+    """OperatorConfig's default of the field `name`, as the help and the docs show it (written only there)."""
+    value = getattr(OperatorConfig, name)
+    if value is None:
+        return "off"
+    if isinstance(value, tuple):
+        return ",".join(value) or "none"
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, int) and value >= 2**20 and value % 2**20 == 0:
+        return f"{value // 2**20} MiB"
+    return str(value)
+
+
 def _run_parser(sub: argparse._SubParsersAction, env: Mapping[str, str]) -> tuple[argparse.ArgumentParser,
                                                                                  dict[str, str]]:
     """The `run` subcommand, and the environment variable each flag (by its dest) may take its default from."""
     environment: dict[str, str] = {}
 
-    def default(name: str, fallback: str | None = None) -> str:
-        """TOOLCATALOG_NAME, else `fallback`, else OperatorConfig's default of the field `name`."""
+    def default(name: str) -> str:
+        """TOOLCATALOG_NAME, else OperatorConfig's default of the field `name` ("" for None)."""
         environment[name.lower()] = f"TOOLCATALOG_{name}"
-        if fallback is None:
-            fallback = str(getattr(OperatorConfig, name.lower()))
+        shipped = getattr(OperatorConfig, name.lower())
+        fallback = "" if shipped is None else ",".join(shipped) if isinstance(shipped, tuple) else str(shipped)
         return env.get(f"TOOLCATALOG_{name}", fallback)
+
+    def documented(text: str, name: str, shown: str | None = None) -> str:
+        """The help `text`, then the shipped default (OperatorConfig's, or `shown` where it is computed)
+        and the environment variable: written here once, for --help and the generated reference alike."""
+        return f"{text} (default {shown or shipped_default(name.lower())}; env TOOLCATALOG_{name})"
 
     run = sub.add_parser("run", help="run the operator against the cluster in KUBECONFIG or in-cluster config")
     scope = run.add_mutually_exclusive_group()
@@ -50,90 +69,102 @@ def _run_parser(sub: argparse._SubParsersAction, env: Mapping[str, str]) -> tupl
                           "delivered every resource and each was looked at, 503 before and while stopping")
     run.add_argument("--watch-stall-timeout", type=float, metavar="SECONDS",
                      default=float(default("WATCH_STALL_TIMEOUT")),
-                     help="the liveness endpoint fails when a change the API server holds has not come through "
-                          "the watches for this long (default 180; env TOOLCATALOG_WATCH_STALL_TIMEOUT)")
+                     help=documented("the liveness endpoint fails when a change the API server holds has not come "
+                                     "through the watches for this long", "WATCH_STALL_TIMEOUT"))
     run.add_argument("--log-format", choices=("text", "json"), default=default("LOG_FORMAT"),
-                     help="text, or json: one JSON object a line (default text; env TOOLCATALOG_LOG_FORMAT)")
+                     help=documented("text, or json: one JSON object a line", "LOG_FORMAT"))
     run.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG (secrets are never logged)")
     run.add_argument("--debug", action="store_true", help="same as --verbose")
     run.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
     run.add_argument("--context", default=None, help="kubeconfig context to use")
+    slow_after = shipped_default("slow_after")
     run.add_argument("--max-concurrent-syncs", type=int, metavar="N",
                      default=int(default("MAX_CONCURRENT_SYNCS")),
-                     help="workers: syncs started at once, across resources; a sync still running after 2 s steps "
-                          "aside into the slow pool (--max-slow-syncs), so at most N plus that many run at once "
-                          "(default 10; env TOOLCATALOG_MAX_CONCURRENT_SYNCS)")
-    slow = default("MAX_SLOW_SYNCS", "")
+                     help=documented(f"workers: syncs started at once, across resources; a sync still running after "
+                                     f"{slow_after} s steps aside into the slow pool (--max-slow-syncs), so at most N "
+                                     f"plus that many run at once", "MAX_CONCURRENT_SYNCS"))
+    slow = default("MAX_SLOW_SYNCS")
     run.add_argument("--max-slow-syncs", type=int, metavar="M", default=int(slow) if slow else None,
-                     help="slow syncs (running for over 2 s: a server that answers slowly or never) that may run "
-                          "beside the workers, one namespace at most half of them; 0: none, a sync holds its worker "
-                          "to the end (default 5 per worker, at least 50; env TOOLCATALOG_MAX_SLOW_SYNCS)")
+                     help=documented(f"slow syncs (running for over {slow_after} s: a server that answers slowly or "
+                                     f"never) that may run beside the workers, one namespace at most half of them; "
+                                     f"0: none, a sync holds its worker to the end", "MAX_SLOW_SYNCS",
+                                     shown=f"{SLOW_SYNCS_PER_WORKER} per worker, at least {MIN_SLOW_SYNCS}"))
     run.add_argument("--max-listeners", type=int, metavar="N", default=int(default("MAX_LISTENERS")),
-                     help="long-lived sessions listening for tool-list changes, at most (default 500; "
-                          "env TOOLCATALOG_MAX_LISTENERS)")
-    run.add_argument("--metrics-port", type=int, metavar="PORT", default=int(default("METRICS_PORT", "0")) or None,
-                     help="serve Prometheus metrics on this port (/metrics); off by default")
+                     help=documented("long-lived sessions listening for tool-list changes, at most", "MAX_LISTENERS"))
+    metrics_port = default("METRICS_PORT")
+    run.add_argument("--metrics-port", type=int, metavar="PORT", default=int(metrics_port or 0) or None,
+                     help=documented("serve Prometheus metrics on this port (/metrics)", "METRICS_PORT"))
     run.add_argument("--metrics-address", metavar="ADDR", default=default("METRICS_ADDRESS"),
-                     help="address the metrics server listens on (default 0.0.0.0)")
-    run.add_argument("--egress-deny", metavar="CIDRS", type=_csv,
-                     default=_csv(default("EGRESS_DENY", ",".join(DEFAULT_EGRESS_DENY))),
-                     help="comma-separated networks the operator never connects to (default: link-local, "
-                          "i.e. cloud metadata; env TOOLCATALOG_EGRESS_DENY; empty: none)")
-    run.add_argument("--egress-allow", metavar="CIDRS", type=_csv, default=_csv(default("EGRESS_ALLOW", "")),
-                     help="if set, the only networks the operator may connect to (env TOOLCATALOG_EGRESS_ALLOW)")
+                     help=documented("address the metrics server listens on", "METRICS_ADDRESS"))
+    run.add_argument("--egress-deny", metavar="CIDRS", type=_csv, default=_csv(default("EGRESS_DENY")),
+                     help=documented("comma-separated networks the operator never connects to; empty: none",
+                                     "EGRESS_DENY", shown=f"link-local, i.e. cloud metadata: "
+                                                          f"{shipped_default('egress_deny')}"))
+    run.add_argument("--egress-allow", metavar="CIDRS", type=_csv, default=_csv(default("EGRESS_ALLOW")),
+                     help=documented("if set, the only networks the operator may connect to", "EGRESS_ALLOW",
+                                     shown="any network not denied"))
     run.add_argument("--max-sync-timeout", type=float, metavar="SECONDS",
                      default=float(default("MAX_SYNC_TIMEOUT")),
-                     help="the longest one sync may take, whatever spec.sync.timeoutSeconds says (default 60)")
+                     help=documented("the longest one sync may take, whatever spec.sync.timeoutSeconds says",
+                                     "MAX_SYNC_TIMEOUT"))
     run.add_argument("--min-server-ttl", type=float, metavar="SECONDS", default=float(default("MIN_SERVER_TTL")),
-                     help="the shortest cache lifetime a server's ttlMs may impose (default 60)")
+                     help=documented("the shortest cache lifetime a server's ttlMs may impose", "MIN_SERVER_TTL"))
     run.add_argument("--max-response-bytes", type=int, metavar="BYTES",
                      default=int(default("MAX_RESPONSE_BYTES")),
-                     help="the largest answer read from an MCP server, on the wire and inflated (default 8 MiB)")
+                     help=documented("the largest answer read from an MCP server, on the wire and inflated",
+                                     "MAX_RESPONSE_BYTES"))
     run.add_argument("--max-catalog-bytes", type=int, metavar="BYTES",
                      default=int(default("MAX_CATALOG_BYTES")),
-                     help="the most bytes of tool definitions read for one catalog, inflated (default 32 MiB)")
+                     help=documented("the most bytes of tool definitions read for one catalog, inflated",
+                                     "MAX_CATALOG_BYTES"))
     run.add_argument("--kube-qps", type=float, default=float(default("KUBE_QPS")), metavar="QPS",
-                     help="requests a second the operator makes to the API server, on average (default 100)")
+                     help=documented("requests a second the operator makes to the API server, on average",
+                                     "KUBE_QPS"))
     run.add_argument("--kube-burst", type=int, default=int(default("KUBE_BURST")), metavar="N",
-                     help="requests it may make at once above that rate (default 200)")
-    run.add_argument("--webhook-port", type=int, metavar="PORT",
-                     default=int(default("WEBHOOK_PORT", "0")) or None,
-                     help="serve the validating admission webhook (HTTPS, path /validate) on this port "
-                          "(default: off; env TOOLCATALOG_WEBHOOK_PORT)")
+                     help=documented("requests it may make at once above that rate", "KUBE_BURST"))
+    webhook_port = default("WEBHOOK_PORT")
+    run.add_argument("--webhook-port", type=int, metavar="PORT", default=int(webhook_port or 0) or None,
+                     help=documented("serve the validating admission webhook (HTTPS, path /validate) on this port",
+                                     "WEBHOOK_PORT"))
     run.add_argument("--webhook-address", metavar="ADDR", default=default("WEBHOOK_ADDRESS"),
-                     help="the address the webhook listens on (default 0.0.0.0)")
+                     help=documented("the address the webhook listens on", "WEBHOOK_ADDRESS"))
     run.add_argument("--webhook-cert-dir", metavar="DIR",
                      default=default("WEBHOOK_CERT_DIR"),
-                     help="tls.crt and tls.key of the webhook, and ca.crt if the API server needs it (the layout of "
-                          "a cert-manager Secret; re-read when they change; default /etc/toolcatalog/webhook)")
-    run.add_argument("--webhook-service", metavar="NAMESPACE/NAME", default=default("WEBHOOK_SERVICE", "") or None,
-                     help="the Service the API server reaches the webhook through (port 443)")
-    run.add_argument("--webhook-host", metavar="HOST", default=default("WEBHOOK_HOST", "") or None,
-                     help="without --webhook-service: the host the API server calls, https://HOST:PORT/validate")
-    run.add_argument("--webhook-configuration", metavar="NAME", default=default("WEBHOOK_CONFIGURATION", "") or None,
-                     help="create and keep up to date this ValidatingWebhookConfiguration, a name with a dot such "
-                          "as toolcatalog.dev (kopf also keeps an empty MutatingWebhookConfiguration of that name; "
-                          "needs RBAC to write both; default: none, apply your own as deploy/overlays/webhook does)")
-    run.add_argument("--toolhive-webhook-port", type=int, metavar="PORT",
-                     default=int(default("TOOLHIVE_WEBHOOK_PORT", "0")) or None,
-                     help="answer ToolHive's validating webhook for ToolAllowlists (HTTPS, path "
-                          "/toolhive/NAMESPACE/ALLOWLIST; --webhook-address and --webhook-cert-dir's certificate) "
-                          "on this port (default: off)")
+                     help=documented("tls.crt and tls.key of the webhook, and ca.crt if the API server needs it (the "
+                                     "layout of a cert-manager Secret; re-read when they change)", "WEBHOOK_CERT_DIR"))
+    run.add_argument("--webhook-service", metavar="NAMESPACE/NAME", default=default("WEBHOOK_SERVICE") or None,
+                     help=documented("the Service the API server reaches the webhook through (port 443)",
+                                     "WEBHOOK_SERVICE", shown="none"))
+    run.add_argument("--webhook-host", metavar="HOST", default=default("WEBHOOK_HOST") or None,
+                     help=documented("without --webhook-service: the host the API server calls, "
+                                     "https://HOST:PORT/validate", "WEBHOOK_HOST", shown="none"))
+    run.add_argument("--webhook-configuration", metavar="NAME", default=default("WEBHOOK_CONFIGURATION") or None,
+                     help=documented("create and keep up to date this ValidatingWebhookConfiguration, a name with a "
+                                     "dot such as toolcatalog.dev (kopf also keeps an empty "
+                                     "MutatingWebhookConfiguration of that name; needs RBAC to write both)",
+                                     "WEBHOOK_CONFIGURATION", shown="none, apply your own as deploy/overlays/webhook "
+                                                                    "does"))
+    toolhive_port = default("TOOLHIVE_WEBHOOK_PORT")
+    run.add_argument("--toolhive-webhook-port", type=int, metavar="PORT", default=int(toolhive_port or 0) or None,
+                     help=documented("answer ToolHive's validating webhook for ToolAllowlists (HTTPS, path "
+                                     "/toolhive/NAMESPACE/ALLOWLIST; --webhook-address and --webhook-cert-dir's "
+                                     "certificate) on this port", "TOOLHIVE_WEBHOOK_PORT"))
     run.add_argument("--toolhive-webhook-hmac-secret-file", metavar="FILE",
-                     default=default("TOOLHIVE_WEBHOOK_HMAC_SECRET_FILE", "") or None,
-                     help="refuse ToolHive's webhook calls not signed with the secret in this file (the "
-                          "MCPWebhookConfig's hmacSecretRef; re-read when it changes)")
+                     default=default("TOOLHIVE_WEBHOOK_HMAC_SECRET_FILE") or None,
+                     help=documented("refuse ToolHive's webhook calls not signed with the secret in this file (the "
+                                     "MCPWebhookConfig's hmacSecretRef; re-read when it changes)",
+                                     "TOOLHIVE_WEBHOOK_HMAC_SECRET_FILE", shown="none: unsigned calls accepted"))
     run.add_argument("--shard", type=int, default=int(default("SHARD")), metavar="I",
-                     help="take only the resources whose uid hashes to shard I (default 0; env TOOLCATALOG_SHARD)")
+                     help=documented("take only the resources whose uid hashes to shard I", "SHARD"))
     run.add_argument("--total-shards", type=int, default=int(default("TOTAL_SHARDS")), metavar="N",
-                     help="the number of shards, one operator process each (default 1: no sharding; "
-                          "env TOOLCATALOG_TOTAL_SHARDS)")
-    run.add_argument("--pod", default=default("POD", "") or None, metavar="NAME",
-                     help="run as the shard of this StatefulSet pod: its ordinal, of as many shards as the "
-                          "StatefulSet has replicas, followed while it runs (instead of --shard and --total-shards; "
-                          "env TOOLCATALOG_POD, from the downward API)")
-    run.add_argument("--pod-namespace", default=default("POD_NAMESPACE", "") or None, metavar="NS",
-                     help="the namespace of --pod and its StatefulSet (env TOOLCATALOG_POD_NAMESPACE)")
+                     help=documented("the number of shards, one operator process each (1: no sharding)",
+                                     "TOTAL_SHARDS"))
+    run.add_argument("--pod", default=default("POD") or None, metavar="NAME",
+                     help=documented("run as the shard of this StatefulSet pod: its ordinal, of as many shards as the "
+                                     "StatefulSet has replicas, followed while it runs (instead of --shard and "
+                                     "--total-shards; from the downward API)", "POD", shown="none"))
+    run.add_argument("--pod-namespace", default=default("POD_NAMESPACE") or None, metavar="NS",
+                     help=documented("the namespace of --pod and its StatefulSet", "POD_NAMESPACE", shown="none"))
     return run, environment
 
 

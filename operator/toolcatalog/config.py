@@ -9,12 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 DEFAULT_EGRESS_DENY: tuple[str, ...] = ("169.254.0.0/16", "fe80::/10")   # cloud metadata and link-local
+SLOW_SYNCS_PER_WORKER, MIN_SLOW_SYNCS = 5, 50      # the slow pool when max_slow_syncs is None
 
 
 @dataclass(frozen=True)
 class OperatorConfig:
     namespaces: tuple[str, ...] = ()            # empty: every namespace
-    standalone: bool = True
+    standalone: bool = False                    # peer with other kopf operators unless --standalone
     context: str | None = None
     # Workers: syncs started at once. One still running after `slow_after` steps aside into the slow pool
     # (`max_slow_syncs`, None: 5 per worker, at least 50), so at most the sum of both runs at once.

@@ -7,6 +7,7 @@ ones the code ships), and from the map of flags to environment variables it buil
 from __future__ import annotations
 
 import argparse
+import re
 from collections.abc import Iterator
 
 from toolcatalog.cli import build_parser, run_command
@@ -58,11 +59,24 @@ def subcommands(parser: argparse.ArgumentParser) -> list[tuple[str, str, argpars
     return []
 
 
+# The suffix cli.py's `documented` writes into a flag's help: the shipped default and the variable.
+DOCUMENTED = re.compile(r"^(?P<text>.*) \(default (?P<default>.*); env (?P<env>TOOLCATALOG_\w+)\)$", re.S)
+
+
+def run_row(action: argparse.Action, environment: dict[str, str]) -> tuple[str, str, str, str]:
+    """One flag of `toolcatalog run`: the default and the variable from its help's suffix, where it has one
+    (the parser's own default would be the environment's), in their own columns."""
+    text = help_text(action, "toolcatalog run")
+    if match := DOCUMENTED.match(text):
+        assert environment.get(action.dest) == match["env"], f"{action.dest}: help names another variable"
+        default = match["default"]
+        return flag(action), code(match["env"]), default if " " in default else code(default), match["text"]
+    return flag(action), "", shown_default(action), text
+
+
 def render() -> str:
     run, environment = run_command(env={})
-    rows = [(flag(action), code(environment[action.dest]) if action.dest in environment else "",
-             shown_default(action), help_text(action, "toolcatalog run"))
-            for action in options(run)]
+    rows = [run_row(action, environment) for action in options(run)]
     others = [command for command in subcommands(build_parser(env={})) if command[0] != "run"]
     out = [banner("operator/toolcatalog/cli.py (its parser) and config.py (OperatorConfig, the defaults)"),
            "# Configuration: `toolcatalog run`\n",

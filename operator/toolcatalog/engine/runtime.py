@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from ..api.resource import ObjectKey
+from ..config import MIN_SLOW_SYNCS, SLOW_SYNCS_PER_WORKER
 from .objects import ObjectCache
 from .queue import QueueObserver, ShutDown, WorkQueue
 from .reconciler import Reconciler, TransientError
@@ -35,8 +36,9 @@ SUCCESS, ERROR, REQUEUE_AFTER = "success", "error", "requeue_after"
 
 
 def default_slow_capacity(workers: int) -> int:
-    """The slow pool when --max-slow-syncs is not given: 5 per worker, at least 50."""
-    return max(50, 5 * max(1, workers))
+    """The slow pool when --max-slow-syncs is not given: SLOW_SYNCS_PER_WORKER per worker, at least
+    MIN_SLOW_SYNCS."""
+    return max(MIN_SLOW_SYNCS, SLOW_SYNCS_PER_WORKER * max(1, workers))
 
 
 class EngineObserver(QueueObserver, Protocol):
