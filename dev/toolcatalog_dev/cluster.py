@@ -12,7 +12,7 @@ message).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from os import PathLike
 from typing import Any
 from urllib.parse import urlencode
@@ -103,6 +103,15 @@ class Cluster:
                 if error.status != 0 or error.reason != "Unavailable" or attempt == 2:
                     raise
         raise AssertionError("unreachable")
+
+    async def watch(self, resource: str, namespace: str | None, resource_version: str,
+                    timeout_seconds: int = 60) -> AsyncIterator[dict[str, Any]]:
+        """The events of one watch of `resource` from `resource_version` (bookmarks included), until the
+        server ends it after `timeout_seconds`."""
+        async for event in self._kube.watch(self.path(resource, namespace), what=f"the watch of {resource}",
+                                            timeout_seconds=timeout_seconds,
+                                            params={"resourceVersion": resource_version}):
+            yield event
 
     async def watch_metadata(self, path: str, params: Mapping[str, str]) -> list[dict[str, Any]]:
         """The decoded events of one metadata-only watch, until the server ends it (`timeoutSeconds`)."""

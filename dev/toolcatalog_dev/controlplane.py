@@ -346,6 +346,7 @@ class ControlPlane:
             configuration.host = self.url
             configuration.ssl_ca_cert = str(self.pki.ca_cert)
             configuration.cert_file, configuration.key_file = str(self.pki.admin_cert), str(self.pki.admin_key)
+            configuration.retries = False   # one try: ready() polls, and urllib3 would log each retry
             self._admin = kubernetes.client.ApiClient(configuration)
         response = self._admin.call_api(*self._admin.param_serialize("GET", path), _request_timeout=timeout)
         data = bytes(response.read())

@@ -18,7 +18,6 @@ import urllib.request
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import httpx2
 import pytest
 
 from tests.support.k8s import CC, CM, TS, condition, connectorconfig, toolserver, wait_until
@@ -58,23 +57,25 @@ class StatusHistory:
     def __init__(self, api: Any, resource: str) -> None:
         self.api, self.resource = api, resource
         self.statuses: dict[str, list[dict[str, Any]]] = {}
-        plane = api.control_plane
-        self._client = httpx2.AsyncClient(base_url=api.url, verify=plane.ssl_context() if plane else True,
-                                          timeout=httpx2.Timeout(30.0, read=None), trust_env=False,
-                                          headers={"Accept": "application/json"})
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
 
+    def _record(self, obj: dict[str, Any]) -> None:
+        if obj.get("status"):
+            self.statuses.setdefault(obj["metadata"]["name"], []).append(obj["status"])
+
     async def _run(self) -> None:
-        params = {"watch": "true", "resourceVersion": "0"}
-        async with self._client.stream("GET", self.api.path(self.resource, self.api.ns), params=params) as answer:
-            self._ready.set()
-            async for line in answer.aiter_lines():
-                if line.strip():
-                    event = json.loads(line)
-                    obj = event.get("object") or {}
-                    if event.get("type") in ("ADDED", "MODIFIED") and obj.get("status"):
-                        self.statuses.setdefault(obj["metadata"]["name"], []).append(obj["status"])
+        """List, then watch from the list's resourceVersion on (as an informer does): no status missed."""
+        listed = await self.api.request("GET", self.api.path(self.resource, self.api.ns))
+        for obj in listed["items"]:
+            self._record(obj)
+        version = listed["metadata"]["resourceVersion"]
+        self._ready.set()
+        while True:
+            async for event in self.api.watch(self.resource, self.api.ns, version):
+                version = event["object"]["metadata"].get("resourceVersion", version)
+                if event["type"] in ("ADDED", "MODIFIED"):
+                    self._record(event["object"])
 
     @contextlib.asynccontextmanager
     async def recording(self) -> AsyncIterator[StatusHistory]:
@@ -84,9 +85,8 @@ class StatusHistory:
             yield self
         finally:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, httpx2.HTTPError):
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            await self._client.aclose()
 
 
 def _never_goes_back(name: str, statuses: list[dict[str, Any]], tokens: list[str]) -> None:
