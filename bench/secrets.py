@@ -11,7 +11,7 @@ server sends the operator (toolcatalog_dev.apiproxy), on a fresh control plane p
 
 With `--secrets-baseline REF` the same is measured first with the operator code of that git ref (its
 operator/ tree, put first on the operator's PYTHONPATH): the code before Secrets were watched as
-metadata only, kopf's watch of whole Secrets, is the figure the README compares with.
+metadata only, kopf's watch of whole Secrets, is the figure docs/reference/rbac.md compares with.
 
     python -m bench --only secrets [--secrets-count 5000] [--secrets-baseline REF]
 """

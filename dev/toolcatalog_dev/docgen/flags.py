@@ -94,6 +94,17 @@ def render() -> str:
            "Plain `http://` API servers on loopback work too.\n",
            "The [Helm chart](../how-to/install-helm.md) sets these through `extraArgs` and `extraEnv`; the "
            "manifests in `deploy/` set `--standalone`, the probes, `--metrics-port` and `--log-format json`.\n",
+           "## How many syncs run at once\n",
+           "`--max-concurrent-syncs N` is the number of workers: N reconciles start at once, one per resource at a "
+           "time. A sync still running after 2 s (a server that answers slowly, or accepts and never answers, up to "
+           "`--max-sync-timeout`) steps aside into the slow pool, so that its worker takes the next resource; the "
+           "pool holds `--max-slow-syncs M` (by default `max(50, 5 × N)`), one namespace at most half of it. So at "
+           "most **N + M** syncs run at once, N of them started in the last 2 s; when the pool is full, a worker "
+           "waits for its own slow sync (backpressure). `--max-slow-syncs 0` makes N a strict bound: every sync "
+           "holds its worker to the end, and hung servers can then hold every worker for up to "
+           "`--max-sync-timeout`. The metrics show both: `toolcatalog_active_workers` of "
+           "`toolcatalog_max_concurrent_reconciles`, `toolcatalog_slow_reconciles` of "
+           "`toolcatalog_max_slow_reconciles`.\n",
            "## Other commands\n",
            "The development tools (installed by `make venv`, not in the image) add these:\n"]
     for name, summary, parser in others:
