@@ -49,7 +49,7 @@ transcripts: $(STAMP) ## Re-run the quick start on the sandbox and rewrite the d
 	$(BIN)/python -m toolcatalog_dev.transcripts $(TRANSCRIPT_ARGS)
 
 .PHONY: test
-test: lint toolhive-crds ## Lint, then run the whole test suite (unit, engine, end-to-end on the emulator)
+test: lint toolhive-crds prometheus ## Lint, then run the whole test suite (unit, engine, end-to-end on the emulator)
 	$(BIN)/pytest -q --ignore=tests/gateways $(PYTEST_ARGS)
 
 .PHONY: test-cluster

@@ -99,7 +99,8 @@ REASONS = (
            "The spec cannot be used; the message names the field (a host that is not an ASCII DNS name or IP "
            "address, a header value read from a Secret that is not printable ASCII: the Secret and key, never "
            "the value).",
-           "Fix the spec (the admission webhook refuses most of these at `kubectl apply`)."),
+           "Fix the spec, or the Secret the message names (the CRD's validation and the admission webhook refuse "
+           "most bad specs at `kubectl apply`)."),
     Reason(c.COND_SYNCED, c.REASON_SECRET_NOT_FOUND, "False",
            "A referenced Secret, or a key in it, is missing.",
            "Create the Secret or fix the reference; it is picked up as soon as it appears."),
