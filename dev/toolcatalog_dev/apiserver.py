@@ -54,7 +54,10 @@ ApiEmulator's helpers):
 - metadata only: ``Accept: application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1`` on a
   list, ``as=PartialObjectMetadata`` on a get or a watch answer with the objects' ``metadata`` alone
   (kind ``PartialObjectMetadata[List]``, apiVersion ``meta.k8s.io/v1``), as a real server does; the
-  wrong one of the two is 406. Other ``as=`` forms (a Table) are ignored: the objects are served.
+  wrong one of the two is 406.
+- tables: ``as=Table`` on a get or a list of a custom resource answers the Table a real server builds
+  from the CRD's printer columns (apitable.py, a reaction just above ``ApiState.serve``): ``kubectl
+  get`` prints the same columns as on a real cluster. Built-in kinds and watches serve objects.
 - ``labelSelector`` (equality and set-based) and ``fieldSelector`` (``=``, ``==``, ``!=`` on any
   dotted field path, e.g. ``metadata.name``, ``type``) on list and watch; lists are sorted by
   namespace and name and carry ``kind: <Kind>List``, ``apiVersion`` and the current
@@ -69,7 +72,7 @@ Not emulated: PUT (kmock answers 404), deletecollection, server-side apply, stra
 merging, bodies other than JSON (415: kubectl's typed generators such as ``kubectl create namespace
 NAME`` send protobuf; ``kubectl apply/create -f``, ``patch``, ``label``, ``annotate`` send JSON),
 OpenAPI documents (kubectl needs ``--validate=false``), ``limit``/``continue`` (every list is one
-page), periodic BOOKMARK events, Table output (kubectl shows NAME and AGE only), RBAC,
+page), periodic BOOKMARK events, Tables of built-in kinds (kubectl shows NAME and AGE), RBAC,
 authentication, admission and validation, namespace existence (objects may be created in a
 namespace that does not exist), CRD deletion (its resources stay served), ``dryRun``.
 
