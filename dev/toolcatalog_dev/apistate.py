@@ -664,6 +664,7 @@ class ApiState:
 
     def read(self, request: kmock.Request) -> dict[str, Any]:
         """What a get or a list request names, as objects (the list with its resourceVersion)."""
+        assert request.resource is not None, "TableReaction reads declared resources only"
         target = Target(request.resource, request.namespace, request.name, request.subresource)
         if request.action == kmock.action.LIST:
             return self.list_objects(target, request.params)
