@@ -51,9 +51,9 @@ ApiEmulator's helpers):
   list, ``as=PartialObjectMetadata`` on a get or a watch answer with the objects' ``metadata`` alone
   (kind ``PartialObjectMetadata[List]``, apiVersion ``meta.k8s.io/v1``), as a real server does; the
   wrong one of the two is 406.
-- tables: ``as=Table`` on a get or a list of a custom resource answers the Table a real server builds
-  from the CRD's printer columns (apitable.py, a reaction just above ``ApiState.serve``): ``kubectl
-  get`` prints the same columns as on a real cluster. Built-in kinds and watches serve objects.
+- tables: ``as=Table`` on a get, a list or a watch of a custom resource answers the Table a real
+  server builds from the CRD's printer columns (apitable.py, a reaction just above ``ApiState.serve``):
+  ``kubectl get [-w]`` prints the same columns as on a real cluster. Built-in kinds serve objects.
 - ``labelSelector`` (equality and set-based) and ``fieldSelector`` (``=``, ``==``, ``!=`` on any
   dotted field path, e.g. ``metadata.name``, ``type``) on list and watch; lists are sorted by
   namespace and name and carry ``kind: <Kind>List``, ``apiVersion`` and the current

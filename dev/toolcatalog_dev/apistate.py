@@ -660,7 +660,7 @@ class ApiState:
     def install(self) -> None:
         """Serve every request that no reaction added by a test answers first."""
         (self.emulator ** SERVING_PRIORITY) << self.serve
-        (self.emulator ** (SERVING_PRIORITY + 1)) << TableReaction(self.columns, self.read)
+        (self.emulator ** (SERVING_PRIORITY + 1)) << TableReaction(self.columns, self.read, self.watch_request)
 
     def read(self, request: kmock.Request) -> dict[str, Any]:
         """What a get or a list request names, as objects (the list with its resourceVersion)."""
@@ -669,6 +669,10 @@ class ApiState:
         if request.action == kmock.action.LIST:
             return self.list_objects(target, request.params)
         return self.get_object(target)
+
+    def watch_request(self, request: kmock.Request) -> AsyncIterator[bytes | dict[str, Any]]:
+        assert request.resource is not None, "TableReaction reads declared resources only"
+        return self.watch(Target(request.resource, request.namespace, request.name), request.params)
 
     def serve(self, request: kmock.Request) -> Any:
         """kmock reaction: the answer to a request, from ``emulator.objects`` and the event log.

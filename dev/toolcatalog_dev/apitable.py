@@ -9,16 +9,17 @@ apimachinery's ``duration.HumanDuration`` writes it. Each row carries the object
 PartialObjectMetadata (``includeObject=Metadata``, the default), the whole object
 (``includeObject=Object``) or nothing (``None``): kubectl reads the namespace column from it.
 
-``TableReaction`` is the reaction: it answers get and list requests that ask for a Table of a
-resource with printer columns, and passes everything else on (NotImplementedError), so it sits
-just above the reaction that serves objects. Other resources (ConfigMaps, Namespaces) are served
-as objects, and kubectl then prints NAME and AGE. Watches (``kubectl get -w``) stream objects.
+``TableReaction`` is the reaction: it answers get, list and watch requests (``kubectl get -w``: each
+event's object a one-row Table) that ask for a Table of a resource with printer columns, and passes
+everything else on (NotImplementedError), so it sits just above the reaction that serves objects.
+Other resources (ConfigMaps, Namespaces) are served as objects: kubectl then prints NAME and AGE.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import kmock
@@ -133,25 +134,47 @@ def table_version(headers: Any) -> str | None:
     return None
 
 
+Events = AsyncIterator[bytes | dict[str, Any]]
+
+
 class TableReaction:
     """A kmock reaction: Tables for the resources in ``columns``, from what ``read`` answers for the
-    request (a list, with its ``metadata.resourceVersion``, or one object); else NotImplementedError."""
+    request (a list, with its ``metadata.resourceVersion``, or one object) or what ``watch`` streams
+    (events: bytes to pass on, or dicts); else NotImplementedError."""
 
-    def __init__(self, columns: dict[kmock.resource, Columns],
-                 read: Callable[[kmock.Request], dict[str, Any]]) -> None:
+    def __init__(self, columns: dict[kmock.resource, Columns], read: Callable[[kmock.Request], dict[str, Any]],
+                 watch: Callable[[kmock.Request], Events]) -> None:
         self.columns = columns
         self.read = read
+        self.watch = watch
 
-    def __call__(self, request: kmock.Request) -> dict[str, Any]:
+    def __call__(self, request: kmock.Request) -> dict[str, Any] | Events:
         version = table_version(request.headers)
         columns = self.columns.get(request.resource) if request.resource is not None else None
-        if (version is None or columns is None or request.method != kmock.method.GET
-                or request.action not in (kmock.action.LIST, kmock.action.FETCH)):
+        if version is None or columns is None or request.method != kmock.method.GET:
+            raise NotImplementedError
+        include = request.params.get("includeObject") or "Metadata"
+        if request.action == kmock.action.WATCH:
+            return self.tables_of(self.watch(request), columns, version, include)
+        if request.action not in (kmock.action.LIST, kmock.action.FETCH):
             raise NotImplementedError
         answer = self.read(request)
-        listing = request.action == kmock.action.LIST
-        include = request.params.get("includeObject") or "Metadata"
-        return {"kind": "Table", "apiVersion": f"meta.k8s.io/{version}",
-                "metadata": {"resourceVersion": (answer.get("metadata") or {}).get("resourceVersion", "")},
-                "columnDefinitions": columns.definitions,
-                "rows": [columns.row(obj, include) for obj in (answer.get("items") or [] if listing else [answer])]}
+        objects = answer.get("items") or [] if request.action == kmock.action.LIST else [answer]
+        return table(columns, version, (answer.get("metadata") or {}).get("resourceVersion", ""),
+                     [columns.row(obj, include) for obj in objects])
+
+    @staticmethod
+    async def tables_of(events: Events, columns: Columns, version: str, include: str) -> Events:
+        """Each event's object as a one-row Table; errors and bookmarks as they are."""
+        async with contextlib.aclosing(events) as items:  # type: ignore[type-var]
+            async for item in items:
+                if isinstance(item, dict) and item.get("type") in ("ADDED", "MODIFIED", "DELETED"):
+                    obj = item.get("object") or {}
+                    item = {**item, "object": table(columns, version, (obj.get("metadata") or {}).get(
+                        "resourceVersion", ""), [columns.row(obj, include)])}
+                yield item
+
+
+def table(columns: Columns, version: str, resource_version: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"kind": "Table", "apiVersion": f"meta.k8s.io/{version}", "metadata": {"resourceVersion": resource_version},
+            "columnDefinitions": columns.definitions, "rows": rows}

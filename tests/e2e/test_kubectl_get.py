@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.k8s import CC, TAL, condition, connectorconfig, toolallowlist, toolserver
+from tests.support.k8s import CC, TAL, TS, condition, connectorconfig, toolallowlist, toolserver
 from toolcatalog_dev.mcpserver import McpTestServer, make_tools
 from toolcatalog_dev.transcripts import kubectl_dir
 
@@ -104,6 +104,29 @@ async def test_a_column_with_no_value_shows_none(api, kubectl):
     header, *rows = await kubectl("get", "toolservers")
     assert [ages_aside(row, header, "AGE") for row in rows] == [
         ["idle", "http://127.0.0.1:9/mcp", "0", "", "", ""]]      # toolCount defaults to 0
+
+
+async def test_kubectl_get_watch_prints_each_change_in_the_same_columns(api, kubeconfig):
+    built = kubectl_dir()
+    if built is None:
+        pytest.fail("kubectl is not built: run `make controlplane`", pytrace=False)
+    await api.create(toolserver("watched", "http://127.0.0.1:9/mcp"))
+    process = await asyncio.create_subprocess_exec(str(built / "kubectl"), f"--kubeconfig={kubeconfig}", "get",
+                                                   "toolservers", "--watch", stdout=subprocess.PIPE,
+                                                   stderr=subprocess.STDOUT)
+    assert process.stdout is not None
+    try:
+        async with asyncio.timeout(30):
+            lines = [await process.stdout.readline(), await process.stdout.readline()]      # the header, a row
+            await api.patch(TS, api.ns, "watched", {"status": {"toolCount": 7}}, subresource="status")
+            lines.append(await process.stdout.readline())                                   # the change
+    finally:
+        process.kill()
+        await process.wait()
+    header, *rows = cells(b"".join(lines).decode())
+    assert header == ["NAME", "URL", "TOOLS", "READY", "SYNCED", "LAST SYNC", "AGE"]
+    assert [ages_aside(row, header, "AGE") for row in rows] == [["watched", "http://127.0.0.1:9/mcp", tools, "", "", ""]
+                                                               for tools in ("0", "7")]
 
 
 async def test_kubectl_get_mcpal_reads_well(api, operator, waiter, kubectl):
