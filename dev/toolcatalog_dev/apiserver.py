@@ -6,13 +6,14 @@ puts a small front server (public aiohttp) before it::
 
     client ──HTTP──► front (ApiServer.url) ──HTTP, loopback──► kmock.Server(emulator)
                         │ rewrites writes,                         │ request log, reactions
-                        │ then publishes watch events, GC          │ (``emulator[...] << ...``),
+                        │ then publishes watch events              │ (``emulator[...] << ...``),
                         │                                          │ objects; ApiState.serve
-                        └──── ApiState (apistate.py) ◄─────────────┘ answers reads and writes
+                        └──── ApiState (apistate.py) ◄─────────────┘ answers reads and writes,
+                                                                     TableReaction (apitable.py) Tables
 
 The front turns each write into the object a real server would store and forwards it so that kmock
 stores exactly that (a create as the whole object, a patch as the minimal patch from the stored
-object to the new one); after kmock answered, it publishes the watch event and deletes dependents.
+object to the new one); after kmock answered, it publishes the watch event.
 Everything else goes to kmock unchanged. Inside kmock, ``ApiState.serve`` is one reaction with a
 priority between the reactions a test adds and kmock's own fallbacks: it answers from
 ``emulator.objects``. Tests keep using the emulator as kmock documents it: ``api.emulator[...] <<
@@ -40,12 +41,7 @@ ApiEmulator's helpers):
   patterns or CEL rules (the operator validates specs itself).
 - delete: without finalizers the object goes (DELETED event with a new resourceVersion); with
   finalizers it gets ``deletionTimestamp`` and a new resourceVersion (MODIFIED), and goes when a
-  patch removes the last finalizer. ``preconditions`` (uid, resourceVersion) are checked.
-- garbage collection: deleting an object deletes the objects whose ``ownerReferences`` name its uid,
-  transitively, with DELETE requests of user agent ``emulator/garbage-collector`` (they are in
-  kmock's log; dependents with finalizers get marked). ``propagationPolicy: Orphan`` skips it;
-  Foreground is done as Background. Deleting a namespace deletes the objects in it (no Terminating
-  phase).
+  patch removes the last finalizer.
 - watch: ADDED for the current objects when no ``resourceVersion`` is given (or "0"); from a
   ``resourceVersion``, the changes after it (the last 10000 events are kept, older is ``ERROR``
   410 Expired); ``sendInitialEvents=true`` ends the initial ADDED events with a BOOKMARK;
@@ -54,7 +50,10 @@ ApiEmulator's helpers):
 - metadata only: ``Accept: application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1`` on a
   list, ``as=PartialObjectMetadata`` on a get or a watch answer with the objects' ``metadata`` alone
   (kind ``PartialObjectMetadata[List]``, apiVersion ``meta.k8s.io/v1``), as a real server does; the
-  wrong one of the two is 406. Other ``as=`` forms (a Table) are ignored: the objects are served.
+  wrong one of the two is 406.
+- tables: ``as=Table`` on a get, a list or a watch of a custom resource answers the Table a real
+  server builds from the CRD's printer columns (apitable.py, a reaction just above ``ApiState.serve``):
+  ``kubectl get [-w]`` prints the same columns as on a real cluster. Built-in kinds serve objects.
 - ``labelSelector`` (equality and set-based) and ``fieldSelector`` (``=``, ``==``, ``!=`` on any
   dotted field path, e.g. ``metadata.name``, ``type``) on list and watch; lists are sorted by
   namespace and name and carry ``kind: <Kind>List``, ``apiVersion`` and the current
@@ -69,15 +68,16 @@ Not emulated: PUT (kmock answers 404), deletecollection, server-side apply, stra
 merging, bodies other than JSON (415: kubectl's typed generators such as ``kubectl create namespace
 NAME`` send protobuf; ``kubectl apply/create -f``, ``patch``, ``label``, ``annotate`` send JSON),
 OpenAPI documents (kubectl needs ``--validate=false``), ``limit``/``continue`` (every list is one
-page), periodic BOOKMARK events, Table output (kubectl shows NAME and AGE only), RBAC,
-authentication, admission and validation, namespace existence (objects may be created in a
-namespace that does not exist), CRD deletion (its resources stay served), ``dryRun``.
+page), periodic BOOKMARK events, Tables of built-in kinds (kubectl shows NAME and AGE), RBAC,
+authentication, admission and validation, delete preconditions and propagation, garbage collection
+(deleting an owner leaves its dependents; deleting a namespace leaves its objects), namespace existence
+(objects may be created in a namespace that does not exist), CRD deletion (its resources stay served),
+``dryRun``. The tests of what these do run on the real control plane (``--backend=cluster``).
 
 Caveats of the design:
 
 - A write a test's reaction answers is still stored (kmock stores every write it receives), and
-  watches see it. To refuse a write unstored, as an admission policy does, add a policy to
-  ``ApiServer.admission``. A write the front refuses (400, 404 on a subresource, 409, 415, 422) never
+  watches see it. A write the front refuses (400, 404 on a subresource, 409, 415, 422) never
   reaches kmock, so it is not in the request log.
 - kmock's request log shows the normalised write (the created object, the minimal patch from the
   stored object, or a JSON patch when a merge patch cannot express it), with the client's headers.
@@ -99,7 +99,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Awaitable, Coroutine, Mapping
 from typing import Any
 
 import aiohttp
@@ -132,8 +132,6 @@ _DROPPED_RESPONSE_HEADERS = {"connection", "keep-alive", "transfer-encoding", "c
                              "content-encoding", "date", "server"}
 _JSON_TYPES = {"", "application/json", "*/*"}
 _PATCH_TYPES = {"application/json-patch+json", "application/merge-patch+json", "application/strategic-merge-patch+json"}
-_GC_HEADERS = {"User-Agent": "emulator/garbage-collector", "Content-Type": "application/json"}
-_GC_BODY = json.dumps({"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}).encode()
 
 
 def _status_response(exc: kmock.KubernetesError) -> aiohttp.web.Response:
@@ -204,9 +202,6 @@ class ApiServer:
         self.backend: kmock.Server | None = None       # kmock's own server, which the front forwards to
         self.session: aiohttp.ClientSession | None = None
         self.write_lock = asyncio.Lock()  # one write at a time: from reading the object to its event
-        # Validating admission, as a test sets it up: each policy sees (method, target, the object as it
-        # would be stored) and answers None, or (code, reason, message) to refuse the write unstored.
-        self.admission: list[Callable[[str, Target, dict[str, Any]], tuple[int, str, str] | None]] = []
         self.exit_stack: contextlib.AsyncExitStack | None = None
 
     async def __aenter__(self) -> ApiServer:
@@ -294,7 +289,6 @@ class ApiServer:
         async with self.write_lock:
             if request.method == "POST":
                 obj = self.state.prepare_create(target, data)
-                self.admit(request.method, target, obj)
                 key = (target.resource, obj["metadata"].get("namespace"), obj["metadata"]["name"])
                 before, data = self.state.current(key), obj
                 body = json.dumps(obj).encode()
@@ -303,14 +297,10 @@ class ApiServer:
                 before = self.state.current(key)
                 if before is not None and request.method == "PATCH":
                     new = self.state.prepare_update(target, before, data, request.headers.get("Content-Type", ""))
-                    self.admit(request.method, target, new)
                     data = stored_patch(before, new, as_json_patch=isinstance(data, list))
                     body = json.dumps(data).encode()
                 elif before is not None and request.method == "DELETE":
-                    self.check_preconditions(before, data)
                     self.mark_if_finalized(key, before)
-            options = data if request.method == "DELETE" and isinstance(data, dict) else {}
-            policy = options.get("propagationPolicy") or request.query.get("propagationPolicy")
             response: aiohttp.web.StreamResponse
             try:
                 if key[0] == NAMESPACES:
@@ -320,23 +310,8 @@ class ApiServer:
                     if request.method == "POST" and response.status == 200:
                         response.set_status(201)
             finally:  # whatever happened, watches learn what is stored now
-                await self.settle(key, before, orphan=policy == "Orphan")
+                self.settle(key, before)
         return response
-
-    def admit(self, method: str, target: Target, obj: dict[str, Any]) -> None:
-        for policy in self.admission:
-            refusal = policy(method, target, obj)
-            if refusal is not None:
-                raise error(*refusal)
-
-    @staticmethod
-    def check_preconditions(current: dict[str, Any], options: Any) -> None:
-        preconditions = (options or {}).get("preconditions") if isinstance(options, dict) else None
-        for field in ("uid", "resourceVersion"):
-            wanted = (preconditions or {}).get(field)
-            if wanted and wanted != current["metadata"].get(field):
-                raise error(409, "Conflict", f"Precondition failed: {field} in precondition: {wanted},"
-                                             f" {field} in object meta: {current['metadata'].get(field)}")
 
     def mark_if_finalized(self, key: tuple[Any, ...], current: dict[str, Any]) -> None:
         """An object with finalizers is marked here, before kmock sees the DELETE: kmock then
@@ -370,9 +345,9 @@ class ApiServer:
             stored.delete()
         return aiohttp.web.json_response(stored.last.raw)
 
-    async def settle(self, key: tuple[Any, ...], before: dict[str, Any] | None, orphan: bool = False) -> None:
-        """After a write: publish what it changed to watches, and delete the dependents of what it
-        deleted. Whatever answered the request (kmock's reaction or a test's), kmock stored it."""
+    def settle(self, key: tuple[Any, ...], before: dict[str, Any] | None) -> None:
+        """After a write: publish what it changed to watches. Whatever answered the request (kmock's
+        reaction or a test's), kmock stored it."""
         resource, objects = key[0], self.emulator.objects
         stored = objects[key] if key in objects else None
         if stored is not None and not stored.deleted:
@@ -390,32 +365,6 @@ class ApiServer:
         if last != before:  # e.g. a patch removed the last finalizer: changed, then gone
             self.state.publish(resource, "MODIFIED", last, before)
         self.state.publish(resource, "DELETED", last)
-        if not orphan:
-            await self.collect_garbage(key, last)
-
-    async def collect_garbage(self, key: tuple[Any, ...], owner: dict[str, Any]) -> None:
-        """Delete what ``owner`` owned (ownerReferences), or held (a namespace), as Kubernetes'
-        garbage collector does: with DELETE requests, so dependents' finalizers are honoured."""
-        uid = (owner.get("metadata") or {}).get("uid")
-        dependents = []
-        for other_key, obj in list(self.emulator.objects.items()):
-            if obj.deleted:
-                continue
-            meta = obj.raw.get("metadata") or {}
-            owned = uid is not None and any(ref.get("uid") == uid for ref in meta.get("ownerReferences") or [])
-            held = key[0] == NAMESPACES and other_key[0] != NAMESPACES and other_key[1] == key[2]
-            if (owned or held) and not meta.get("deletionTimestamp"):
-                dependents.append(other_key)
-        for dependent in dependents:
-            before = self.state.current(dependent)
-            if before is None:
-                continue
-            self.mark_if_finalized(dependent, before)
-            if dependent[0] == NAMESPACES:
-                self.apply_locally("DELETE", dependent, before, None)
-            else:
-                await self.forward("DELETE", self.state.path(*dependent), _GC_HEADERS, _GC_BODY)
-            await self.settle(dependent, before)
 
     # ---------------------------------------------------------------- namespaces
 

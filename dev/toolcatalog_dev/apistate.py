@@ -32,6 +32,8 @@ from typing import Any
 import jsonpatch
 import kmock
 
+from .apitable import Columns, TableReaction
+
 NAMESPACES = kmock.resource("v1/namespaces")
 SECRETS = kmock.resource("v1/secrets")
 CRDS = kmock.resource("apiextensions.k8s.io/v1/customresourcedefinitions")
@@ -297,6 +299,7 @@ class ApiState:
     def __init__(self, emulator: kmock.KubernetesEmulator, history_size: int = HISTORY_SIZE) -> None:
         self.emulator = emulator
         self.schemas: dict[kmock.resource, dict[str, Any]] = {}  # CRD openAPIV3Schema per resource
+        self.columns: dict[kmock.resource, Columns] = {}  # CRD printer columns per resource (apitable.py)
         self.last_rv = 1000        # the last resourceVersion handed out
         self.published_rv = 1000   # the last one a watch event carried: what lists report
         self.history: collections.deque[Event] = collections.deque(maxlen=history_size)
@@ -319,8 +322,9 @@ class ApiState:
         for version in spec.get("versions") or []:
             if not version.get("served", True):
                 continue
+            resource = kmock.resource(spec["group"], version["name"], names["plural"])
             self.declare(
-                kmock.resource(spec["group"], version["name"], names["plural"]),
+                resource,
                 kmock.ResourceInfo(kind=names["kind"], singular=names.get("singular") or names["kind"].lower(),
                                    namespaced=spec.get("scope", "Namespaced") == "Namespaced",
                                    verbs={"get", "list", "watch", "create", "patch", "update", "delete",
@@ -329,6 +333,7 @@ class ApiState:
                                    categories=names.get("categories") or [],
                                    subresources=set(version.get("subresources") or {})),
                 (version.get("schema") or {}).get("openAPIV3Schema") or {"x-kubernetes-preserve-unknown-fields": True})
+            self.columns[resource] = Columns(version.get("additionalPrinterColumns"))
 
     def info(self, resource: kmock.resource) -> kmock.ResourceInfo | None:
         # Check first: kmock's resources view creates an empty entry on reading an unknown key.
@@ -655,6 +660,19 @@ class ApiState:
     def install(self) -> None:
         """Serve every request that no reaction added by a test answers first."""
         (self.emulator ** SERVING_PRIORITY) << self.serve
+        (self.emulator ** (SERVING_PRIORITY + 1)) << TableReaction(self.columns, self.read, self.watch_request)
+
+    def read(self, request: kmock.Request) -> dict[str, Any]:
+        """What a get or a list request names, as objects (the list with its resourceVersion)."""
+        assert request.resource is not None, "TableReaction reads declared resources only"
+        target = Target(request.resource, request.namespace, request.name, request.subresource)
+        if request.action == kmock.action.LIST:
+            return self.list_objects(target, request.params)
+        return self.get_object(target)
+
+    def watch_request(self, request: kmock.Request) -> AsyncIterator[bytes | dict[str, Any]]:
+        assert request.resource is not None, "TableReaction reads declared resources only"
+        return self.watch(Target(request.resource, request.namespace, request.name), request.params)
 
     def serve(self, request: kmock.Request) -> Any:
         """kmock reaction: the answer to a request, from ``emulator.objects`` and the event log.

@@ -195,5 +195,5 @@ class ApiEmulator:
         return await self.patch(resource, namespace, name, {"metadata": {"annotations": annotations}})
 
     async def delete(self, resource: str, namespace: str | None, name: str) -> dict[str, Any]:
-        """DELETE it; its dependents (ownerReferences) go too. With finalizers, only marks it."""
+        """DELETE it (its dependents stay: no garbage collector here). With finalizers, only marks it."""
         return await self.request("DELETE", self.path(resource, namespace, name))

@@ -156,6 +156,7 @@ def _caught_up(obj: dict[str, Any]) -> bool:
 
 def quick_start(session: Session) -> None:
     """docs/tutorials/quickstart.md: from the sample's first sync to an approved, refreshed catalog."""
+    session.run("quickstart-look", "kubectl get toolcatalog -A")
     session.run("quickstart-look", "kubectl toolcatalog status -A")
     session.run("quickstart-look", "kubectl toolcatalog tools toolserver/demo")
     session.run("quickstart-policy", f"kubectl patch toolserver demo --type=merge -p {POLICY_PATCH}")

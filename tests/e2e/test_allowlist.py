@@ -111,7 +111,7 @@ async def test_the_approved_catalog_is_written_and_a_rug_pull_is_withdrawn_from_
     assert document["servers"][0]["tools"][1] == {"name": "tool_001", "schemaHash": new_hash}
 
 
-async def test_toolconfigs_follow_the_sources_and_go_with_their_allowlist(api, operator, waiter):
+async def test_toolconfigs_follow_the_sources(api, operator, waiter):
     await toolhive.install(api)
     with McpTestServer(tools=make_tools(2)) as one, McpTestServer(tools=make_tools(1, prefix="fs")) as two:
         await api.create(toolserver("github", one.url))
@@ -141,13 +141,21 @@ async def test_toolconfigs_follow_the_sources_and_go_with_their_allowlist(api, o
                                   "the retired MCPToolConfig out of status", operator=operator)
         assert obj["status"]["toolCount"] == 3
 
-        # Deleting the allowlist deletes what it wrote: the garbage collector follows the ownerReferences.
+
+@pytest.mark.cluster_only("the garbage collector follows the ownerReferences: the emulator has none")
+async def test_deleting_an_allowlist_deletes_what_it_wrote(api, operator, waiter):
+    await toolhive.install(api)
+    with McpTestServer(tools=make_tools(2)) as server:
+        await api.create(toolserver("github", server.url))
+        await api.create(toolallowlist("team", [{"toolServerRef": {"name": "github"}}],
+                                       [{"toolhive": {}}, {"configMap": {"name": "team-tools"}}]))
+        await waiter.status(TAL, "team", lambda o: ready(o) and target(o, "toolhive").get("objects") == ["team-github"],
+                            "published", operator=operator)
         await api.delete(TAL, api.ns, "team")
 
         async def collected() -> bool:
-            left = [await api.get(toolhive.MCPTOOLCONFIGS, api.ns, name) for name in ("team-github", "team-fs",
-                                                                                       "team-alice")]
-            return all(item is None for item in left) and await api.get(CM, api.ns, "team-tools") is None
+            return await api.get(toolhive.MCPTOOLCONFIGS, api.ns, "team-github") is None and \
+                await api.get(CM, api.ns, "team-tools") is None
         await wait_until(collected, timeout=GC_TIMEOUT, what="the garbage collector", operator=operator)
 
 

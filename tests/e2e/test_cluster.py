@@ -1,5 +1,5 @@
-"""What only a real control plane can answer: admission (schemas, CEL), defaulting and pruning, printer
-columns, RBAC, GitOps health (kstatus), the garbage collector, and an API server that restarts or
+"""What only a real control plane can answer: admission (schemas, CEL), defaulting and pruning, RBAC,
+GitOps health (kstatus), the garbage collector, and an API server that restarts or
 compacts its history under a running operator.
 """
 
@@ -130,36 +130,6 @@ async def test_every_manifest_in_deploy_passes_a_server_dry_run(api):
     assert {"namespace", "serviceaccount", "clusterrole.rbac.authorization.k8s.io",
             "clusterrolebinding.rbac.authorization.k8s.io", "deployment.apps"} <= kinds
     assert result.stderr == ""
-
-
-# ------------------------------------------------------------------------------ kubectl
-
-
-async def test_kubectl_prints_the_printer_columns_and_waits_for_ready(api, operator, waiter):
-    with McpTestServer(tools=make_tools(3)) as server:
-        await api.create(toolserver("cols", server.url))
-        await api.create(connectorconfig("alice", toolServerRef={"name": "cols"}, owner="alice@example.com"))
-        waited = await kubectl(api, "wait", "--for=condition=Ready", "toolserver/cols", "-n", api.ns,
-                               "--timeout=30s")
-        assert "condition met" in waited.stdout
-        await waiter.status(CC, "alice", synced, "alice synced", operator=operator)
-
-        # The category lists both kinds, one table each, with each kind's own columns.
-        listed = (await kubectl(api, "get", "toolcatalog", "-n", api.ns)).stdout
-        tables = {table.splitlines()[1].split("/")[0]: table.splitlines() for table in listed.strip().split("\n\n")}
-        servers = tables["toolserver.toolcatalog.dev"]
-        assert servers[0].split()[:5] == ["NAME", "URL", "TOOLS", "READY", "SYNCED"]
-        assert servers[0].split()[-3:] == ["LAST", "SYNC", "AGE"]
-        assert servers[1].split()[:5] == ["toolserver.toolcatalog.dev/cols", server.url, "3", "True", "True"]
-        assert tables["connectorconfig.toolcatalog.dev"][1].split()[:3] == [
-            "connectorconfig.toolcatalog.dev/alice", "alice@example.com", "cols"]
-
-        wide = (await kubectl(api, "get", "mcpts", "-n", api.ns, "-o", "wide")).stdout.splitlines()
-        assert "PHASE" in wide[0].split() and wide[1].split()[:6] == ["cols", server.url, "3", "True", "True", "Ready"]
-
-        connectors = (await kubectl(api, "get", "mcpcc", "-n", api.ns)).stdout.splitlines()
-        assert connectors[0].split()[:7] == ["NAME", "OWNER", "SERVER", "URL", "TOOLS", "READY", "SYNCED"]
-        assert connectors[1].split()[:7] == ["alice", "alice@example.com", "cols", server.url, "3", "True", "True"]
 
 
 # ------------------------------------------------------------------------------ GitOps health

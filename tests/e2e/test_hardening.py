@@ -240,6 +240,7 @@ async def test_retry_after_is_honoured_up_to_the_cap(api, operator, waiter):
 # ------------------------------------------------------------------ a status write refused
 
 
+@pytest.mark.cluster_only("a ValidatingAdmissionPolicy refuses the write: the emulator has no admission")
 @pytest.mark.parametrize(("refusal", "reason"), [("RequestEntityTooLarge", "CacheTooLarge"),
                                                   ("Invalid", "WriteRejected")])
 async def test_a_refused_status_write_puts_the_previous_cache_back(api, operator, waiter, refusal, reason):
@@ -269,24 +270,7 @@ VAP_BINDING = "admissionregistration.k8s.io/v1/validatingadmissionpolicybindings
 @contextlib.asynccontextmanager
 async def status_refused_above(api, name: str, tools: int, refusal: str):
     """A status write that records more than `tools` tools is refused with `refusal` (413 or 422) until the
-    block ends: on a real server by a ValidatingAdmissionPolicy for the test's namespace (in force once a
-    dry run is refused); on the emulator, which has no admission, by a kmock reaction on the request body."""
-    if api.backend == "emulator":
-        code = 413 if refusal == "RequestEntityTooLarge" else 422
-
-        def policy_of_test(method: str, target: Any, obj: dict[str, Any]) -> tuple[int, str, str] | None:
-            count = (obj.get("status") or {}).get("toolCount")
-            if target.subresource == "status" and target.name == name and count is not None and count > tools:
-                return code, refusal, f"at most {tools} tools"
-            return None
-
-        admission = api.emulator.server.admission
-        admission.append(policy_of_test)
-        try:
-            yield
-        finally:
-            admission.remove(policy_of_test)
-        return
+    block ends, by a ValidatingAdmissionPolicy for the test's namespace (in force once a dry run is refused)."""
     policy = f"{api.ns}-max-tools"
     await api.create({
         "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",

@@ -430,6 +430,8 @@ async def _use_the_sandbox(box: Sandbox, kubectl_dir: Path | None) -> None:
     if kubectl_dir is not None:
         listed = run("kubectl", "get", "toolservers", "-A", kubeconfig=kubeconfig, kubectl_dir=kubectl_dir)
         assert listed.returncode == 0 and "demo" in listed.stdout, listed.stderr
+        header = listed.stdout.split()[:7]                              # the CRD's printer columns
+        assert header == ["NAMESPACE", "NAME", "URL", "TOOLS", "READY", "SYNCED", "LAST"], listed.stdout
         status = run("kubectl", "toolcatalog", "status", "-A", kubeconfig=kubeconfig, kubectl_dir=kubectl_dir)
         assert status.returncode == 0 and "mcpts/demo" in status.stdout, status.stderr
     box.process.send_signal(signal.SIGUSR1)
