@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import ssl
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from typing import Any
 import pytest
 
 from tests.support.k8s import CC, TAL, TS, wait_until
+from toolcatalog_dev.apiproxy import ApiProxy
 from toolcatalog_dev.cluster import ApiError, Cluster
 from toolcatalog_dev.operatorproc import OperatorProcess
 
@@ -207,6 +209,19 @@ def start_operator(operator_kubeconfig: Path, tmp_path: Path) -> Iterator[Callab
 @pytest.fixture
 def operator(start_operator: Callable[..., OperatorProcess]) -> OperatorProcess:
     return start_operator()
+
+
+@pytest.fixture
+def proxy(api: E2eApi) -> Iterator[ApiProxy]:
+    """An API proxy on loopback in front of the test's API server (toolcatalog_dev.apiproxy): it records
+    every request and answer body, and can stall watches or slow writes."""
+    if api.backend == "emulator":
+        upstream, context = api.emulator.url, None
+    else:
+        upstream = api.control_plane.url
+        context = ssl.create_default_context(cafile=str(api.control_plane.pki.ca_cert))
+    with ApiProxy(upstream, ssl_context=context, keep_bodies=True) as running:
+        yield running
 
 
 @pytest.fixture

@@ -16,7 +16,6 @@ import os
 import re
 import shutil
 import signal
-import ssl
 import subprocess
 import sys
 import time
@@ -126,17 +125,6 @@ def stop_timed(operator: Any) -> tuple[int | None, float]:
 
 # ------------------------------------------------------------------------------ fixtures
 
-
-@pytest.fixture
-def proxy(api: Any) -> Iterator[ApiProxy]:
-    """An API proxy in front of the test's API server."""
-    if api.backend == "emulator":
-        upstream, context = api.emulator.url, None
-    else:
-        upstream = api.control_plane.url
-        context = ssl.create_default_context(cafile=str(api.control_plane.pki.ca_cert))
-    with ApiProxy(upstream, ssl_context=context) as running:
-        yield running
 
 
 @pytest.fixture

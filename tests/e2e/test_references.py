@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import json
-import ssl
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -59,17 +58,6 @@ def b64(text: str) -> str:
 
 # ------------------------------------------------------------------------------ an API proxy in front
 
-
-@pytest.fixture
-def proxy(api: Any) -> Iterator[ApiProxy]:
-    """An API proxy in front of the test's API server that keeps every answer's body."""
-    if api.backend == "emulator":
-        upstream, context = api.emulator.url, None
-    else:
-        upstream = api.control_plane.url
-        context = ssl.create_default_context(cafile=str(api.control_plane.pki.ca_cert))
-    with ApiProxy(upstream, ssl_context=context, keep_bodies=True) as running:
-        yield running
 
 
 @pytest.fixture
