@@ -119,11 +119,22 @@ async def test_a_configmap_changed_by_someone_else_is_read_afresh_and_never_over
     cm["metadata"]["labels"]["touched"] = "yes"
     world.kube.put("ConfigMap", "toolserver-demo", cm)         # a new resourceVersion
     world.clock.advance(61)
+    await world.reconcile("demo")               # its version moved: read afresh; the catalog is the same, no write
+    assert world.kube.count("read_configmap") == 1 and world.kube.count("patch_configmap") == 0
+    world.fetch.tools = [tool("a"), tool("c")]
+    world.clock.advance(61)
+
+    async def someone_writes() -> None:         # between the sync's read and its write
+        world.kube.put("ConfigMap", "toolserver-demo", world.kube.get("ConfigMap", "toolserver-demo") or {})
+    world.kube.before["patch_configmap"] = someone_writes
     with pytest.raises(TransientError):
         await world.reconcile("demo")                          # the conditional patch conflicts
     await world.reconcile("demo")                              # the retry reads it first
     assert world.condition("demo", "Synced")["status"] == "True"
-    assert world.kube.get("ConfigMap", "toolserver-demo")["metadata"]["labels"]["touched"] == "yes"
+    cm = world.kube.get("ConfigMap", "toolserver-demo")
+    assert cm["metadata"]["labels"]["touched"] == "yes"
+    document = json.loads(cm["data"]["tools.json"])
+    assert [entry["name"] for entry in document["tools"] if entry["available"]] == ["a", "c"]
 
 
 async def test_a_new_resource_creates_its_configmap_without_reading_it_unless_the_watch_knows_one():

@@ -31,6 +31,7 @@ MERGE_PATCH = "application/merge-patch+json"
 # Lists of metadata only (names, uids, resourceVersions), with plain JSON as the fallback.
 METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1, application/json"
 WATCH_METADATA = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1, application/json"
+OBJECT_METADATA = WATCH_METADATA        # one object's metadata: the same media type
 DEFAULT_TIMEOUT_SECONDS = 30.0
 CORE = "/api/v1"
 
@@ -178,6 +179,17 @@ class KubeClient:
 
     async def read_configmap(self, namespace: str, name: str) -> dict[str, Any] | None:
         return await self.get(core_path("configmaps", namespace, name), f"ConfigMap {namespace}/{name}")
+
+    async def read_configmap_version(self, namespace: str, name: str) -> str | None:
+        """A ConfigMap's resourceVersion (its metadata only: not its content), or None when it does not exist."""
+        try:
+            answer = await self.request("GET", core_path("configmaps", namespace, name), accept=OBJECT_METADATA,
+                                        what=f"ConfigMap {namespace}/{name}")
+        except ApiError as error:
+            if error.status == 404:
+                return None
+            raise
+        return (answer.get("metadata") or {}).get("resourceVersion")
 
     async def read_object(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         return await self.get(custom_path(kind, namespace, name), f"{kind} {namespace}/{name}")

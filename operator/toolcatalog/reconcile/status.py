@@ -93,15 +93,15 @@ def after_success(prev: Status, outcome: SyncSuccess, *, generation: int, owner:
     status.next_sync_at = rfc3339(outcome.next_sync_at)
     status.references = list(outcome.references)
     status.fetched_with = outcome.fetched_with
+    # Messages without times or durations (status.cache and lastSync have those): a resync that changes
+    # nothing leaves the conditions as they are, and its status patch small.
     status.conditions = set_condition(
         status.conditions, type_=c.COND_READY, status=True, reason=c.REASON_CACHE_FRESH,
-        message=f"{outcome.tool_count} usable tools cached in ConfigMap {outcome.cache.config_map}, "
-                f"fresh until {outcome.cache.expires_at}",
+        message=f"{outcome.tool_count} usable tools cached in ConfigMap {outcome.cache.config_map}",
         generation=generation, now=now)
     status.conditions = set_condition(
         status.conditions, type_=c.COND_SYNCED, status=True, reason=c.REASON_SYNC_SUCCEEDED,
-        message=f"listed {outcome.tools_listed} tools from {outcome.url} in "
-                f"{status.last_sync.duration_ms} ms",
+        message=f"listed {outcome.tools_listed} tools from {outcome.url}",
         generation=generation, now=now)
     status.conditions = remove_condition(status.conditions, c.COND_STALLED)
     return status
@@ -128,8 +128,8 @@ def after_failure(prev: Status, outcome: SyncFailure, *, generation: int, owner:
         status.phase = c.PHASE_STALE
         assert prev.cache is not None
         ready = (True, c.REASON_CACHE_STALE,
-                 f"serving the cache from {prev.cache.cached_at} in ConfigMap {prev.cache.config_map}: "
-                 f"the last sync failed ({outcome.error.reason})")
+                 f"serving the cache last verified at {prev.cache.verified_at or prev.cache.cached_at} in "
+                 f"ConfigMap {prev.cache.config_map}: the last sync failed ({outcome.error.reason})")
     else:
         status.phase = c.PHASE_FAILED
         ready = (False, c.REASON_NO_CACHE, f"no cache yet: the sync failed ({outcome.error.reason})")
