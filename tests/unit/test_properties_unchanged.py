@@ -115,12 +115,12 @@ class Scenario:
         return configmap["metadata"]["resourceVersion"], configmap
 
     def allowed(self) -> dict[str, str]:
-        return self.world.allowlists.allowed(NS, "gateway", "github") or {}
+        return dict(self.world.allowlists.allowed(NS, "gateway", "github") or {})
 
 
 @settings(max_examples=150, deadline=None)
 @given(data=st.data())
-def test_an_unchanged_resync_writes_no_cache_and_any_one_character_changed_is_seen(data: st.DataObject):
+def test_an_unchanged_resync_writes_no_cache_and_any_one_character_changed_is_seen(data: st.DataObject) -> None:
     async def run() -> None:
         scenario = Scenario()
         world = scenario.world
