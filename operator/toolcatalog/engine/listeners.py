@@ -27,8 +27,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import json
 import logging
+import os
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -51,6 +53,7 @@ STABLE_SECONDS = 30.0           # a stream that stayed up this long resets the b
 
 Key = ObjectKey
 Listen = Callable[..., Awaitable[None]]
+_FINGERPRINT_KEY = os.urandom(32)     # this process's: fingerprints are compared, never stored or shown
 
 
 # ------------------------------------------------------------------- pure policy
@@ -59,12 +62,13 @@ Listen = Callable[..., Awaitable[None]]
 def endpoint_fingerprint(endpoint: Endpoint) -> str:
     """A digest of everything that decides the session (url, transport, headers, TLS).
 
-    A changed fingerprint means the listener must reconnect; only the digest is kept, never a header value.
+    Resources with equal fingerprints share one listener. Only the digest is kept, never a header value, and
+    it is keyed with a secret of this process: it cannot be checked against a guessed credential.
     """
     tls = endpoint.tls.pool_key() if endpoint.tls is not None else None
     canonical = json.dumps([endpoint.url, endpoint.transport, sorted(endpoint.headers.items()), tls],
                            separators=(",", ":"))
-    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+    return "hmac-sha256:" + hmac.new(_FINGERPRINT_KEY, canonical.encode(), hashlib.sha256).hexdigest()
 
 
 def backoff_delay(failures: int, jitter: float, *, base: float = BACKOFF_BASE_SECONDS,
