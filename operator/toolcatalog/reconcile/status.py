@@ -72,13 +72,22 @@ def _last_sync(outcome: SyncSuccess | SyncFailure) -> LastSync:
     )
 
 
+def _copy(status: Status) -> Status:
+    """A deep copy, but for the entries of status.tools, which nothing changes in place: they are shared.
+    (A deep copy of 500 tool entries costs ~10 ms, and a refresh made two.)"""
+    tools = status.tools
+    copied = status.model_copy(update={"tools": []}).model_copy(deep=True)
+    copied.tools = list(tools)
+    return copied
+
+
 def has_cache(status: Status) -> bool:
     return status.cache is not None and status.cache.cached_at is not None
 
 
 def after_success(prev: Status, outcome: SyncSuccess, *, generation: int, owner: str | None = None) -> Status:
     now = rfc3339(outcome.completed_at)
-    status = prev.model_copy(deep=True)
+    status = _copy(prev)
     status.observed_generation = generation
     status.phase = c.PHASE_READY
     status.url = outcome.url
@@ -110,7 +119,7 @@ def after_success(prev: Status, outcome: SyncSuccess, *, generation: int, owner:
 def after_failure(prev: Status, outcome: SyncFailure, *, generation: int, owner: str | None = None) -> Status:
     """Tools, cache and server stay exactly as they were; only bookkeeping and conditions move."""
     now = rfc3339(outcome.completed_at)
-    status = prev.model_copy(deep=True)
+    status = _copy(prev)
     status.observed_generation = generation
     status.owner = owner
     if status.url is None:
@@ -168,7 +177,7 @@ def with_approval(status: Status, pending: Sequence[Pending], *, policy: str, ki
 
 def after_suspend(prev: Status, *, generation: int, now: datetime, owner: str | None = None) -> Status:
     stamp = rfc3339(now)
-    status = prev.model_copy(deep=True)
+    status = _copy(prev)
     status.observed_generation = generation
     status.owner = owner
     status.phase = c.PHASE_SUSPENDED
@@ -188,7 +197,7 @@ def with_refresh(status: Status, request: RefreshRequest, *, completed_at: datet
                  previous_tool_count: int | None = None, tools_discovered: int | None = None,
                  error: ErrorInfo | None = None, rate_limit_message: str = "") -> Status:
     """Record the answer to a refresh in status.lastRefresh and the Refreshed condition."""
-    status = status.model_copy(deep=True)
+    status = _copy(status)
     record = LastRefresh(
         token=request.token, reason=request.reason, force=request.force,
         requested_at=rfc3339(request.requested_at), completed_at=rfc3339(completed_at),
