@@ -69,8 +69,8 @@ def _run_parser(sub: argparse._SubParsersAction, env: Mapping[str, str]) -> tupl
                           "beside the workers, one namespace at most half of them; 0: none, a sync holds its worker "
                           "to the end (default 5 per worker, at least 50; env TOOLCATALOG_MAX_SLOW_SYNCS)")
     run.add_argument("--max-listeners", type=int, metavar="N", default=int(default("MAX_LISTENERS")),
-                     help="long-lived sessions listening for tool-list changes, at most (default 500; "
-                          "env TOOLCATALOG_MAX_LISTENERS)")
+                     help="long-lived sessions listening for tool-list changes (one per endpoint and credentials, "
+                          "shared by the resources that read it), at most (default 500; env TOOLCATALOG_MAX_LISTENERS)")
     run.add_argument("--metrics-port", type=int, metavar="PORT", default=int(default("METRICS_PORT", "0")) or None,
                      help="serve Prometheus metrics on this port (/metrics); off by default")
     run.add_argument("--metrics-address", metavar="ADDR", default=default("METRICS_ADDRESS"),
