@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -109,6 +110,28 @@ async def test_an_api_server_failure_changes_nothing_and_is_left_to_the_queue():
     assert world.status("demo") == {} and world.kube.events == []
     await world.reconcile("demo")                       # the queue's retry
     assert world.condition("demo", "Synced")["status"] == "True"
+
+
+async def test_an_unchanged_resync_writes_only_status_and_puts_back_a_deleted_configmap():
+    world = World()
+    world.apply("demo", {"url": URL, "sync": {"ttlSeconds": 60}})
+    await world.reconcile("demo")
+    world.watch(c.KIND_TOOLSERVER, "demo")
+    written = copy.deepcopy(world.kube.get("ConfigMap", "toolserver-demo"))
+    world.clock.advance(61)
+    await world.reconcile("demo")              # the same answer: status alone, the ConfigMap as it was
+    world.watch(c.KIND_TOOLSERVER, "demo")
+    assert world.kube.get("ConfigMap", "toolserver-demo") == written
+    assert world.kube.count("patch_configmap") == 0 and world.kube.count("read_configmap") == 0
+    assert world.status("demo")["cache"]["verifiedAt"] > world.status("demo")["cache"]["cachedAt"]
+    del world.kube.objects[("ConfigMap", NS, "toolserver-demo")]     # someone deletes it
+    world.clock.advance(61)
+    await world.reconcile("demo")              # the same answer again, but the ConfigMap is gone: written anew
+    again = world.kube.get("ConfigMap", "toolserver-demo")
+    assert again is not None
+    names = [[tool["name"] for tool in json.loads(cm["data"]["tools.json"])["tools"]] for cm in (again, written)]
+    assert names[0] == names[1] == ["a", "b"]
+    assert world.condition("demo", "Ready")["status"] == "True"
 
 
 async def test_a_configmap_changed_by_someone_else_is_read_afresh_and_never_overwritten_blindly():
