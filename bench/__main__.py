@@ -8,16 +8,17 @@
 Sections (--only picks some): floor (bare SDK session, raw HTTP on a warm connection, tools/list on an
 open session: 1, 50 and 500 tools), refresh (annotation to answer, on the emulator and on the real
 control plane, as ratios to the floor), converge (N ToolServers × 20 tools created at once on a fresh
-real control plane, then idle and sizes), steady (N with a short TTL for a while), triggers (Secret
-rotation and list-changed notification to resync), probes (what the liveness check costs the API server,
-by N up to 1000: bench/probes.py), allowlist (a notified rug pull until ToolHive's proxy denies the tool
-through the operator's webhook, and each ToolAllowlist target, ContextForge included, withdraws it: the
-exposure window through the real gateways), secrets (the operator's RSS and the bytes it
-receives with 5,000 unrelated 10 KiB Secrets in the cluster; --secrets-baseline REF: also with the
-operator code of REF), ratelimit (N created at once with the
-client-side rate limit on and off: convergence, 429s and APF queueing, API server CPU, another client's
-latency). Prints a table and writes bench/results/<date>-<machine>.json. Every server listens on, and all
-traffic goes to, 127.0.0.1.
+real control plane, then idle and sizes; and 1,000 on servers with the mcp SDK's defaults, ttlMs 0 and
+listChanged), steady (N with a short TTL for a while on tuned servers; N on servers with the SDK's
+defaults, resyncing at the 60 s floor; a few 500-tool catalogs likewise), triggers (Secret rotation and
+list-changed notification to resync), probes (what the liveness check costs the API server, by N up to
+1000: bench/probes.py), allowlist (a notified rug pull until ToolHive's proxy denies the tool through the
+operator's webhook, and each ToolAllowlist target, ContextForge included, withdraws it: the exposure
+window through the real gateways), secrets (the operator's RSS and the bytes it receives with 5,000
+unrelated 10 KiB Secrets in the cluster; --secrets-baseline REF: also with the operator code of REF),
+ratelimit (N created at once with the client-side rate limit on and off: convergence, 429s and APF
+queueing, API server CPU, another client's latency). Prints a table and writes
+bench/results/<date>-<machine>.json. Every server listens on, and all traffic goes to, 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Coroutine
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -42,6 +44,7 @@ SECTIONS = ("floor", "refresh", "converge", "steady", "triggers", "probes", "all
             "ratelimit")
 CATALOGS = [1, 50, 500]
 PAGE_SIZE = 100
+LARGE_TOOLS, LARGE_SERVERS = 500, 2      # the steady state of large catalogs
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -49,13 +52,20 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true",
                         help="small and short: --sizes 100 --rounds 10 --idle-seconds 20 --steady-resources 200 "
-                             "--steady-ttl 30 --steady-seconds 90 --trigger-rounds 3")
+                             "--steady-ttl 30 --steady-seconds 90 --sdk-resources 200 --sdk-seconds 150 "
+                             "--large-resources 10 --trigger-rounds 3")
     parser.add_argument("--sizes", default=None, help="convergence sizes N, comma-separated (default 100,1000,5000)")
     parser.add_argument("--rounds", type=int, default=None, help="samples per latency figure (default 30)")
     parser.add_argument("--idle-seconds", type=float, default=None, help="idle measurement per size (default 60)")
     parser.add_argument("--steady-resources", type=int, default=None, help="steady state N (default 1000)")
     parser.add_argument("--steady-ttl", type=int, default=None, help="steady state ttlSeconds (default 120)")
     parser.add_argument("--steady-seconds", type=float, default=None, help="steady state duration (default 1800)")
+    parser.add_argument("--sdk-resources", type=int, default=None,
+                        help="resources on servers with the SDK's defaults, converge and steady (default 1000)")
+    parser.add_argument("--sdk-seconds", type=float, default=None,
+                        help="steady state on servers with the SDK's defaults, and of large catalogs (default 600)")
+    parser.add_argument("--large-resources", type=int, default=None,
+                        help=f"resources × {LARGE_TOOLS} tools in the large catalogs' steady state (default 40)")
     parser.add_argument("--trigger-rounds", type=int, default=None, help="samples per trigger latency (default 10)")
     parser.add_argument("--kube-qps", type=float, default=None, metavar="QPS",
                         help="also converge the largest N at or below 1000 with the operator's --kube-qps QPS "
@@ -76,6 +86,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     defaults = {"sizes": "100" if quick else "100,1000,5000", "rounds": 10 if quick else 30,
                 "idle_seconds": 20.0 if quick else 60.0, "steady_resources": 200 if quick else 1000,
                 "steady_ttl": 30 if quick else 120, "steady_seconds": 90.0 if quick else 1800.0,
+                "sdk_resources": 200 if quick else 1000, "sdk_seconds": 150.0 if quick else 600.0,
+                "large_resources": 10 if quick else 40,
                 "trigger_rounds": 3 if quick else 10, "kube_qps": None if quick else 50.0,
                 "secrets_count": 500 if quick else 5000,
                 "ratelimit_resources": 200 if quick else 1000}
@@ -174,12 +186,29 @@ async def _converge(args: argparse.Namespace, results: dict[str, Any], directory
                                                "--kube-burst", str(int(2 * args.kube_qps))))
         entry["operator_flags"] = f"--kube-qps {args.kube_qps:g} --kube-burst {int(2 * args.kube_qps)}"
         results["converge"].append(entry)
+    await _part(results, "converge_sdk", scale.run(args.sdk_resources, directory, idle_seconds=0, sizes=False,
+                                                   profile_dir=args.profile, sdk_defaults=True))
 
 
 async def _steady(args: argparse.Namespace, results: dict[str, Any], directory: Path) -> None:
-    if "steady" in args.only:
-        results["steady"] = await steady.run(args.steady_resources, args.steady_ttl, args.steady_seconds, directory,
-                                             args.profile)
+    if "steady" not in args.only:
+        return
+    await _part(results, "steady", steady.run(args.steady_resources, args.steady_ttl, args.steady_seconds,
+                                              directory, args.profile))
+    await _part(results, "steady_sdk", steady.run(args.sdk_resources, None, args.sdk_seconds, directory,
+                                                  args.profile, sdk_defaults=True))
+    await _part(results, "steady_large", steady.run(args.large_resources, None, args.sdk_seconds, directory,
+                                                    args.profile, tools=LARGE_TOOLS, servers=LARGE_SERVERS,
+                                                    sdk_defaults=True))
+
+
+async def _part(results: dict[str, Any], name: str, measure: Coroutine[Any, Any, dict[str, Any]]) -> None:
+    """One measurement of a section: its failure is recorded, and the section's others still run."""
+    try:
+        results[name] = await measure
+    except Exception as error:
+        log(f"{name} failed: {error!r}")
+        results["errors"][name] = f"{type(error).__name__}: {error}"[:2000]
 
 
 async def _triggers(args: argparse.Namespace, results: dict[str, Any], directory: Path) -> None:
@@ -225,18 +254,53 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     for backend, figures in (results.get("refresh") or {}).items():
         for count in CATALOGS:
             ratios = figures[str(count)].get("ratio_to_sdk_session")
-            if ratios:
-                row(f"refresh p50 / bare SDK session, {count} tools, {backend}", ratios["p50"], "<= 0.5",
-                    ratios["p50"] <= 0.5)
+            if not ratios:
+                continue
+            # The issue's bounds hold on the real control plane: at most half a bare SDK session for one tool,
+            # at most one for 500; the emulator and 50 tools are measured.
+            bound = {1: 0.5, 500: 1.0}.get(count) if backend == "real" else None
+            row(f"refresh p50 / bare SDK session, {count} tools, {backend}", ratios["p50"],
+                f"<= {bound:g}" if bound else "measured", ratios["p50"] <= bound if bound else None)
+        if backend == "real" and "500" in figures:
+            cpu = figures["500"]["operator_cpu_ms_per_refresh"]
+            row("CPU per 500-tool refresh (real), ms", cpu, "<= 50", cpu <= 50)
     converged = {entry["resources"]: entry for entry in results.get("converge") or []
                  if not entry.get("operator_flags")}
     for entry in results.get("converge") or []:
         if entry.get("operator_flags"):
             row(f"{entry['resources']} × 20 tools converge with {entry['operator_flags']}, s",
                 entry["converge_seconds"], "measured", None)
-    if results.get("steady"):
-        row("CPU per TTL sync (steady state), ms", results["steady"]["operator_cpu_ms_per_sync"], "<= 8",
-            results["steady"]["operator_cpu_ms_per_sync"] <= 8)
+    for key, tools, bound in (("steady", 20, 4), ("steady_sdk", 20, 4), ("steady_large", 500, 15)):
+        s = results.get(key)
+        if not s:
+            continue
+        where = f"{s['resources']} × {tools} tools, {'SDK defaults' if key != 'steady' else 'tuned'}"
+        row(f"CPU per unchanged sync ({where}), ms", s["operator_cpu_ms_per_sync"], f"<= {bound}",
+            s["operator_cpu_ms_per_sync"] <= bound)
+        per_sync = s["operator_api_requests_per_sync"]
+        writes = sum(value for name, value in per_sync.items() if name.endswith(" configmaps")
+                     and name.split()[0] in ("POST", "PUT", "PATCH"))
+        row(f"ConfigMap writes per unchanged sync ({where})", writes, "0", writes == 0)
+        body = s.get("request_body_bytes_per_sync", {}).get("PATCH toolservers")
+        if body is not None:
+            row(f"status patch bytes per unchanged sync ({where})", body, "<= 1024", body <= 1024)
+    sdk = results.get("steady_sdk")
+    if sdk:
+        where = f"{sdk['resources']} resources, SDK defaults"
+        row(f"steady state CPU ({where}), % of a core", sdk["operator_cpu_percent_of_a_core"], "<= 5",
+            sdk["operator_cpu_percent_of_a_core"] <= 5)
+        row(f"API writes per second ({where})", sdk["api_writes_per_second"], "<= 20",
+            sdk["api_writes_per_second"] <= 20)
+        row(f"etcd WAL bytes per minute ({where})", sdk["etcd_wal_bytes_per_minute"], "measured", None)
+        row(f"change-notification streams ({where}, {sdk['servers']} servers)", sdk["listen_streams_open"],
+            f"{sdk['servers']}", sdk["listen_streams_open"] == sdk["servers"])
+        row(f"RSS ({where}), max MiB", sdk["rss_mib"]["max"], "<= 120", sdk["rss_mib"]["max"] <= 120)
+    converge_sdk = results.get("converge_sdk")
+    if converge_sdk:
+        where = f"{converge_sdk['resources']} × 20 tools, SDK defaults"
+        row(f"converge ({where}), s", converge_sdk["converge_seconds"], "<= 60", converge_sdk["converge_seconds"] <= 60)
+        row(f"peak RSS ({where}), MiB", converge_sdk["operator_peak_rss_mib"], "<= 120",
+            converge_sdk["operator_peak_rss_mib"] <= 120)
     for count, entry in converged.items():
         row(f"CPU per first sync (convergence, N={count}), ms", entry["operator_cpu_ms_per_sync"], "<= 8",
             entry["operator_cpu_ms_per_sync"] <= 8)
@@ -319,13 +383,27 @@ def table(results: dict[str, Any]) -> str:
                 f"{sizes['configmap_bytes_per_tool_gzip']} B/tool gzip; status {sizes['status_bytes_per_resource']} "
                 f"B/resource; etcd {sizes['etcd_bytes_per_resource_total']} B/resource "
                 f"{sizes['etcd_bytes_per_resource']}")
-    if results.get("steady"):
-        s = results["steady"]
-        out(f"steady N={s['resources']} ttl={s['ttl_seconds']} s for {s['seconds']} s: {s['syncs']} syncs, "
+    if results.get("converge_sdk"):
+        entry = results["converge_sdk"]
+        out(f"converge N={entry['resources']} × {entry['tools_each']} tools ({entry['servers']} servers, "
+            f"{entry['server_behaviour']}): {entry['converge_seconds']} s, operator RSS peak "
+            f"{entry['operator_peak_rss_mib']} MiB, after {entry['operator_rss_after_mib']} MiB, CPU "
+            f"{entry['operator_cpu_ms_per_sync']} ms/sync, change-notification streams {entry['listen_streams_open']}, "
+            f"API requests/sync {entry['operator_api_requests_per_sync']}")
+    for key in ("steady", "steady_sdk", "steady_large"):
+        s = results.get(key)
+        if not s:
+            continue
+        out(f"steady N={s['resources']} × {s.get('tools_each', 20)} tools ({s.get('server_behaviour', 'tuned')}), "
+            f"resync every {s['ttl_seconds']} s, for {s['seconds']} s: {s['syncs']} syncs, "
             f"{s['syncs_per_second_mean']}/s mean (N/TTL {s['expected_syncs_per_second']}), peak "
             f"{s['syncs_per_second_peak_1s']}/s in 1 s, {s['syncs_per_second_peak_10s_window']}/s over 10 s; "
             f"CPU {s['operator_cpu_ms_per_sync']} ms/sync ({s['operator_cpu_percent_of_a_core']}% of a core); RSS "
             f"{s['rss_mib']}; API requests/sync {s['operator_api_requests_per_sync']}")
+        if "api_writes_per_second" in s:
+            out(f"  API writes {s['api_writes_per_second']}/s; bytes sent per sync "
+                f"{s['request_body_bytes_per_sync']}; etcd: {s['etcd_wal_bytes_per_minute']} WAL bytes/min, "
+                f"{s['etcd_puts_per_minute']} puts/min; change-notification streams open: {s['listen_streams_open']}")
     if results.get("triggers"):
         for name, figures in results["triggers"].items():
             out(f"trigger {name:<22} p50 {figures['p50']:8.1f}  p95 {figures['p95']:8.1f}  (n={figures['n']})")

@@ -18,6 +18,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,8 +102,8 @@ class McpFleet:
     """MCP servers (McpTestServer, TCP_NODELAY) in a child process of their own, so that neither the
     operator nor the bench shares a GIL with them; driven by one-line JSON commands over a pipe."""
 
-    def __init__(self, catalogs: list[int], page_size: int | None = None) -> None:
-        self.catalogs, self.page_size = catalogs, page_size
+    def __init__(self, catalogs: list[int], page_size: int | None = None, *, sdk_defaults: bool = False) -> None:
+        self.catalogs, self.page_size, self.sdk_defaults = catalogs, page_size, sdk_defaults
         self.process: subprocess.Popen[str] | None = None
         self.urls: list[str] = []
 
@@ -110,6 +111,8 @@ class McpFleet:
         args = [sys.executable, "-m", "bench.mcpfleet", "--catalogs", ",".join(map(str, self.catalogs))]
         if self.page_size:
             args += ["--page-size", str(self.page_size)]
+        if self.sdk_defaults:
+            args.append("--sdk-defaults")
         self.process = subprocess.Popen(args, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                                         start_new_session=True)
         self.urls = self.command({"op": "urls"})["urls"]
@@ -131,6 +134,14 @@ class McpFleet:
 
     def list_calls(self) -> list[int]:
         return list(self.command({"op": "stats"})["list_calls"])
+
+    def open_listens(self) -> int:
+        """Change-notification streams open on all the servers now (`subscriptions/listen`)."""
+        return sum(self.command({"op": "stats"})["open_listens"])
+
+    @property
+    def behaviour(self) -> str:
+        return "sdk-defaults (ttlMs 0, listChanged)" if self.sdk_defaults else "tuned (ttlMs a day, no listChanged)"
 
     @property
     def stats(self) -> ProcStats:
@@ -154,6 +165,14 @@ class McpFleet:
 
 
 _REQUESTS = re.compile(r'^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>[0-9.e+]+)$')
+_BODY_BYTES = re.compile(r'^apiserver_request_body_size_bytes_sum\{(?P<labels>[^}]*)\} (?P<value>[0-9.e+]+)$')
+_ETCD = {"etcd_disk_wal_write_bytes_total": "wal_bytes", "etcd_mvcc_put_total": "puts"}
+WRITE_VERBS = ("POST", "PUT", "PATCH", "DELETE")
+
+
+def api_writes(delta: dict[tuple[str, str], float]) -> float:
+    """Writes (create, update, patch, delete) on our resources in a `request_delta`."""
+    return sum(value for (verb, resource), value in delta.items() if verb in WRITE_VERBS and resource in OUR_RESOURCES)
 
 
 def request_delta(before: dict[tuple[str, str], float],
@@ -192,6 +211,31 @@ class Backend:
             key = (labels.get("verb", "").strip('"'), labels.get("resource", "").strip('"'))
             counts[key] = counts.get(key, 0.0) + float(match["value"])
         return counts
+
+    def request_body_bytes(self) -> dict[tuple[str, str], float]:
+        """kube-apiserver's apiserver_request_body_size_bytes (sum) by (VERB, resource): bytes clients sent."""
+        assert self.plane is not None
+        found: dict[tuple[str, str], float] = {}
+        for line in self.plane.get_raw("/metrics").decode().splitlines():
+            match = _BODY_BYTES.match(line)
+            if match:
+                labels = dict(part.split("=", 1) for part in match["labels"].split(","))
+                key = (labels.get("verb", "").strip('"').upper(), labels.get("resource", "").strip('"'))
+                found[key] = found.get(key, 0.0) + float(match["value"])
+        return found
+
+    def etcd_counters(self) -> dict[str, float]:
+        """etcd's own counters: bytes written to its write-ahead log, and keys put."""
+        assert self.plane is not None
+        direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))     # 127.0.0.1, never a proxy
+        with direct.open(f"{self.plane.etcd_url}/metrics", timeout=10) as answer:
+            text = answer.read().decode()
+        found: dict[str, float] = {}
+        for line in text.splitlines():
+            name, _, value = line.partition(" ")
+            if name in _ETCD:
+                found[_ETCD[name]] = float(value)
+        return found
 
     def control_plane_cpu(self) -> dict[str, float]:
         return self.plane.cpu() if self.plane is not None else {}

@@ -44,12 +44,17 @@ SETTLE_SECONDS = 5.0
 
 
 async def run(count: int, workdir: Path, *, idle_seconds: float, sizes: bool, profile_dir: Path | None,
-              servers: int = SERVERS, operator_args: tuple[str, ...] = ()) -> dict[str, Any]:
-    log(f"convergence: {count} ToolServers × {TOOLS} tools on a fresh control plane")
+              servers: int = SERVERS, operator_args: tuple[str, ...] = (),
+              sdk_defaults: bool = False) -> dict[str, Any]:
+    """`sdk_defaults`: servers as the mcp SDK makes them (ttlMs 0, listChanged): no idle then, since every
+    resource resyncs at the 60 s floor; the change-notification streams open are counted instead."""
+    log(f"convergence: {count} ToolServers × {TOOLS} tools on a fresh control plane"
+        f"{' (servers with the SDK defaults)' if sdk_defaults else ''}")
     async with real_cluster(workdir) as backend:
-        with McpFleet([TOOLS] * servers) as fleet, Operator(backend, workdir, *operator_args) as operator:
-            return await _run(backend, fleet, operator, count, idle_seconds=idle_seconds, sizes=sizes,
-                              profile_dir=profile_dir)
+        with McpFleet([TOOLS] * servers, sdk_defaults=sdk_defaults) as fleet, \
+                Operator(backend, workdir, *operator_args) as operator:
+            return await _run(backend, fleet, operator, count, idle_seconds=0 if sdk_defaults else idle_seconds,
+                              sizes=sizes, profile_dir=profile_dir)
 
 
 async def _run(backend: Backend, fleet: McpFleet, operator: Operator, count: int, *, idle_seconds: float,
@@ -75,7 +80,8 @@ async def _run(backend: Backend, fleet: McpFleet, operator: Operator, count: int
         stop = asyncio.Event()
         sampler = loop.create_task(stats.sample_peak(stop))
         names = [f"ts-{index:05d}" for index in range(count)]
-        with profiled(operator.pid, profile_dir, f"converge-{count}") as profile:
+        label = f"converge-{count}{'-sdk' if fleet.sdk_defaults else ''}"
+        with profiled(operator.pid, profile_dir, label) as profile:
             started = loop.time()
             await create_all(backend.client, [toolserver(name, fleet.urls[index % len(fleet.urls)])
                                               for index, name in enumerate(names)], concurrency=64)
@@ -94,7 +100,7 @@ async def _run(backend: Backend, fleet: McpFleet, operator: Operator, count: int
         ours = {key: round(value / count, 2) for key, value in requests_by_verb(delta).items()}
         times = sorted(first_synced[name] - started for name in names)
         result: dict[str, Any] = {
-            "resources": count, "servers": len(fleet.urls), "tools_each": TOOLS,
+            "resources": count, "servers": len(fleet.urls), "tools_each": TOOLS, "server_behaviour": fleet.behaviour,
             "converge_seconds": round(converge, 1),
             "create_seconds": round(created - started, 1),
             "synced_at_seconds": {"p50": round(times[len(times) // 2], 1), "p90": round(times[int(len(times) * .9)], 1),
@@ -118,6 +124,7 @@ async def _run(backend: Backend, fleet: McpFleet, operator: Operator, count: int
         rss_after = stats.rss()
         result["operator_rss_after_mib"] = round(rss_after / 2**20, 1)
         result["operator_kib_per_resource"] = round((rss_after - rss_start) / 1024 / count, 1)
+        result["listen_streams_open"] = fleet.open_listens()
         if sizes:
             result["sizes"] = await measure_sizes(backend, stream.objects[names[0]], count)
         if idle_seconds > 0:

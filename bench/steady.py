@@ -1,8 +1,14 @@
 """Steady state on the real control plane: N ToolServers with a short TTL, left to resync for a while.
 
 RSS over time (does it grow?), the resync spread (syncs per second, per 1 s and per 10 s, against the
-mean N / TTL: a herd would show as peaks), the operator's CPU per TTL sync and the API requests per
-sync. A sync is counted when a watch sees a resource's status.lastSync.completedAt change.
+mean N / TTL: a herd would show as peaks), the operator's CPU per TTL sync, the API requests and the
+bytes sent per sync, the API writes per second, and what etcd wrote (its write-ahead log's bytes and
+its puts, per minute). A sync is counted when a watch sees a resource's status.lastSync.completedAt
+change. Every sync of the steady state finds the catalog unchanged.
+
+Two kinds of servers: tuned ones (a day's `ttlMs`, so the resource's `ttlSeconds` sets the pace), and
+servers as the mcp SDK makes them by default (`sdk_defaults`: `ttlMs: 0`, so every resource resyncs at
+the operator's 60 s floor, and `listChanged`, so the operator listens: the streams open are counted).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from bench.common import (
     TS,
     McpFleet,
     Operator,
+    api_writes,
     create_all,
     log,
     profiled,
@@ -32,10 +39,20 @@ TOOLS = 20
 RSS_EVERY_SECONDS = 10.0
 
 
-async def run(count: int, ttl: int, seconds: float, workdir: Path, profile_dir: Path | None) -> dict[str, Any]:
-    log(f"steady state: {count} ToolServers, ttlSeconds {ttl}, for {seconds:g}s")
+SDK_FLOOR_SECONDS = 60       # the operator's --min-server-ttl: what ttlMs 0 comes to
+
+
+async def run(count: int, ttl: int | None, seconds: float, workdir: Path, profile_dir: Path | None, *,
+              tools: int = TOOLS, servers: int = SERVERS, sdk_defaults: bool = False) -> dict[str, Any]:
+    """`ttl`: spec.sync.ttlSeconds (None: its default, so that the server's ttlMs decides)."""
+    period = ttl if ttl is not None else SDK_FLOOR_SECONDS
+    label = f"steady-{count}x{tools}{'-sdk' if sdk_defaults else ''}"
+    log(f"steady state: {count} ToolServers × {tools} tools on {servers} servers "
+        f"({'SDK defaults' if sdk_defaults else 'tuned'}), ttlSeconds {ttl or 'default'}, for {seconds:g}s")
+    sync = {"ttlSeconds": ttl} if ttl is not None else {"ttlSeconds": 3600}
     async with real_cluster(workdir) as backend:
-        with McpFleet([TOOLS] * SERVERS) as fleet, Operator(backend, workdir) as operator:
+        with McpFleet([tools] * servers, sdk_defaults=sdk_defaults) as fleet, \
+                Operator(backend, workdir) as operator:
             stats = operator.stats
             loop = asyncio.get_running_loop()
             completions: dict[str, str] = {}
@@ -50,7 +67,7 @@ async def run(count: int, ttl: int, seconds: float, workdir: Path, profile_dir: 
             async with backend.watch(TS, NAMESPACE) as stream:
                 stream.on_event = on_event
                 names = [f"ts-{index:05d}" for index in range(count)]
-                await create_all(backend.client, [toolserver(name, fleet.urls[index % SERVERS], ttlSeconds=ttl)
+                await create_all(backend.client, [toolserver(name, fleet.urls[index % servers], **sync)
                                                   for index, name in enumerate(names)], concurrency=64)
                 await stream.until(lambda: all(synced(stream.objects.get(name)) for name in names),
                                    max(300.0, count * 0.5), f"{count} ToolServers synced")
@@ -58,8 +75,9 @@ async def run(count: int, ttl: int, seconds: float, workdir: Path, profile_dir: 
                 started = loop.time()
                 first = len(sync_times)
                 cpu0, requests0 = stats.cpu_seconds(), backend.request_counts()
+                bodies0, etcd0 = backend.request_body_bytes(), backend.etcd_counters()
                 rss: list[tuple[float, float]] = []
-                with profiled(operator.pid, profile_dir, f"steady-{count}") as profile:
+                with profiled(operator.pid, profile_dir, label) as profile:
                     while loop.time() - started < seconds:
                         rss.append((round(loop.time() - started, 1), round(stats.rss() / 2**20, 1)))
                         if operator.exited() is not None:
@@ -67,21 +85,27 @@ async def run(count: int, ttl: int, seconds: float, workdir: Path, profile_dir: 
                         await asyncio.sleep(min(RSS_EVERY_SECONDS, max(0.0, seconds - (loop.time() - started))))
                 elapsed = loop.time() - started
                 cpu1, requests1 = stats.cpu_seconds(), backend.request_counts()
+                bodies1, etcd1 = backend.request_body_bytes(), backend.etcd_counters()
                 rss.append((round(elapsed, 1), round(stats.rss() / 2**20, 1)))
+                streams = fleet.open_listens()
                 window = [t - started for t in sync_times[first:] if t >= started]
     syncs = len(window)
     per_second = [0] * (int(elapsed) + 1)
     for moment in window:
         per_second[min(len(per_second) - 1, int(moment))] += 1
     per_ten = [sum(per_second[i:i + 10]) / 10 for i in range(0, len(per_second), 10)]
-    delta = requests_by_verb(request_delta(requests0, requests1))
+    changes = request_delta(requests0, requests1)
+    delta = requests_by_verb(changes)
+    bodies = requests_by_verb(request_delta(bodies0, bodies1))
+    per_minute = 60.0 / elapsed
     half = len(rss) // 2
     first_half = [value for _, value in rss[:half]] or [0.0]
     second_half = [value for _, value in rss[half:]] or [0.0]
     result: dict[str, Any] = {
-        "resources": count, "ttl_seconds": ttl, "seconds": round(elapsed, 1),
+        "resources": count, "tools_each": tools, "servers": servers, "server_behaviour": fleet.behaviour,
+        "ttl_seconds": period, "seconds": round(elapsed, 1),
         "syncs": syncs,
-        "expected_syncs_per_second": round(count / ttl, 2),
+        "expected_syncs_per_second": round(count / period, 2),
         "syncs_per_second_mean": round(syncs / elapsed, 2),
         "syncs_per_second_peak_1s": max(per_second) if per_second else 0,
         "syncs_per_second_peak_10s_window": round(max(per_ten), 2) if per_ten else 0,
@@ -89,6 +113,11 @@ async def run(count: int, ttl: int, seconds: float, workdir: Path, profile_dir: 
         "operator_cpu_ms_per_sync": round((cpu1 - cpu0) * 1000 / max(1, syncs), 2),
         "operator_cpu_percent_of_a_core": round(100 * (cpu1 - cpu0) / elapsed, 2),
         "operator_api_requests_per_sync": {key: round(value / max(1, syncs), 2) for key, value in delta.items()},
+        "api_writes_per_second": round(api_writes(changes) / elapsed, 2),
+        "request_body_bytes_per_sync": {key: round(value / max(1, syncs)) for key, value in bodies.items()},
+        "etcd_wal_bytes_per_minute": round((etcd1.get("wal_bytes", 0) - etcd0.get("wal_bytes", 0)) * per_minute),
+        "etcd_puts_per_minute": round((etcd1.get("puts", 0) - etcd0.get("puts", 0)) * per_minute, 1),
+        "listen_streams_open": streams,
         "rss_mib": {"first": rss[0][1], "last": rss[-1][1], "min": min(v for _, v in rss),
                     "max": max(v for _, v in rss), "mean_first_half": round(sum(first_half) / len(first_half), 1),
                     "mean_second_half": round(sum(second_half) / len(second_half), 1)},

@@ -90,7 +90,8 @@ def _run_parser(sub: argparse._SubParsersAction, env: Mapping[str, str]) -> tupl
                                      f"0: none, a sync holds its worker to the end", "MAX_SLOW_SYNCS",
                                      shown=f"{SLOW_SYNCS_PER_WORKER} per worker, at least {MIN_SLOW_SYNCS}"))
     run.add_argument("--max-listeners", type=int, metavar="N", default=int(default("MAX_LISTENERS")),
-                     help=documented("long-lived sessions listening for tool-list changes, at most", "MAX_LISTENERS"))
+                     help=documented("long-lived sessions listening for tool-list changes (one per endpoint and "
+                                     "credentials, shared by the resources that read it), at most", "MAX_LISTENERS"))
     metrics_port = default("METRICS_PORT")
     run.add_argument("--metrics-port", type=int, metavar="PORT", default=int(metrics_port or 0) or None,
                      help=documented("serve Prometheus metrics on this port (/metrics)", "METRICS_PORT"))

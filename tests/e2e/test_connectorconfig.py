@@ -134,7 +134,7 @@ async def test_each_connectorconfig_sees_its_own_tools_in_its_own_cache(api, ope
         assert status["cache"]["configMap"] == f"connectorconfig-{cc['metadata']['name']}"
         assert condition(cc, "Ready")["reason"] == "CacheFresh"
         cache = status["cache"]                                     # sync.ttlSeconds defaults to 3600
-        assert parse_time(cache["expiresAt"]) - parse_time(cache["cachedAt"]) == timedelta(seconds=3600)
+        assert parse_time(cache["expiresAt"]) - parse_time(cache["verifiedAt"]) == timedelta(seconds=3600)
 
     # Each ConnectorConfig has its own ConfigMap, owned by it, never by the ToolServer.
     for cc, expected in ((alice, ALICE_TOOLS), (bob, BOB_TOOLS)):

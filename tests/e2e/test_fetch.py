@@ -71,6 +71,22 @@ async def fetch_error(ep: Endpoint, pool: HttpPool, timeout: float = TIMEOUT, **
 # ------------------------------------------------------------------------------ healthy
 
 
+async def test_the_digest_of_an_answer_is_the_same_for_the_same_catalog_and_changes_with_one_character(
+        server: McpTestServer, pool: HttpPool) -> None:
+    """What lets an unchanged resync skip its merge and its writes: the same list, page by page, has the same
+    digest; one character more in one description anywhere in the pages gives another one."""
+    server.tools, server.page_size = make_tools(5), 2
+    first = await fetch_catalog(endpoint(server), pool=pool, timeout=TIMEOUT)
+    again = await fetch_catalog(endpoint(server), pool=pool, timeout=TIMEOUT)
+    assert first.digest is not None and first.digest == again.digest and first.pages == 3
+    for index in range(5):
+        edited = make_tools(5)
+        edited[index]["description"] += "."
+        server.tools = edited
+        changed = await fetch_catalog(endpoint(server), pool=pool, timeout=TIMEOUT)
+        assert changed.tools == edited and changed.digest != first.digest, index
+
+
 async def test_fetch_returns_every_tool_as_sent_and_the_server_identity(server: McpTestServer, pool: HttpPool) -> None:
     server.tools = make_tools(4)
     catalog = await fetch_catalog(endpoint(server), pool=pool, timeout=TIMEOUT)

@@ -51,12 +51,14 @@ async def test_a_notification_resyncs_both_kinds_with_trigger_list_changed(api, 
         first = await waiter.status(TS, "lc", synced, "first sync", operator=operator)
         await waiter.status(CC, "lc-alice", synced, "first sync", operator=operator)
         assert first["status"]["server"]["listChanged"] is True
-        await server.wait_until_async(lambda s: s.open_listens == 2)    # one listener per resource
+        # The ConnectorConfig reads the ToolServer's endpoint with its credentials: one listener serves both.
+        await server.wait_until_async(lambda s: s.open_listens == 1)
 
         server.tools = make_tools(3)        # notifies: notify_on_change
         ts = await waiter.status(TS, "lc", resynced_with("tool_002"), "list-changed resync", operator=operator)
         cc = await waiter.status(CC, "lc-alice", resynced_with("tool_002"), "list-changed resync",
                                  operator=operator)
+        assert server.listens == 1 and server.open_listens == 1
     assert tool_names(ts) == tool_names(cc) == ["tool_000", "tool_001", "tool_002"]
     assert ts["status"]["toolCount"] == 3 and ts["status"]["lastSync"]["result"] == "Succeeded"
     cached = await cached_names(api, "toolserver-lc")
@@ -124,6 +126,40 @@ async def test_the_listener_reconnects_after_a_server_restart(api, operator, wai
         obj = await waiter.status(TS, "restart", resynced_with("tool_003"), "resync after a notification",
                                   operator=operator)
     assert tool_names(obj) == ["tool_000", "tool_001", "tool_002", "tool_003"]
+
+
+async def test_resources_with_the_same_credentials_share_one_stream_and_other_credentials_get_their_own(
+        api, operator, waiter):
+    alice, bob = "lc-alice-token-3e8f0", "lc-bob-token-77c1d"
+    with McpTestServer(tokens={alice: make_tools(2), bob: make_tools(2)}, list_changed=True) as server:
+        await api.create(secret("lc-alice", {"token": alice}))
+        await api.create(secret("lc-bob", {"token": bob}))
+        names = {"share-1": "lc-alice", "share-2": "lc-alice", "share-3": "lc-alice", "other": "lc-bob"}
+        for name, secret_name in names.items():
+            await api.create(toolserver(name, server.url, auth=bearer(secret_name)))
+        for name in names:
+            await waiter.status(TS, name, synced, "first sync", operator=operator)
+        # Three resources read the endpoint with Alice's token, one with Bob's: two streams.
+        await server.wait_until_async(lambda s: s.open_listens == 2)
+
+        server.tokens = {alice: make_tools(3), bob: make_tools(3)}
+        server.notify_tools_changed()
+        for name in names:
+            await waiter.status(TS, name, resynced_with("tool_002"), "list-changed resync", operator=operator)
+        assert server.listens == 2 and server.open_listens == 2
+
+        # The stream stays while one of its resources still reads it, and goes with the last.
+        await api.delete(TS, api.ns, "share-1")
+        await api.delete(TS, api.ns, "share-2")
+        await api.delete(TS, api.ns, "other")
+        await server.wait_until_async(lambda s: s.open_listens == 1)
+        server.tokens = {alice: make_tools(4)}
+        server.notify_tools_changed()
+        await waiter.status(TS, "share-3", resynced_with("tool_003"), "list-changed resync", operator=operator)
+        assert server.listens == 2
+        await api.delete(TS, api.ns, "share-3")
+        await server.wait_until_async(lambda s: s.open_listens == 0)
+    assert alice not in operator.log() and bob not in operator.log()
 
 
 async def test_the_listener_follows_credentials_suspension_and_deletion(api, operator, waiter):

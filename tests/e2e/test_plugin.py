@@ -283,20 +283,17 @@ def cached_tools(count: int, description_size: int = 40) -> list[CachedTool]:
 
 
 async def create_cache(api: Any, owner: dict[str, Any], tools: list[CachedTool], name: str | None = None, *,
-                       policy: str = "None", cached_at: str = "2026-11-21T12:00:01Z",
-                       expires_at: str = "2026-11-21T13:00:01Z", hash_version: int = 1) -> Any:
+                       policy: str = "None", cached_at: str = "2026-11-21T12:00:01Z", hash_version: int = 1) -> Any:
     """Write the owner's cache ConfigMap as the operator does (created, or replaced when it exists)."""
     meta, kind = owner["metadata"], owner.get("kind", c.KIND_TOOLSERVER)
     document = CacheDocument(
         source=CacheSource(kind=kind, namespace=meta["namespace"], name=meta["name"], url=URL),
         server=ServerInfo(name="demo", version="1", protocol_version="2025-06-18"),
-        cached_at=cached_at, expires_at=expires_at, hash_version=hash_version,
-        approval=ApprovalRecord(policy=policy), tools=tools)
+        cached_at=cached_at, hash_version=hash_version, approval=ApprovalRecord(policy=policy), tools=tools)
     rendered = render_cache(document)
     cm_name = name or configmap_name(kind, meta["name"])
     manifest = build_configmap(kind=kind, name=meta["name"], namespace=meta["namespace"], owner_uid=meta["uid"],
-                               rendered=rendered, cached_at=cached_at, expires_at=expires_at,
-                               configmap_name=cm_name)
+                               rendered=rendered, cached_at=cached_at, configmap_name=cm_name)
     if await api.get("v1/configmaps", meta["namespace"], cm_name) is None:
         await api.create(manifest)
     else:
@@ -396,13 +393,13 @@ async def publish(api: Any, owner: dict[str, Any], catalog: Approval, *, policy:
     completed = datetime.now(UTC) - synced_ago
     cached_at, expires_at = rfc3339(completed), rfc3339(completed + timedelta(hours=1))
     rendered = await create_cache(api, owner, catalog.tools, policy=policy, cached_at=cached_at,
-                                  expires_at=expires_at, hash_version=HASH_VERSION)
+                                  hash_version=HASH_VERSION)
     cm_name = configmap_name(kind, meta["name"])
     entries, truncated = status_tools(catalog.tools, with_approval=policy != "None")
     status = after_success(Status(), SyncSuccess(
         trigger="create", started_at=completed, completed_at=completed, url=URL, server=ServerInfo(name="demo"),
         tool_count=count_usable(catalog.tools), tools=entries, tools_truncated=truncated,
-        cache=CacheStatus(config_map=cm_name, cached_at=cached_at, expires_at=expires_at,
+        cache=CacheStatus(config_map=cm_name, cached_at=cached_at, verified_at=cached_at, expires_at=expires_at,
                           content_hash=rendered.content_hash),
         next_sync_at=completed + timedelta(hours=1), tools_listed=len(entries)), generation=1)
     status = with_approval(status, catalog.pending, policy=policy, kind=kind, name=meta["name"], generation=1,

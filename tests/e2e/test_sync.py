@@ -65,9 +65,10 @@ async def test_sync_writes_status_configmap_and_event(api, operator, waiter):
     assert labels == {"app.kubernetes.io/managed-by": "toolcatalog", "toolcatalog.dev/kind": "ToolServer",
                       "toolcatalog.dev/name": "tasks"}
     annotations = cm["metadata"]["annotations"]
-    assert annotations["toolcatalog.dev/cached-at"] == status["cache"]["cachedAt"]
-    assert annotations["toolcatalog.dev/expires-at"] == status["cache"]["expiresAt"]
+    assert annotations["toolcatalog.dev/cached-at"] == status["cache"]["cachedAt"] == status["cache"]["verifiedAt"]
     assert annotations["toolcatalog.dev/content-hash"] == status["cache"]["contentHash"]
+    assert "toolcatalog.dev/expires-at" not in annotations
+    assert status["cache"]["expiresAt"] > status["cache"]["cachedAt"]
     owner = cm["metadata"]["ownerReferences"][0]
     assert (owner["kind"], owner["name"], owner["uid"], owner["controller"]) == (
         "ToolServer", "tasks", obj["metadata"]["uid"], True)
@@ -174,6 +175,33 @@ async def test_ttl_expiry_resyncs_on_schedule(api, operator, waiter):
         "tool_000", "tool_001", "tool_002"]
     changed = await waiter.events("ttl", "ToolsChanged")
     assert "1 new (tool_002)" in changed[0]["message"]
+
+
+async def test_a_resync_that_finds_the_catalog_unchanged_writes_no_configmap(api, operator, waiter):
+    with McpTestServer(tools=make_tools(2)) as server:
+        await api.create(toolserver("same", server.url, sync={"ttlSeconds": 1}))
+        first = await waiter.status(TS, "same", synced, "first sync", operator=operator)
+        cm = await api.get(CM, api.ns, "toolserver-same")
+        verified = first["status"]["cache"]["verifiedAt"]
+        # Two resyncs later (verifiedAt has second precision), the server still lists the same tools.
+        later = await waiter.status(TS, "same", lambda o: o["status"]["cache"]["verifiedAt"] > verified
+                                    and o["status"]["lastSync"]["trigger"] == "schedule", "an unchanged resync",
+                                    timeout=20, operator=operator)
+        unchanged = await api.get(CM, api.ns, "toolserver-same")
+        assert unchanged["metadata"]["resourceVersion"] == cm["metadata"]["resourceVersion"]
+        assert later["status"]["cache"]["cachedAt"] == first["status"]["cache"]["cachedAt"]
+        assert later["status"]["cache"]["contentHash"] == first["status"]["cache"]["contentHash"]
+        assert later["status"]["cache"]["expiresAt"] > first["status"]["cache"]["expiresAt"]
+        assert condition(later, "Ready") == condition(first, "Ready")      # nothing an agent reads moved
+        # A change is written at once by the next resync, with a new cachedAt.
+        server.tools = make_tools(3)
+        changed = await waiter.status(TS, "same", lambda o: o["status"].get("toolCount") == 3, "the changed resync",
+                                      timeout=20, operator=operator)
+        rewritten = await api.get(CM, api.ns, "toolserver-same")
+    assert rewritten["metadata"]["resourceVersion"] != cm["metadata"]["resourceVersion"]
+    assert changed["status"]["cache"]["cachedAt"] > first["status"]["cache"]["cachedAt"]
+    assert rewritten["metadata"]["annotations"]["toolcatalog.dev/cached-at"] == changed["status"]["cache"]["cachedAt"]
+    assert [t["name"] for t in tools_json(rewritten)["tools"]] == ["tool_000", "tool_001", "tool_002"]
 
 
 async def test_invalid_spec_is_reported_then_fixed(api, operator, waiter):

@@ -9,13 +9,14 @@ from __future__ import annotations
 import base64
 import copy
 import itertools
+import json
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from toolcatalog.api import constants as c
-from toolcatalog.api.endpoint import Endpoint, FetchedCatalog
+from toolcatalog.api.endpoint import Endpoint, FetchedCatalog, catalog_digest
 from toolcatalog.api.errors import SyncError
 from toolcatalog.api.models import ServerInfo
 from toolcatalog.engine.objects import ObjectCache
@@ -94,6 +95,11 @@ class FakeKube:
     async def read_configmap(self, namespace: str, name: str) -> dict[str, Any] | None:
         await self._maybe_fail("read_configmap")
         return self.get("ConfigMap", name, namespace)
+
+    async def read_configmap_version(self, namespace: str, name: str) -> str | None:
+        await self._maybe_fail("read_configmap_version")
+        found = self.objects.get(("ConfigMap", namespace, name))
+        return found["metadata"]["resourceVersion"] if found else None
 
     async def read_object(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         await self._maybe_fail("read_object")
@@ -181,9 +187,12 @@ class FakeFetcher:
         self.fresh.append(fresh)
         if self.error is not None:
             raise self.error
-        return FetchedCatalog(server=ServerInfo(name="fake", version="1", protocol_version="2026-07-28",
-                                                list_changed=self.list_changed, **self.server_hints),
-                              tools=copy.deepcopy(self.tools), pages=1)
+        server = ServerInfo(name="fake", version="1", protocol_version="2026-07-28", list_changed=self.list_changed,
+                            **self.server_hints)
+        # The digest of the answer as a server would send it (a real fetch hashes the bytes it received).
+        page = json.dumps({"tools": self.tools}, separators=(",", ":")).encode()
+        return FetchedCatalog(server=server, tools=copy.deepcopy(self.tools), pages=1,
+                              digest=catalog_digest([page], server))
 
     @property
     def calls(self) -> int:

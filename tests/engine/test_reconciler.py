@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -111,6 +112,28 @@ async def test_an_api_server_failure_changes_nothing_and_is_left_to_the_queue():
     assert world.condition("demo", "Synced")["status"] == "True"
 
 
+async def test_an_unchanged_resync_writes_only_status_and_puts_back_a_deleted_configmap():
+    world = World()
+    world.apply("demo", {"url": URL, "sync": {"ttlSeconds": 60}})
+    await world.reconcile("demo")
+    world.watch(c.KIND_TOOLSERVER, "demo")
+    written = copy.deepcopy(world.kube.get("ConfigMap", "toolserver-demo"))
+    world.clock.advance(61)
+    await world.reconcile("demo")              # the same answer: status alone, the ConfigMap as it was
+    world.watch(c.KIND_TOOLSERVER, "demo")
+    assert world.kube.get("ConfigMap", "toolserver-demo") == written
+    assert world.kube.count("patch_configmap") == 0 and world.kube.count("read_configmap") == 0
+    assert world.status("demo")["cache"]["verifiedAt"] > world.status("demo")["cache"]["cachedAt"]
+    del world.kube.objects[("ConfigMap", NS, "toolserver-demo")]     # someone deletes it
+    world.clock.advance(61)
+    await world.reconcile("demo")              # the same answer again, but the ConfigMap is gone: written anew
+    again = world.kube.get("ConfigMap", "toolserver-demo")
+    assert again is not None
+    names = [[tool["name"] for tool in json.loads(cm["data"]["tools.json"])["tools"]] for cm in (again, written)]
+    assert names[0] == names[1] == ["a", "b"]
+    assert world.condition("demo", "Ready")["status"] == "True"
+
+
 async def test_a_configmap_changed_by_someone_else_is_read_afresh_and_never_overwritten_blindly():
     world = World()
     world.apply("demo", {"url": URL, "sync": {"ttlSeconds": 60}})
@@ -119,11 +142,22 @@ async def test_a_configmap_changed_by_someone_else_is_read_afresh_and_never_over
     cm["metadata"]["labels"]["touched"] = "yes"
     world.kube.put("ConfigMap", "toolserver-demo", cm)         # a new resourceVersion
     world.clock.advance(61)
+    await world.reconcile("demo")               # its version moved: read afresh; the catalog is the same, no write
+    assert world.kube.count("read_configmap") == 1 and world.kube.count("patch_configmap") == 0
+    world.fetch.tools = [tool("a"), tool("c")]
+    world.clock.advance(61)
+
+    async def someone_writes() -> None:         # between the sync's read and its write
+        world.kube.put("ConfigMap", "toolserver-demo", world.kube.get("ConfigMap", "toolserver-demo") or {})
+    world.kube.before["patch_configmap"] = someone_writes
     with pytest.raises(TransientError):
         await world.reconcile("demo")                          # the conditional patch conflicts
     await world.reconcile("demo")                              # the retry reads it first
     assert world.condition("demo", "Synced")["status"] == "True"
-    assert world.kube.get("ConfigMap", "toolserver-demo")["metadata"]["labels"]["touched"] == "yes"
+    cm = world.kube.get("ConfigMap", "toolserver-demo")
+    assert cm["metadata"]["labels"]["touched"] == "yes"
+    document = json.loads(cm["data"]["tools.json"])
+    assert [entry["name"] for entry in document["tools"] if entry["available"]] == ["a", "c"]
 
 
 async def test_a_new_resource_creates_its_configmap_without_reading_it_unless_the_watch_knows_one():

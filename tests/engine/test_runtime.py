@@ -164,3 +164,21 @@ class Observer:
 
     def reconciled(self, result: str, seconds: float, api_reason: str | None = None) -> None:
         self.results.append((result, api_reason))
+
+
+async def test_the_echo_of_our_own_status_write_wakes_no_reconcile_but_a_newer_event_does():
+    engine = engine_for(SlowReconciler(0.0))
+    key = ("ToolServer", "team-a", "demo")
+
+    def body(version: str) -> dict[str, Any]:
+        return {"metadata": {"namespace": "team-a", "name": "demo", "uid": "u1", "resourceVersion": version}}
+
+    assert engine.observe("ToolServer", body("7")) is True and len(engine.queue) == 1
+    assert await engine.queue.get() == key
+    engine.queue.done(key)
+    # The status write's answer went into the object cache already; its watch event brings the same version.
+    engine.objects.observe("ToolServer", body("8"))
+    assert engine.observe("ToolServer", body("8")) is False
+    assert engine.echoes == 1 and len(engine.queue) == 0
+    # Someone else's change (a newer version) is news.
+    assert engine.observe("ToolServer", body("9")) is True and len(engine.queue) == 1

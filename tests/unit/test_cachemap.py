@@ -42,16 +42,14 @@ def tools(*entries: dict) -> list[CachedTool]:
     return merge_catalog([], fetched, settings=[], selector=ToolSelector(), now=T0).tools
 
 
-def document(tool_list: list[CachedTool], *, cached_at: str = T0, expires_at: str = T1,
-             server: ServerInfo = SERVER) -> CacheDocument:
-    return CacheDocument(source=SOURCE, server=server, cached_at=cached_at,
-                         expires_at=expires_at, tools=tool_list)
+def document(tool_list: list[CachedTool], *, cached_at: str = T0, server: ServerInfo = SERVER) -> CacheDocument:
+    return CacheDocument(source=SOURCE, server=server, cached_at=cached_at, tools=tool_list)
 
 
 def manifest_for(rendered, **overrides) -> dict:
     arguments = dict(kind="ToolServer", name="clickup", namespace="team-a", owner_uid=UID,
                      configmap_name="toolserver-clickup", rendered=rendered,
-                     cached_at=T0, expires_at=T1)
+                     cached_at=T0)
     return build_configmap(**{**arguments, **overrides})
 
 
@@ -121,14 +119,14 @@ def test_document_shape_matches_the_cache_reference():
     rendered = render_cache(doc)
     assert rendered.binary_data is None
     parsed = json.loads(rendered.data["tools.json"])
-    assert list(parsed) == ["source", "server", "cachedAt", "expiresAt", "hashVersion", "approval", "fetchedWith",
-                            "tools"]
+    # No expiry: the document changes only when the catalog does (freshness is in the resource's status).
+    assert list(parsed) == ["source", "server", "cachedAt", "hashVersion", "approval", "fetchedWith", "tools"]
     assert parsed["hashVersion"] == doc.hash_version and parsed["approval"] == {"policy": "None", "baselineAt": None}
     assert parsed["source"] == {"kind": "ToolServer", "namespace": "team-a", "name": "clickup",
                                 "url": "http://clickup-mcp.team-a.svc:8000/mcp"}
     assert {k: parsed["server"][k] for k in ("name", "version", "protocolVersion")} == {
         "name": "clickup-mcp", "version": "1.4.0", "protocolVersion": "2025-06-18"}
-    assert (parsed["cachedAt"], parsed["expiresAt"]) == (T0, T1)
+    assert parsed["cachedAt"] == T0
     assert [t["name"] for t in parsed["tools"]] == ["clickup_add_attachment",
                                                     "clickup_update_task_status"]
     status = parsed["tools"][1]
@@ -217,10 +215,10 @@ def test_large_but_compressible_catalog_fits_gzipped():
 # ---------------------------------------------------------------------------- content hash
 
 
-def test_content_hash_ignores_cached_at_and_expires_at():
+def test_content_hash_ignores_cached_at():
     tool_list = tools({"name": "a"}, {"name": "b"})
-    early = render_cache(document(tool_list, cached_at=T0, expires_at=T1))
-    late = render_cache(document(tool_list, cached_at=T1, expires_at="2026-11-21T14:45:00Z"))
+    early = render_cache(document(tool_list, cached_at=T0))
+    late = render_cache(document(tool_list, cached_at=T1))
     assert early.content_hash == late.content_hash
     assert early.data != late.data
     assert early.content_hash == content_hash(SERVER, list(reversed(tool_list)))
@@ -258,7 +256,6 @@ def test_manifest_metadata_and_owner_reference():
                                   "toolcatalog.dev/kind": "ToolServer",
                                   "toolcatalog.dev/name": "clickup"}
     assert metadata["annotations"] == {"toolcatalog.dev/cached-at": T0,
-                                       "toolcatalog.dev/expires-at": T1,
                                        "toolcatalog.dev/content-hash": rendered.content_hash}
     assert metadata["ownerReferences"] == [{
         "apiVersion": "toolcatalog.dev/v1alpha1", "kind": "ToolServer", "name": "clickup",

@@ -13,7 +13,7 @@ def endpoint(**overrides):
 
 def test_fingerprint_is_a_digest_that_holds_no_header_value():
     fingerprint = endpoint_fingerprint(endpoint())
-    assert fingerprint.startswith("sha256:") and len(fingerprint) == len("sha256:") + 64
+    assert fingerprint.startswith("hmac-sha256:") and len(fingerprint) == len("hmac-sha256:") + 64
     assert "fp-secret-token" not in fingerprint and fingerprint == endpoint_fingerprint(endpoint())
 
 

@@ -411,8 +411,7 @@ def synced(raw: list[dict], previous: list[CachedTool] | None = None, *, policy:
 def document(tools: list[CachedTool], policy: str = "NewAndChanged") -> CacheDocument:
     return CacheDocument(source=CacheSource(kind=c.KIND_TOOLSERVER, namespace="team-a", name="tasks",
                                             url="http://tasks.team-a.svc:8000/mcp"),
-                         server=ServerInfo(name="tasks"), cached_at="2026-11-21T12:00:00Z",
-                         expires_at="2026-11-21T13:00:00Z", hash_version=HASH_VERSION,
+                         server=ServerInfo(name="tasks"), cached_at="2026-11-21T12:00:00Z", hash_version=HASH_VERSION,
                          approval=ApprovalRecord(policy=policy), tools=tools)
 
 

@@ -93,7 +93,7 @@ def canonical(raw: dict[str, Any]) -> str:
 def through_cache(tools: Sequence[CachedTool], policy: str = "None") -> list[CachedTool]:
     """What the next sync reads: the catalog written to the cache ConfigMap and parsed back."""
     document = CacheDocument(source=CacheSource(kind="ToolServer", namespace="ns", name="srv", url="http://s/mcp"),
-                             server=ServerInfo(), cached_at=TIMES[0], expires_at=TIMES[1], hash_version=HASH_VERSION,
+                             server=ServerInfo(), cached_at=TIMES[0], hash_version=HASH_VERSION,
                              approval={"policy": policy}, tools=list(tools))
     rendered = render_cache(document)
     return parse_cache({"data": rendered.data, "binaryData": rendered.binary_data}).tools

@@ -34,7 +34,7 @@ MANAGED_BY: Final = "toolcatalog"
 LABEL_KIND: Final = f"{GROUP}/kind"
 LABEL_NAME: Final = f"{GROUP}/name"
 ANN_CACHED_AT: Final = f"{GROUP}/cached-at"
-ANN_EXPIRES_AT: Final = f"{GROUP}/expires-at"
+ANN_EXPIRES_AT: Final = f"{GROUP}/expires-at"     # written by earlier releases only: removed on the next write
 ANN_CONTENT_HASH: Final = f"{GROUP}/content-hash"
 
 # ConfigMap keys.

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+import json
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -51,6 +52,20 @@ class FetchedCatalog:
     server: ServerInfo
     tools: list[dict[str, Any]]
     pages: int
+    # sha256 of the server's answers as received (every page's bytes) and of what it said of itself: two fetches
+    # with the same digest brought the same catalog, byte for byte. None: not known.
+    digest: str | None = None
+
+
+def catalog_digest(pages: Iterable[bytes], server: ServerInfo) -> str:
+    """`FetchedCatalog.digest`: over each page's bytes (length-prefixed, so pages cannot run into each other)
+    and the server's identity, cache hints and listChanged."""
+    digest = hashlib.sha256()
+    for page in pages:
+        digest.update(len(page).to_bytes(8, "big"))
+        digest.update(page)
+    digest.update(json.dumps(server.model_dump(mode="json"), sort_keys=True).encode())
+    return "sha256:" + digest.hexdigest()
 
 
 def display_url(url: str) -> str:

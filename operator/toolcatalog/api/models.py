@@ -230,9 +230,12 @@ class Reference(Model):
 
 
 class CacheStatus(Model):
+    """The cache ConfigMap and how fresh it is (docs/reference/freshness.md)."""
+
     config_map: str
-    cached_at: str | None = None
-    expires_at: str | None = None
+    cached_at: str | None = None        # when the ConfigMap's content was written (it changes only with it)
+    verified_at: str | None = None      # when a sync last found the server listing exactly this content
+    expires_at: str | None = None       # verifiedAt plus the catalog's lifetime: the next resync is due by then
     content_hash: str | None = None
 
 
@@ -381,10 +384,9 @@ class CacheDocument(Model):
     server: ServerInfo
     """What the server said of itself."""
     cached_at: str
-    """When the catalog was fetched and written (RFC 3339)."""
-    expires_at: str
-    """When the cache expires and is resynced (RFC 3339): cachedAt plus the shorter of spec.sync.ttlSeconds and
-    the server's ttlMs, never less than the operator's --min-server-ttl."""
+    """When this content was written (RFC 3339): the document changes only when the catalog does, so a resync that
+    finds the server's list unchanged leaves it (and this time) as it is. How fresh the catalog is (when a sync last
+    verified it, when it expires) is in the resource's status.cache and its Ready condition."""
     hash_version: int = 1           # documents written before hashVersion existed used version 1
     """What schemaHash means: the operator's hash version (documents written before hashVersion existed used 1)."""
     fetched_with: FetchedWith | None = None

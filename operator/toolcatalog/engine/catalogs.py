@@ -22,6 +22,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from ..api.models import CacheDocument
 from ..api.resource import ObjectKey, Resource
 from ..reconcile.allowlist import SourceCatalog, Usable, catalog_tools, limits_of
 from ..reconcile.approval import POLICY_NONE
@@ -73,8 +74,11 @@ class SourceCatalogs:
                         extra={"withdrawn": [name for name, _ in withdrawn]})
             self._changed(resource.key, referrers, started)
 
-    def commit(self, resource: Resource, plan: Plan, started: float | None) -> None:
-        """Cache and status hold this sync's outcome: the catalog allowlists read is this one now."""
+    def commit(self, resource: Resource, plan: Plan, started: float | None,
+               load: Callable[[], CacheDocument | None] | None = None) -> None:
+        """Cache and status hold this sync's outcome: the catalog allowlists read is this one now. A sync that
+        found the catalog unchanged wrote nothing: the catalog held already stays (its ceiling lifted), or, when
+        none is held, the cache's document is parsed (`load`)."""
         referrers = self._referrers(resource.key)
         if not referrers:
             self._entries.pop(resource.key, None)
@@ -83,19 +87,31 @@ class SourceCatalogs:
         previous = entry.catalog if entry is not None and entry.catalog.uid in ("", resource.uid) else None
         failing = plan.status.last_sync is not None and plan.status.last_sync.result == "Failed"
         limits = limits_of(resource.spec) if resource.spec is not None else None
-        if plan.cache is not None and not failing:
-            document = plan.cache.document
-            catalog = SourceCatalog(kind=resource.kind, namespace=resource.namespace, name=resource.name,
-                                    uid=resource.uid, tools=catalog_tools(document), url=document.source.url,
-                                    policy=document.approval.policy, content_hash=plan.cache.rendered.content_hash,
-                                    limits=limits)
-            loaded = True
-        elif previous is not None:
+        catalog: SourceCatalog | None = None
+        loaded = False
+        if not failing and (plan.cache is not None or plan.kept is not None):
+            if plan.cache is not None:
+                document: CacheDocument | None = plan.cache.document
+                digest = plan.cache.rendered.content_hash
+            else:
+                assert plan.kept is not None
+                document, digest = plan.kept.document, plan.kept.content_hash
+                if document is None and previous is not None and entry is not None and entry.loaded \
+                        and previous.content_hash == digest:
+                    catalog, loaded = replace(previous, failing=False, ceiling=None, limits=limits), True
+                elif document is None and load is not None:
+                    document = load()
+            if catalog is None and document is not None:
+                catalog = SourceCatalog(kind=resource.kind, namespace=resource.namespace, name=resource.name,
+                                        uid=resource.uid, tools=catalog_tools(document), url=document.source.url,
+                                        policy=document.approval.policy, content_hash=digest, limits=limits)
+                loaded = True
+        if catalog is None and previous is not None:
             # Failed: the previous cache stays; a ceiling a failed write left stays too (known drift stays out),
             # and what the spec now takes away is out at once.
             catalog = replace(previous, failing=True, limits=limits or previous.limits)
             loaded = bool(entry and entry.loaded)
-        else:
+        elif catalog is None:
             catalog, loaded = replace(_empty(resource), failing=True, limits=limits), False
         self._entries[resource.key] = _Entry(catalog, loaded)
         before = previous.usable() if previous is not None else {}

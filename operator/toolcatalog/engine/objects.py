@@ -58,13 +58,15 @@ class ObjectCache:
         self._objects: dict[ObjectKey, _Entry] = {}
 
     def observe(self, kind: str, body: Mapping[str, Any]) -> bool:
-        """A body from a watch event or a write's answer; False if it was older than the one kept."""
+        """A body from a watch event or a write's answer; False if it was no newer than the one kept (the same
+        version is the same object: the watch echoing the answer of our own write)."""
         meta = body.get("metadata") or {}
         key: ObjectKey = (kind, str(meta.get("namespace") or ""), str(meta.get("name") or ""))
         uid, version = str(meta.get("uid") or ""), meta.get("resourceVersion")
         current = self._objects.get(key)
-        if current is not None and current.uid == uid \
-                and not resource_version_newer(version, current.resource_version):
+        if current is not None and current.uid == uid and (
+                (version is not None and version == current.resource_version)
+                or not resource_version_newer(version, current.resource_version)):
             return False
         self._objects[key] = _Entry(kind, uid, version, _pack(body))
         return True

@@ -22,12 +22,13 @@ e.g. the refresh answered by the other process).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import random
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -43,9 +44,11 @@ from ..kube.resolve import ResolveError, resolve_endpoint
 from ..reconcile.allowlist import catalog_tools, usable_of
 from ..reconcile.cachedoc import (
     CacheParseError,
+    configmap_metadata,
     configmap_name,
     configmap_patch,
     is_owned_by,
+    metadata_current,
     parse_cache,
     restore_patch,
 )
@@ -55,10 +58,12 @@ from ..reconcile.plan import (
     CacheWrite,
     Plan,
     SyncOutcome,
+    VerifiedCache,
     plan_failure,
     plan_rate_limited,
     plan_suspend,
     plan_sync,
+    plan_verified,
 )
 from ..reconcile.scrub import scrub_catalog, scrub_error
 from ..reconcile.status import merge_patch
@@ -78,6 +83,7 @@ class KubeStore(Protocol):
 
     async def read_secret(self, namespace: str, name: str) -> dict[str, Any] | None: ...
     async def read_configmap(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+    async def read_configmap_version(self, namespace: str, name: str) -> str | None: ...
     async def read_object(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None: ...
     async def create_configmap(self, namespace: str, manifest: Mapping[str, Any]) -> dict[str, Any]: ...
     async def patch_configmap(self, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]: ...
@@ -104,7 +110,8 @@ class CatalogSink(Protocol):
 
     def spec_changed(self, resource: Resource) -> None: ...
     def narrow(self, resource: Resource, usable: frozenset[tuple[str, str]], started: float) -> None: ...
-    def commit(self, resource: Resource, plan: Plan, started: float | None) -> None: ...
+    def commit(self, resource: Resource, plan: Plan, started: float | None,
+               load: Callable[[], CacheDocument | None] | None = None) -> None: ...
     def forget(self, key: ObjectKey) -> None: ...
 
 
@@ -158,19 +165,42 @@ class _CacheState:
     exists: bool
     content: Mapping[str, Any] | None = None    # its data, binaryData and annotations: to put back if need be
 
+    @property
+    def content_hash(self) -> str | None:
+        annotations = ((self.content or {}).get("metadata") or {}).get("annotations") or {}
+        return annotations.get(c.ANN_CONTENT_HASH)
+
+    def intact(self, resource: Resource) -> bool:
+        """Whether the ConfigMap carries the labels, annotations and owner this release writes, for its
+        document: then an unchanged catalog needs no write."""
+        if self.document is None or self.content is None or self.content_hash is None:
+            return False
+        return metadata_current(self.content, configmap_metadata(
+            kind=resource.kind, name=resource.name, owner_uid=resource.uid, cached_at=self.document.cached_at,
+            content_hash=self.content_hash))
+
 
 @dataclass(frozen=True, slots=True)
 class _Written:
-    """The cache ConfigMap a sync wrote, kept as compressed JSON until the next sync parses it again:
-    about 2 KiB a resource instead of some 55 KiB for the parsed document and the manifest (20 tools)."""
+    """The cache ConfigMap as the last sync left it, kept as compressed JSON until a sync parses it again:
+    about 2 KiB a resource instead of some 55 KiB for the parsed document and the manifest (20 tools).
+
+    `answer` is the key of the server's answer that this catalog holds (`_answer_key`), once status
+    records the catalog: a sync whose answer has the same key finds the catalog unchanged without
+    parsing, merging or writing it."""
 
     name: str
     resource_version: str | None
     packed: bytes
+    content_hash: str | None = None
+    answer: str | None = None
+    tools_available: int = 0
+    tools_listed: int = 0
 
     @classmethod
     def of(cls, name: str, resource_version: str | None, manifest: Mapping[str, Any]) -> _Written:
-        return cls(name, resource_version, pack_json(manifest))
+        annotations = (manifest.get("metadata") or {}).get("annotations") or {}
+        return cls(name, resource_version, pack_json(_slim(manifest)), annotations.get(c.ANN_CONTENT_HASH))
 
     def state(self) -> _CacheState:
         content = unpack_json(self.packed)
@@ -210,6 +240,9 @@ class _Sync:
     state: _CacheState | None
     wrote_cache: bool = False
     began: float = 0.0                  # time.monotonic() when the sync began
+    answer: str | None = None           # the key of the server's answer (`Reconciler._answer_key`)
+    tools_available: int = 0
+    tools_listed: int = 0
 
 
 @dataclass
@@ -231,6 +264,8 @@ class Reconciler:
     _catalogs: dict[str, _Written] = field(default_factory=dict)
     # Resources (by uid) whose ConfigMap create met one that exists: read it before the next write.
     _must_read: set[str] = field(default_factory=set)
+    # Syncs whose server answered exactly as when the catalog was written, and wrote no ConfigMap.
+    verified_syncs: int = 0
 
     # -- hints from triggers ------------------------------------------------------------------
 
@@ -340,10 +375,28 @@ class Reconciler:
                 plan = plan_failure(resource, run.outcome, scrub_error(error, self.redactor), self.jitter())
                 refused = True
         wrote_cache = run is not None and run.wrote_cache
+        if run is not None and plan.succeeded and not refused:
+            self._remember_answer(resource, run)
         if self.catalogs is not None and run is not None:
-            self.catalogs.commit(resource, plan, run.began)
+            self.catalogs.commit(resource, plan, run.began, self._document_loader(resource))
         self._tell(Outcome(resource.key, decision, plan, wrote, wrote_cache, time.monotonic() - began, conflicts))
         return _seconds_until(plan.requeue_at, self.clock())
+
+    def _remember_answer(self, resource: Resource, run: _Sync) -> None:
+        """Cache and status now hold this sync's catalog: remember which answer of the server it came from."""
+        written = self._catalogs.get(resource.uid)
+        if written is None or run.answer is None:
+            return
+        self._catalogs[resource.uid] = replace(written, answer=run.answer, tools_available=run.tools_available,
+                                               tools_listed=run.tools_listed)
+
+    def _document_loader(self, resource: Resource) -> Callable[[], CacheDocument | None]:
+        """The catalog the cache holds, parsed on demand (the allowlists need it after an unchanged sync only
+        when they do not hold it already)."""
+        def load() -> CacheDocument | None:
+            written = self._catalogs.get(resource.uid)
+            return written.state().document if written is not None else None
+        return load
 
     async def _read_fresh(self, resource: Resource, run: _Sync | None) -> Resource | None:
         """The object as the API server has it now, into the object cache (None: it is gone)."""
@@ -389,6 +442,10 @@ class Reconciler:
     # -- a sync ---------------------------------------------------------------------------------
 
     async def _sync(self, resource: Resource, decision: Decision, memory: _Memory) -> _Sync:
+        """Resolve, fetch, and plan. A server that answers exactly as when it last wrote the catalog (and nothing
+        else it depends on changed) gets `plan_verified`: nothing read, parsed, merged or written but status.
+        Otherwise the previous catalog is read (from memory, else from its ConfigMap) and merged (`plan_sync`),
+        and the ConfigMap written only when the catalog changed."""
         assert decision.trigger is not None
         began = time.monotonic()
         started = self.clock()
@@ -396,6 +453,8 @@ class Reconciler:
         fields: dict[str, Any] = {"trigger": decision.trigger, "refresh": decision.refresh, "started_at": started}
         endpoint: Endpoint | None = None
         state: _CacheState | None = None
+        verified: VerifiedCache | None = None
+        answer: str | None = None
         step = "resolving the spec's references"
         try:
             if resource.spec is None:
@@ -410,25 +469,41 @@ class Reconciler:
                 fields["references"] = error.references
                 raise
             fields.update(url=endpoint.url, references=references, fetched_with=endpoint.fetched_with)
-            step = "reading the previous cache"
             cm_name = configmap_name(resource.kind, resource.name, settings.config_map_name)
-            state = await self._previous_catalog(resource, cm_name)
-            fields["previous"] = state.document
+            step = "reading the previous cache"
+            if not self._remembers(resource, cm_name):     # read it first: it may forbid the sync (not ours...)
+                state = await self._previous_catalog(resource, cm_name)
             step = "fetching the tool list"
             timeout = min(float(settings.sync.timeout_seconds), self.max_sync_timeout)
             fetched = await self.fetch(endpoint, timeout=timeout, fresh=decision.refresh is not None)
-            tools, server = scrub_catalog(fetched.tools, fetched.server, self.redactor)
-            fields.update(server=server, tools=tools)
+            answer = self._answer_key(resource, cm_name, endpoint, fetched)
+            step = "reading the previous cache"
+            if state is None:
+                verified = await self._verified(resource, cm_name, answer)
+            if verified is not None:
+                fields["server"] = scrub_catalog((), fetched.server, self.redactor)[1]
+            else:
+                state = state or await self._previous_catalog(resource, cm_name)
+                fields.update(previous=state.document, previous_hash=state.content_hash,
+                              previous_intact=state.intact(resource))
+                tools, server = scrub_catalog(fetched.tools, fetched.server, self.redactor)
+                fields.update(server=server, tools=tools)
         except SyncError as error:
             self._raise_if_transient(error, resource)
             fields["error"] = scrub_error(error, self.redactor)
+            verified = None
         except Exception as exc:        # a bug must end as a condition, not as a retry loop only the log shows
             fields["error"] = self._internal_error(resource, exc, step)
+            verified = None
         completed = self.clock()
         memory.last_completed = completed
         outcome = SyncOutcome(completed_at=completed, **fields)
         try:
-            plan = plan_sync(resource, outcome, self.jitter(), server_ttl_floor=self.server_ttl_floor)
+            if verified is not None:
+                plan = plan_verified(resource, outcome, verified, self.jitter(), server_ttl_floor=self.server_ttl_floor)
+                self.verified_syncs += 1
+            else:
+                plan = plan_sync(resource, outcome, self.jitter(), server_ttl_floor=self.server_ttl_floor)
         except Exception as exc:
             plan = plan_failure(resource, outcome, self._internal_error(resource, exc, "merging the catalog"),
                                 self.jitter())
@@ -449,8 +524,59 @@ class Reconciler:
                 self._must_read.add(resource.uid)
                 plan = plan_failure(resource, outcome, self._internal_error(resource, exc, "writing the cache"),
                                     self.jitter())
+        elif plan.kept is not None and state is not None and state.exists and state.content is not None \
+                and self._catalogs.get(resource.uid) is None:
+            # Read from the API and unchanged: remembered, so that the next sync neither reads nor parses it.
+            self._catalogs[resource.uid] = _Written.of(state.name, state.resource_version, state.content)
         self._update_listener(resource, plan, endpoint)
-        return _Sync(plan, outcome, state, wrote_cache, began)
+        run = _Sync(plan, outcome, state, wrote_cache, began, answer=answer)
+        if plan.succeeded:
+            document = plan.cache.document if plan.cache is not None else plan.kept.document if plan.kept else None
+            if document is not None:
+                run.tools_available = sum(1 for tool in document.tools if tool.available)
+                run.tools_listed = len(outcome.tools or ())
+            elif verified is not None:
+                run.tools_available, run.tools_listed = verified.tools_available, verified.tools_listed
+        return run
+
+    def _answer_key(self, resource: Resource, cm_name: str, endpoint: Endpoint, fetched: FetchedCatalog) -> str | None:
+        """What decides the catalog besides the catalog it merges into: the server's answer (its digest), this
+        generation of the spec (selector, tool settings, approval policy), the ConfigMap's name, the URL, whose
+        credentials, and the credentials known to the redactor (a new one may have to be masked). Equal keys,
+        equal catalogs: merging the same answer into the catalog it produced gives that catalog again."""
+        if fetched.digest is None:
+            return None
+        fetched_with = endpoint.fetched_with.dump() if endpoint.fetched_with is not None else None
+        key = json.dumps([fetched.digest, resource.uid, resource.generation, cm_name, endpoint.url, fetched_with,
+                          len(self.redactor)], separators=(",", ":"), sort_keys=True)
+        return hashlib.sha256(key.encode()).hexdigest()
+
+    def _remembers(self, resource: Resource, cm_name: str) -> bool:
+        """Whether this process wrote (or read) the catalog status records, and knows which answer it holds."""
+        written = self._catalogs.get(resource.uid)
+        cache = resource.status.cache
+        return written is not None and written.answer is not None and written.name == cm_name \
+            and cache is not None and cache.config_map == cm_name and written.content_hash is not None \
+            and cache.content_hash == written.content_hash
+
+    async def _verified(self, resource: Resource, cm_name: str, answer: str | None) -> VerifiedCache | None:
+        """The cache, if this answer is the one it holds, status records it, and its ConfigMap is still exactly
+        as the operator left it (its resourceVersion, read as metadata only: deleted or edited, it is rebuilt)."""
+        written = self._catalogs.get(resource.uid)
+        cache = resource.status.cache
+        if answer is None or written is None or written.answer != answer or not self._remembers(resource, cm_name) \
+                or cache is None or cache.cached_at is None or written.content_hash is None:
+            return None
+        try:
+            version = await self.kube.read_configmap_version(resource.namespace, cm_name)
+        except ApiError as error:
+            raise api_error(error, kind="ConfigMap") from None
+        if version is None or version != written.resource_version:
+            self._catalogs.pop(resource.uid, None)
+            self._must_read.add(resource.uid)
+            return None
+        return VerifiedCache(config_map=cm_name, cached_at=cache.cached_at, content_hash=written.content_hash,
+                             tools_available=written.tools_available, tools_listed=written.tools_listed)
 
     def _internal_error(self, resource: Resource, exc: Exception, step: str) -> SyncError:
         """An exception no code path expected, as the failure it is recorded as. Its traceback goes to the
@@ -482,10 +608,8 @@ class Reconciler:
         if self.listeners is None:
             return
         server = plan.status.server
-        succeeded = plan.cache is not None and plan.status.last_sync is not None \
-            and plan.status.last_sync.result == "Succeeded"
         try:
-            if succeeded and endpoint is not None and server is not None and server.list_changed:
+            if plan.succeeded and endpoint is not None and server is not None and server.list_changed:
                 self.listeners.ensure(resource.key, endpoint)
             else:
                 self.listeners.stop(resource.key)
@@ -655,6 +779,17 @@ def _same_status(fresh: Resource, planned: Resource) -> bool:
     or label changed meanwhile leaves the outcome true (it records the generation and the refresh it
     answered); a status written by someone else makes it stale."""
     return fresh.uid == planned.uid and fresh.status == planned.status
+
+
+def _slim(configmap: Mapping[str, Any]) -> dict[str, Any]:
+    """What a sync needs of a cache ConfigMap: its content, and the labels, annotations and owner it carries."""
+    meta = configmap.get("metadata") or {}
+    slim: dict[str, Any] = {"metadata": {key: meta[key] for key in ("name", "labels", "annotations", "ownerReferences")
+                                         if key in meta}}
+    for key in ("data", "binaryData"):
+        if configmap.get(key) is not None:
+            slim[key] = configmap[key]
+    return slim
 
 
 def _previous_incarnation(configmap: Mapping[str, Any], resource: Resource) -> bool:

@@ -71,21 +71,27 @@ class Engine:
         self._tasks: list[asyncio.Task[None]] = []
         self._on_forget = on_forget
         self.reconciles = 0
+        self.echoes = 0         # watch events that were our own writes coming back: no reconcile
         self.busy = 0           # workers running a reconcile now (not counting those that stepped aside)
         # A watch event came: kopf runs no handler but its indexers until every initial listing is indexed.
         self.watching = False
 
     # -- triggers: they only enqueue ---------------------------------------------------------
 
-    def observe(self, kind: str, body: Mapping[str, Any], deleted: bool = False) -> None:
-        """A watch event of one of our resources: remember the body, and look at the key."""
+    def observe(self, kind: str, body: Mapping[str, Any], deleted: bool = False) -> bool:
+        """A watch event of one of our resources: remember the body, and look at the key. An event no newer
+        than the body kept (the echo of our own status write, whose answer is kept already) changes nothing
+        a reconcile could decide from: no reconcile. Returns whether the event was news."""
         meta = body.get("metadata") or {}
         key: ObjectKey = (kind, str(meta.get("namespace") or ""), str(meta.get("name") or ""))
         if deleted:
             self.forget(key, str(meta.get("uid") or "") or None)
-            return
-        self.objects.observe(kind, body)
+            return True
+        if not self.objects.observe(kind, body):
+            self.echoes += 1
+            return False
         self.queue.add(key)
+        return True
 
     def register(self, kind: str, reconciler: KindReconciler) -> None:
         """Keys of `kind` go to `reconciler`, through the same queue and workers."""

@@ -115,6 +115,10 @@ class _DrainedStore:
         with self._drain.cuttable():
             return await self._kube.read_configmap(namespace, name)
 
+    async def read_configmap_version(self, namespace: str, name: str) -> str | None:
+        with self._drain.cuttable():
+            return await self._kube.read_configmap_version(namespace, name)
+
     async def read_object(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         with self._drain.cuttable():
             return await self._kube.read_object(kind, namespace, name)

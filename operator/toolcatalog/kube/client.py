@@ -35,6 +35,7 @@ WATCH_METADATA = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1, 
 # Metadata only, and nothing else: the informers never take a Secret's body, whatever the server.
 ONLY_METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 ONLY_METADATA = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
+OBJECT_METADATA = WATCH_METADATA        # one object's metadata: the same media type
 DEFAULT_TIMEOUT_SECONDS = 30.0
 MAX_LINE_BYTES = 16 * 1024 * 1024      # one watch event; a metadata-only one is about a kilobyte
 CORE = "/api/v1"
@@ -186,6 +187,17 @@ class KubeClient:
 
     async def read_configmap(self, namespace: str, name: str) -> dict[str, Any] | None:
         return await self.get(core_path("configmaps", namespace, name), f"ConfigMap {namespace}/{name}")
+
+    async def read_configmap_version(self, namespace: str, name: str) -> str | None:
+        """A ConfigMap's resourceVersion (its metadata only: not its content), or None when it does not exist."""
+        try:
+            answer = await self.request("GET", core_path("configmaps", namespace, name), accept=OBJECT_METADATA,
+                                        what=f"ConfigMap {namespace}/{name}")
+        except ApiError as error:
+            if error.status == 404:
+                return None
+            raise
+        return (answer.get("metadata") or {}).get("resourceVersion")
 
     async def read_object(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         return await self.get(custom_path(kind, namespace, name), f"{kind} {namespace}/{name}")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
 import time
 from collections.abc import Mapping
@@ -30,7 +31,7 @@ import httpx2
 from pydantic import TypeAdapter
 
 from ..api import constants as c
-from ..api.endpoint import Endpoint, FetchedCatalog, display_url
+from ..api.endpoint import Endpoint, FetchedCatalog, catalog_digest, display_url
 from ..api.errors import SyncError
 from ..api.models import ServerInfo
 from .pool import HttpPool
@@ -73,13 +74,15 @@ class Pages:
     def __init__(self, url: str, max_pages: int) -> None:
         self.url, self.max_pages = url, max_pages
         self.tools: list[dict[str, Any]] = []
+        self.texts: list[bytes] = []        # each page as received: the catalog's digest
         self._first_page: dict[str, int] = {}
         self._cursors: set[str] = set()
         self.count = 0
 
-    def add(self, result: Mapping[str, Any]) -> str | None:
-        """Take one page's result; the cursor of the next page, if any."""
+    def add(self, result: Mapping[str, Any], text: bytes) -> str | None:
+        """Take one page's result (and its JSON text as received); the cursor of the next page, if any."""
         self.count += 1
+        self.texts.append(text)
         tools = result.get("tools")
         if not isinstance(tools, list):
             raise SyncError(c.REASON_PROTOCOL_ERROR, f"{self.url} answered tools/list without a list of tools")
@@ -162,11 +165,11 @@ async def _stateless(endpoint: Endpoint, pool: HttpPool, timeout: float, limits:
     try:
         first = await call.call("tools/list", 1, {}, first=True)
         limits.spent(first.body_bytes)
-        cursor = pages.add(first.result)
+        cursor = pages.add(first.result, first.text)
         while cursor is not None:
             page = await call.call("tools/list", pages.count + 1, {"cursor": cursor}, first=False)
             limits.spent(page.body_bytes)
-            cursor = pages.add(page.result)
+            cursor = pages.add(page.result, page.text)
         if discover is not None:
             list_changed = await discover
     finally:
@@ -179,7 +182,8 @@ async def _stateless(endpoint: Endpoint, pool: HttpPool, timeout: float, limits:
     info = info if isinstance(info, Mapping) else {}
     server = ServerInfo(name=_text(info.get("name")), version=_text(info.get("version")),
                         protocol_version=MODERN_VERSION, list_changed=list_changed, **_cache_hints(first.result))
-    return FetchedCatalog(server=server, tools=pages.tools, pages=pages.count)
+    return FetchedCatalog(server=server, tools=pages.tools, pages=pages.count,
+                          digest=catalog_digest(pages.texts, server))
 
 
 async def _list_changed(call: StatelessCall) -> bool | None:
@@ -231,10 +235,13 @@ async def _in_session(endpoint: Endpoint, pool: HttpPool, timeout: float, limits
                     # The raw result: the SDK's Tool model would drop fields it does not know.
                     result = await client.session.send_request(
                         mcp_types.ListToolsRequest(params=params), RAW_RESULT)  # type: ignore[type-var]
-                    cursor = pages.add(result)
+                    # The SDK parsed the answer already: its JSON again, as the digest's text.
+                    cursor = pages.add(result, json.dumps(result, separators=(",", ":"),
+                                                          ensure_ascii=False).encode("utf-8", "surrogatepass"))
                     if cursor is None:
                         break
-                catalog = FetchedCatalog(server=server, tools=pages.tools, pages=pages.count)
+                catalog = FetchedCatalog(server=server, tools=pages.tools, pages=pages.count,
+                                         digest=catalog_digest(pages.texts, server))
     except Exception as exc:  # the SDK's errors come wrapped in (nested) ExceptionGroups
         error = watch.failure or describe_failure(exc, watch)
         logger.debug("fetch from %s failed: %s (%s)", watch.url, error.reason, type(exc).__name__)

@@ -47,6 +47,7 @@ class Page:
     result: Mapping[str, Any]
     wire_bytes: int
     body_bytes: int
+    text: bytes = b""           # the JSON-RPC message as received (inflated): what the catalog's digest covers
 
 
 @dataclass
@@ -72,8 +73,8 @@ class StatelessCall:
                     raise LegacyEra(response.headers.get("mcp-session-id"))
                 content_type = check_response(response, self.endpoint, self.url, sse_ok=True)
                 if content_type == "text/event-stream":
-                    message, wire, size = await _first_sse_response(response, request_id, self.limits, self.url,
-                                                                    method)
+                    message, wire, size, raw = await _first_sse_response(response, request_id, self.limits,
+                                                                         self.url, method)
                 else:
                     raw, wire = await read_capped(response, self.limits, self.url)
                     size = len(raw)
@@ -94,7 +95,7 @@ class StatelessCall:
         result = message.get("result")
         if not isinstance(result, Mapping):
             raise SyncError(c.REASON_PROTOCOL_ERROR, f"{self.url} answered {method} without a result object")
-        return Page(result, wire, size)
+        return Page(result, wire, size, raw)
 
 
 def _refused_as_legacy_http(response: httpx2.Response) -> bool:
@@ -149,7 +150,7 @@ def sse_events(text: str) -> Iterator[tuple[str, str]]:
 
 
 async def _first_sse_response(response: httpx2.Response, request_id: int, limits: Limits,
-                              url: str, method: str) -> tuple[dict[str, Any], int, int]:
+                              url: str, method: str) -> tuple[dict[str, Any], int, int, bytes]:
     """The JSON-RPC response to `request_id` in an SSE stream (pings and notifications skipped); a response
     to any other request is a ProtocolError: this stream answers one request."""
     buffered = ""
@@ -165,10 +166,11 @@ async def _first_sse_response(response: httpx2.Response, request_id: int, limits
         for event, data in sse_events(text + "\n\n"):
             if event != "message":
                 continue
-            message = _json_object(data.encode(), url)
+            raw = data.encode()
+            message = _json_object(raw, url)
             if not is_response(message):
                 continue
             if answers(request_id, message.get("id")) or (message.get("id") is None and "error" in message):
-                return message, response.num_bytes_downloaded, body_bytes
+                return message, response.num_bytes_downloaded, body_bytes, raw
             raise wrong_answer(url, method, message.get("id"))
     raise SyncError(c.REASON_PROTOCOL_ERROR, f"{url} ended its event stream without answering the request")

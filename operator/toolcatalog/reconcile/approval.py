@@ -49,9 +49,10 @@ def approve(tools: Sequence[CachedTool], previous: Mapping[str, CachedTool], *, 
     previous catalog was written under an approval policy (its approvedHash values are baselines);
     `had_catalog`, that there was a previous catalog at all.
     """
-    if policy == POLICY_NONE:
-        return Approval([tool.model_copy(update={"approved": True, "approved_hash": None,
-                                                 "approved_definition": None}) for tool in tools], [])
+    if policy == POLICY_NONE:       # a tool that says so already (the merge's default) is taken as it is
+        return Approval([tool if tool.approved and tool.approved_hash is None and tool.approved_definition is None
+                         else tool.model_copy(update={"approved": True, "approved_hash": None,
+                                                      "approved_definition": None}) for tool in tools], [])
     from_spec = {setting.name: setting.approved_hash for setting in settings if setting.approved_hash}
     result: list[CachedTool] = []
     pending: list[Pending] = []

@@ -1,5 +1,8 @@
 """The cache ConfigMap (docs/reference/cache.md): its name, its tools.json document,
 gzip above 512 KiB, the manifest and merge-patch that write it, and parsing it back. No I/O.
+
+The ConfigMap holds the catalog and when it was written, nothing that moves on every resync: it is
+written only when the catalog changes (docs/reference/freshness.md).
 """
 
 from __future__ import annotations
@@ -71,7 +74,7 @@ def _sorted_documents(tools: Sequence[CachedTool]) -> list[dict[str, Any]]:
 
 
 def content_hash(server: ServerInfo, tools: Sequence[CachedTool]) -> str:
-    """Hash of the catalog itself, not of cachedAt/expiresAt: an unchanged resync keeps it."""
+    """Hash of the catalog itself, not of cachedAt: an unchanged resync keeps it."""
     return _content_hash(server, _sorted_documents(tools))
 
 
@@ -120,7 +123,6 @@ def _document_json(doc: CacheDocument, documents: list[dict[str, Any]]) -> str:
         "source": doc.source.model_dump(by_alias=True, mode="json"),
         "server": doc.server.model_dump(by_alias=True, mode="json"),
         "cachedAt": doc.cached_at,
-        "expiresAt": doc.expires_at,
         "hashVersion": doc.hash_version,
         "approval": doc.approval.model_dump(by_alias=True, mode="json"),
         "fetchedWith": doc.fetched_with.dump() if doc.fetched_with is not None else None,
@@ -147,37 +149,43 @@ def render_cache(doc: CacheDocument) -> RenderedCache:
         content_hash=digest, size_bytes=len(raw), stored_bytes=len(packed))
 
 
+def configmap_metadata(*, kind: str, name: str, owner_uid: str, cached_at: str,
+                       content_hash: str) -> dict[str, Any]:
+    """The labels, annotations and owner reference the operator gives a cache ConfigMap."""
+    return {
+        "labels": {
+            constants.LABEL_MANAGED_BY: constants.MANAGED_BY,
+            constants.LABEL_KIND: label_value(kind),
+            constants.LABEL_NAME: label_value(name),
+        },
+        "annotations": {
+            constants.ANN_CACHED_AT: cached_at,
+            constants.ANN_CONTENT_HASH: content_hash,
+        },
+        "ownerReferences": [{
+            "apiVersion": constants.API_VERSION,
+            "kind": kind,
+            "name": name,
+            "uid": owner_uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }],
+    }
+
+
 def build_configmap(*, kind: str, name: str, namespace: str, owner_uid: str, configmap_name: str,
-                    rendered: RenderedCache, cached_at: str, expires_at: str) -> dict[str, Any]:
+                    rendered: RenderedCache, cached_at: str) -> dict[str, Any]:
     """The full v1 ConfigMap, owned by the resource (controller) so deleting it deletes the cache.
 
-    Good for a create; `configmap_patch` turns it into the merge-patch body for an update.
+    Good for a create; `configmap_patch` turns it into the merge-patch body for an update. It carries no
+    expiry: it is written only when the catalog changes (docs/reference/freshness.md).
     """
     manifest: dict[str, Any] = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": {
-            "name": configmap_name,
-            "namespace": namespace,
-            "labels": {
-                constants.LABEL_MANAGED_BY: constants.MANAGED_BY,
-                constants.LABEL_KIND: label_value(kind),
-                constants.LABEL_NAME: label_value(name),
-            },
-            "annotations": {
-                constants.ANN_CACHED_AT: cached_at,
-                constants.ANN_EXPIRES_AT: expires_at,
-                constants.ANN_CONTENT_HASH: rendered.content_hash,
-            },
-            "ownerReferences": [{
-                "apiVersion": constants.API_VERSION,
-                "kind": kind,
-                "name": name,
-                "uid": owner_uid,
-                "controller": True,
-                "blockOwnerDeletion": True,
-            }],
-        },
+        "metadata": {"name": configmap_name, "namespace": namespace,
+                     **configmap_metadata(kind=kind, name=name, owner_uid=owner_uid, cached_at=cached_at,
+                                          content_hash=rendered.content_hash)},
     }
     if rendered.data is not None:
         manifest["data"] = dict(rendered.data)
@@ -197,7 +205,8 @@ def configmap_patch(manifest: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "metadata": {
             "labels": dict(metadata["labels"]),
-            "annotations": dict(metadata["annotations"]),
+            # Earlier releases also wrote an expiry, which made every resync a rewrite: it goes.
+            "annotations": {constants.ANN_EXPIRES_AT: None, **metadata["annotations"]},
             "ownerReferences": [dict(ref) for ref in metadata["ownerReferences"]],
         },
         "data": dict(manifest["data"]) if manifest.get("data") is not None else None,
@@ -219,6 +228,18 @@ def restore_patch(previous: Mapping[str, Any], written: Mapping[str, Any]) -> di
     patch["data"] = dict(previous["data"]) if previous.get("data") else None
     patch["binaryData"] = dict(previous["binaryData"]) if previous.get("binaryData") else None
     return patch
+
+
+def metadata_current(configmap: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
+    """Whether a ConfigMap as read already has the labels, cache annotations and owner reference of `wanted`
+    (`configmap_metadata`), and no annotation an earlier release wrote that this one does not: then a catalog
+    that did not change needs no write at all."""
+    meta = configmap.get("metadata") or {}
+    labels, annotations = meta.get("labels") or {}, meta.get("annotations") or {}
+    return (all(labels.get(key) == value for key, value in wanted["labels"].items())
+            and all(annotations.get(key) == value for key, value in wanted["annotations"].items())
+            and constants.ANN_EXPIRES_AT not in annotations
+            and meta.get("ownerReferences") == wanted["ownerReferences"])
 
 
 def is_owned_by(configmap: Mapping[str, Any], owner_uid: str) -> bool:

@@ -1,6 +1,9 @@
 """The plan of one reconcile: from the resource, what the sync found, and the time, everything to
 write (the new status, the cache ConfigMap, the Events) and when to look again. Pure.
 
+The cache ConfigMap is written only when the catalog changed; a sync that finds it unchanged writes
+status alone, and a small part of it (docs/reference/freshness.md).
+
 The reconciler (engine/reconciler.py) does the I/O around it: it resolves the references and
 fetches the catalog, hands the outcome here, and writes what comes back.
 """
@@ -34,6 +37,7 @@ from .cachedoc import (
     RenderedCache,
     build_configmap,
     configmap_name,
+    content_hash,
     render_cache,
 )
 from .catalog import CatalogDiff, InvalidToolError, count_usable, merge_catalog, status_tools
@@ -79,10 +83,26 @@ class SyncOutcome:
     url: str | None = None
     references: Sequence[Reference] | None = None
     previous: CacheDocument | None = None         # what the last sync wrote, if anything
+    # Its ConfigMap's content hash, and whether that ConfigMap carries the labels, annotations and owner this
+    # release writes (a catalog that did not change is then not written again).
+    previous_hash: str | None = None
+    previous_intact: bool = False
     fetched_with: FetchedWith | None = None
     server: ServerInfo | None = None
     tools: Sequence[Mapping[str, Any]] | None = None
     error: SyncError | None = None
+
+
+@dataclass(frozen=True)
+class VerifiedCache:
+    """What the cache holds when a sync finds the server's answer identical to the one that last wrote it:
+    enough for the status, without reading, parsing or merging the catalog again."""
+
+    config_map: str
+    cached_at: str
+    content_hash: str
+    tools_available: int        # tools of the catalog the server lists (a refresh's previousToolCount)
+    tools_listed: int
 
 
 @dataclass(frozen=True)
@@ -96,14 +116,31 @@ class CacheWrite:
 
 
 @dataclass(frozen=True)
+class Kept:
+    """A successful sync's catalog that the cache ConfigMap holds already: nothing to write. `document` when
+    the sync parsed it (None when the server's answer was identical to the one that wrote it)."""
+
+    config_map: str
+    content_hash: str
+    document: CacheDocument | None = None
+
+
+@dataclass(frozen=True)
 class Plan:
     status: Status
     events: list[Event] = field(default_factory=list)
-    cache: CacheWrite | None = None
+    cache: CacheWrite | None = None         # the ConfigMap to write: the catalog changed
+    kept: Kept | None = None                # or the catalog did not change, and the ConfigMap stays as it is
     requeue_at: datetime | None = None      # when to look again (None: only when something changes)
     diff: CatalogDiff | None = None
     synced: bool = False                    # a sync ran (it may have failed)
     refreshed: bool = False                 # a refresh token was answered
+
+    @property
+    def succeeded(self) -> bool:
+        """A sync whose catalog the cache holds (written now, or already)."""
+        return (self.cache is not None or self.kept is not None) and self.status.last_sync is not None \
+            and self.status.last_sync.result == "Succeeded"
 
 
 def ttl_due(completed: datetime, ttl_seconds: int, jitter: float) -> datetime:
@@ -151,7 +188,7 @@ def expiry(completed: datetime, ttl_seconds: int, server: ServerInfo, floor_seco
 def plan_sync(resource: Resource, outcome: SyncOutcome, jitter: float, *,
               server_ttl_floor: float = DEFAULT_SERVER_TTL_FLOOR) -> Plan:
     """The plan for a sync that ran: a failure plan if it failed, else the merged catalog with its
-    approvals, its cache ConfigMap, the new status and the Events."""
+    approvals, its cache ConfigMap (only when the catalog changed), the new status and the Events."""
     if outcome.error is not None:
         return plan_failure(resource, outcome, outcome.error, jitter)
     assert resource.spec is not None and outcome.tools is not None and outcome.server is not None
@@ -172,30 +209,39 @@ def plan_sync(resource: Resource, outcome: SyncOutcome, jitter: float, *,
     approval = approve(merge.tools, merge.previous, policy=policy, settings=settings.tools,
                        baseline_taken=baseline_taken, had_catalog=previous is not None)
     tools, tool_count = approval.tools, count_usable(approval.tools)
-    expires = expiry(completed, settings.sync.ttl_seconds, outcome.server, server_ttl_floor)
     cm_name = configmap_name(resource.kind, resource.name, settings.config_map_name)
     record = ApprovalRecord(policy=policy, baseline_at=(previous.approval.baseline_at if baseline_taken and previous
                                                         else now) if policy != "None" else None)
     document = CacheDocument(
         source=CacheSource(kind=resource.kind, namespace=resource.namespace, name=resource.name, url=outcome.url),
-        server=outcome.server.model_copy(update={"list_changed": None}), cached_at=now,
-        expires_at=rfc3339(expires), hash_version=HASH_VERSION, fetched_with=outcome.fetched_with,
-        approval=record, tools=tools)
-    try:
-        rendered = render_cache(document)
-    except CacheTooLargeError as exc:
-        return plan_failure(resource, outcome, SyncError(c.REASON_CACHE_TOO_LARGE, str(exc)), jitter)
-    manifest = build_configmap(kind=resource.kind, name=resource.name, namespace=resource.namespace,
-                               owner_uid=resource.uid, configmap_name=cm_name, rendered=rendered,
-                               cached_at=now, expires_at=rfc3339(expires))
+        server=outcome.server.model_copy(update={"list_changed": None}),
+        cached_at=previous.cached_at if previous is not None else now, hash_version=HASH_VERSION,
+        fetched_with=outcome.fetched_with, approval=record, tools=tools)
+    cache: CacheWrite | None = None
+    kept: Kept | None = None
+    if previous is not None and outcome.previous_intact and document == previous:
+        # The same catalog: the ConfigMap stays as it is, cachedAt included; only status says it was verified.
+        kept = Kept(cm_name, outcome.previous_hash or content_hash(document.server, document.tools), document)
+        digest = kept.content_hash
+    else:
+        document = document.model_copy(update={"cached_at": now})
+        try:
+            rendered = render_cache(document)
+        except CacheTooLargeError as exc:
+            return plan_failure(resource, outcome, SyncError(c.REASON_CACHE_TOO_LARGE, str(exc)), jitter)
+        manifest = build_configmap(kind=resource.kind, name=resource.name, namespace=resource.namespace,
+                                   owner_uid=resource.uid, configmap_name=cm_name, rendered=rendered, cached_at=now)
+        cache = CacheWrite(cm_name, manifest, rendered, document)
+        digest = rendered.content_hash
+    expires = expiry(completed, settings.sync.ttl_seconds, outcome.server, server_ttl_floor)
     entries, truncated = status_tools(tools, with_approval=policy != "None")
     next_at = ttl_due(completed, max(1, round((expires - completed).total_seconds())), jitter)
     tools_listed = len(outcome.tools)
     success = SyncSuccess(
         trigger=outcome.trigger, started_at=outcome.started_at, completed_at=completed, url=outcome.url,
         server=outcome.server, tool_count=tool_count, tools=entries, tools_truncated=truncated,
-        cache=CacheStatus(config_map=cm_name, cached_at=now, expires_at=rfc3339(expires),
-                          content_hash=rendered.content_hash),
+        cache=CacheStatus(config_map=cm_name, cached_at=document.cached_at, verified_at=now,
+                          expires_at=rfc3339(expires), content_hash=digest),
         next_sync_at=next_at, tools_listed=tools_listed, references=outcome.references or (),
         fetched_with=outcome.fetched_with)
     prev = resource.status
@@ -211,8 +257,42 @@ def plan_sync(resource: Resource, outcome: SyncOutcome, jitter: float, *,
                               previous_tool_count=sum(1 for tool in previous_tools if tool.available),
                               tools_discovered=tools_listed)
         events.append(refreshed_event(outcome.refresh.token, merge.diff, tools_listed))
-    return Plan(status=status, events=events, cache=CacheWrite(cm_name, manifest, rendered, document),
-                requeue_at=next_at, diff=merge.diff, synced=True, refreshed=outcome.refresh is not None)
+    return Plan(status=status, events=events, cache=cache, kept=kept, requeue_at=next_at, diff=merge.diff,
+                synced=True, refreshed=outcome.refresh is not None)
+
+
+def plan_verified(resource: Resource, outcome: SyncOutcome, verified: VerifiedCache, jitter: float, *,
+                  server_ttl_floor: float = DEFAULT_SERVER_TTL_FLOOR) -> Plan:
+    """The plan for a sync whose server answered exactly as when it last wrote the cache (same bytes, same
+    resource generation, same credentials, same URL): merging that answer into the catalog it wrote gives that
+    catalog again, so none of it is merged, rendered or written. Status records the verification: lastSync,
+    nextSyncAt, cache.verifiedAt and expiresAt, and the conditions (after failures: Ready again)."""
+    assert resource.spec is not None and outcome.server is not None and outcome.url is not None
+    settings = settings_of(resource.spec)
+    completed = outcome.completed_at
+    now = rfc3339(completed)
+    prev = resource.status
+    expires = expiry(completed, settings.sync.ttl_seconds, outcome.server, server_ttl_floor)
+    next_at = ttl_due(completed, max(1, round((expires - completed).total_seconds())), jitter)
+    success = SyncSuccess(
+        trigger=outcome.trigger, started_at=outcome.started_at, completed_at=completed, url=outcome.url,
+        server=outcome.server, tool_count=prev.tool_count, tools=list(prev.tools),
+        tools_truncated=prev.tools_truncated,
+        cache=CacheStatus(config_map=verified.config_map, cached_at=verified.cached_at, verified_at=now,
+                          expires_at=rfc3339(expires), content_hash=verified.content_hash),
+        next_sync_at=next_at, tools_listed=verified.tools_listed, references=outcome.references or (),
+        fetched_with=outcome.fetched_with)
+    status = after_success(prev, success, generation=resource.generation, owner=settings.owner)
+    unchanged = CatalogDiff(new=[], removed=[], changed=[])
+    events = success_events(prev, unchanged, trigger=outcome.trigger, tool_count=prev.tool_count,
+                            tools_listed=verified.tools_listed, configmap=verified.config_map, url=outcome.url)
+    if outcome.refresh is not None:
+        status = with_refresh(status, outcome.refresh, completed_at=completed, result="Succeeded",
+                              generation=resource.generation, diff=unchanged,
+                              previous_tool_count=verified.tools_available, tools_discovered=verified.tools_listed)
+        events.append(refreshed_event(outcome.refresh.token, unchanged, verified.tools_listed))
+    return Plan(status=status, events=events, kept=Kept(verified.config_map, verified.content_hash),
+                requeue_at=next_at, diff=unchanged, synced=True, refreshed=outcome.refresh is not None)
 
 
 def plan_suspend(resource: Resource, request: RefreshRequest | None, now: datetime) -> Plan:
