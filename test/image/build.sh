@@ -96,8 +96,11 @@ build_started=$SECONDS
 pm build "${args[@]}" "$REPO" >&2
 log "built $IMAGE in $((SECONDS - build_started))s ($(size_of "$IMAGE"))"
 
-# Forget the keys of earlier builds (their layers stay in podman's cache until pruned).
-pm images --format '{{.Repository}}:{{.Tag}}' | { grep -E "(^|/)${IMAGE%:*}:build-[0-9a-f]{16}\$" || true; } \
+# Forget the keys of earlier builds but the four newest (their layers stay in podman's cache until
+# pruned): other checkouts of the repository on this machine (worktrees, a CI clone) keep theirs while
+# their tests run.
+pm images --sort created --format '{{.Repository}}:{{.Tag}}' \
+  | { grep -E "(^|/)${IMAGE%:*}:build-[0-9a-f]{16}\$" || true; } | tail -n +5 \
   | while read -r old; do
       [ "${old##*:}" = "build-$key" ] || pm rmi "$old" >/dev/null 2>&1 || true
     done
