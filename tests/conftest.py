@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.k8s import CC, TAL, TS, wait_until
+from tests.support.k8s import CC, TAL, TS, OperatorProcesses, wait_until
 from toolcatalog_dev.apiproxy import ApiProxy
 from toolcatalog_dev.cluster import ApiError, Cluster
 from toolcatalog_dev.operatorproc import OperatorProcess
@@ -193,17 +193,13 @@ def operator_kubeconfig(api: E2eApi, kubeconfig: Path) -> Path:
 @pytest.fixture
 def start_operator(operator_kubeconfig: Path, tmp_path: Path) -> Iterator[Callable[..., OperatorProcess]]:
     """Start the operator (once per test, maybe with extra env or args); stopped at teardown."""
-    started: list[OperatorProcess] = []
+    operators = OperatorProcesses(tmp_path)
 
     def start(extra_env: dict[str, str] | None = None, args: list[str] | None = None) -> OperatorProcess:
-        proc = OperatorProcess(operator_kubeconfig, tmp_path / f"operator-{len(started)}.log", env=extra_env,
-                               args=["--verbose", *(args or [])]).start()
-        started.append(proc)
-        return proc
+        return operators.start(operator_kubeconfig, *(args or []), env=extra_env)
 
     yield start
-    for proc in started:
-        proc.stop()
+    operators.stop_all()
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ from urllib.parse import quote
 import pytest
 
 from tests.e2e.test_metrics import scrape_when
-from tests.support.k8s import CM, TS, condition, secret, toolserver, wait_until
+from tests.support.k8s import CM, TS, OperatorProcesses, condition, secret, toolserver, wait_until
 from toolcatalog.api import constants as c
 from toolcatalog_dev.apiproxy import ApiProxy
 from toolcatalog_dev.mcpserver import McpTestServer, free_port, make_tools
@@ -137,17 +137,9 @@ def proxied_kubeconfig(api: Any, proxy: ApiProxy, tmp_path: Path) -> Path:
 @pytest.fixture
 def launch(tmp_path: Path) -> Iterator[Callable[..., OperatorProcess]]:
     """Start operators with a given kubeconfig and arguments; every one is stopped at teardown."""
-    started: list[OperatorProcess] = []
-
-    def start(kubeconfig: Path, *args: str) -> OperatorProcess:
-        proc = OperatorProcess(kubeconfig, tmp_path / f"operator-{len(started)}.log",
-                               args=["--verbose", *args]).start()
-        started.append(proc)
-        return proc
-
-    yield start
-    for proc in started:
-        proc.stop()
+    operators = OperatorProcesses(tmp_path)
+    yield operators.start
+    operators.stop_all()
 
 
 # ------------------------------------------------------------------------------ logs

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.test_operate import probe
-from tests.support.k8s import CM, SECRETS, TS, condition, secret, toolserver, wait_until
+from tests.support.k8s import CM, SECRETS, TS, OperatorProcesses, condition, secret, toolserver, wait_until
 from toolcatalog_dev.apiproxy import Answer, ApiProxy
 from toolcatalog_dev.cluster import ApiError
 from toolcatalog_dev.mcpserver import McpTestServer, free_port, make_self_signed_cert, make_tools
@@ -66,17 +66,13 @@ def launch(api: Any, proxy: ApiProxy, tmp_path: Path) -> Iterator[Callable[..., 
     namespaces or every one; stopped at teardown."""
     token = api.session.operator_token if api.session is not None else None
     kubeconfig = proxy.write_kubeconfig(tmp_path / "proxied.kubeconfig", token=token, namespace=api.ns)
-    started: list[OperatorProcess] = []
+    operators = OperatorProcesses(tmp_path)
 
     def start(*args: str, namespaces: tuple[str, ...] = ()) -> OperatorProcess:
-        proc = OperatorProcess(kubeconfig, tmp_path / f"operator-{len(started)}.log", args=["--verbose", *args],
-                               namespaces=namespaces).start()
-        started.append(proc)
-        return proc
+        return operators.start(kubeconfig, *args, namespaces=namespaces)
 
     yield start
-    for proc in started:
-        proc.stop()
+    operators.stop_all()
 
 
 def events_of(answer: Answer) -> list[dict[str, Any]]:

@@ -27,6 +27,7 @@ import yaml
 from mcp.client.client import Client
 from mcp.client.streamable_http import streamable_http_client
 
+from tests.support.k8s import OperatorProcesses
 from toolcatalog.gateways.contextforge import ContextForgeClient
 from toolcatalog_dev.gateways import (
     ContextForge,
@@ -141,17 +142,13 @@ def operator_kubeconfig(gateway_plane: Any, tmp_path_factory: pytest.TempPathFac
 def start_operator(operator_kubeconfig: Path, namespace: str,
                    tmp_path: Path) -> Iterator[Callable[..., OperatorProcess]]:
     """Start the real operator (`toolcatalog run -n NAMESPACE --standalone --verbose ARGS`); stopped at teardown."""
-    started: list[OperatorProcess] = []
+    operators = OperatorProcesses(tmp_path)
 
     def start(*args: str) -> OperatorProcess:
-        process = OperatorProcess(operator_kubeconfig, tmp_path / f"operator-{len(started)}.log",
-                                  args=["--verbose", *args], namespaces=[namespace]).start()
-        started.append(process)
-        return process
+        return operators.start(operator_kubeconfig, *args, namespaces=[namespace])
 
     yield start
-    for process in started:
-        process.stop()
+    operators.stop_all()
 
 
 @pytest.fixture

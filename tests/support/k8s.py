@@ -3,7 +3,8 @@ wait itself live in the dev package, shared with the demo and the benchmarks).""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -74,3 +75,23 @@ async def looked_at(api: Any, operator: OperatorProcess, resource: str, name: st
         await api.annotate(resource, api.ns, name, {"example.com/touch": f"{before}-{touch}"})
         await wait_until(lambda before=before: operator.log().count(marker) > before,
                          what=f"the operator to look at {name} again", operator=operator)
+
+
+class OperatorProcesses:
+    """The real operators one test starts (`toolcatalog run --verbose ARGS`), each logging to its own file in
+    `logs`; the fixtures that start them stop them all at teardown."""
+
+    def __init__(self, logs: Path) -> None:
+        self.logs = logs
+        self.started: list[OperatorProcess] = []
+
+    def start(self, kubeconfig: Path, *args: str, namespaces: Sequence[str] = (),
+              env: Mapping[str, str] | None = None) -> OperatorProcess:
+        process = OperatorProcess(kubeconfig, self.logs / f"operator-{len(self.started)}.log", env=env,
+                                  args=["--verbose", *args], namespaces=namespaces).start()
+        self.started.append(process)
+        return process
+
+    def stop_all(self) -> None:
+        for process in self.started:
+            process.stop()
