@@ -110,6 +110,16 @@ def _run_parser(sub: argparse._SubParsersAction, env: Mapping[str, str]) -> tupl
                                      "MAX_SYNC_TIMEOUT"))
     run.add_argument("--min-server-ttl", type=float, metavar="SECONDS", default=float(default("MIN_SERVER_TTL")),
                      help=documented("the shortest cache lifetime a server's ttlMs may impose", "MIN_SERVER_TTL"))
+    run.add_argument("--status-report-interval", type=float, metavar="SECONDS",
+                     default=float(default("STATUS_REPORT_INTERVAL")),
+                     help=documented("a resync that finds the catalog unchanged writes status only when the "
+                                     "recorded verification (status.cache.verifiedAt) is this old; 0: every "
+                                     "resync writes it", "STATUS_REPORT_INTERVAL"))
+    run.add_argument("--fetch-share-window", type=float, metavar="SECONDS",
+                     default=float(default("FETCH_SHARE_WINDOW")),
+                     help=documented("a scheduled resync may use an answer fetched this many seconds before for "
+                                     "another resource with the same URL, headers and credentials; 0: share only "
+                                     "fetches under way", "FETCH_SHARE_WINDOW"))
     run.add_argument("--max-response-bytes", type=int, metavar="BYTES",
                      default=int(default("MAX_RESPONSE_BYTES")),
                      help=documented("the largest answer read from an MCP server, on the wire and inflated",
@@ -196,6 +206,7 @@ def config_from(args: argparse.Namespace) -> OperatorConfig:
         readiness=args.readiness, watch_stall_timeout=args.watch_stall_timeout, log_format=args.log_format,
         egress_deny=tuple(args.egress_deny), egress_allow=tuple(args.egress_allow),
         max_sync_timeout=args.max_sync_timeout, min_server_ttl=args.min_server_ttl,
+        status_report_interval=args.status_report_interval, fetch_share_window=args.fetch_share_window,
         max_response_bytes=args.max_response_bytes, max_catalog_bytes=args.max_catalog_bytes,
         kube_qps=args.kube_qps, kube_burst=args.kube_burst, shard=args.shard, total_shards=args.total_shards,
         pod=args.pod, pod_namespace=args.pod_namespace,

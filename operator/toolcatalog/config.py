@@ -35,6 +35,12 @@ class OperatorConfig:
     max_sync_timeout: float = 60.0              # caps spec.sync.timeoutSeconds: one server cannot hold a sync longer
     slow_after: float = 2.0                     # a sync still running after this steps aside from its worker
     min_server_ttl: float = 60.0                # the shortest cache lifetime a server's ttlMs may impose
+    # A resync that finds nothing changed writes status only when the recorded verification is this old
+    # (reconcile/report.py, the kubelet's nodeStatusReportFrequency); 0: every resync writes it.
+    status_report_interval: float = 300.0
+    # A scheduled resync may use the answer another resource's fetch of the same endpoint, with the same
+    # credentials, got this many seconds before (engine/sharedfetch.py); 0: only fetches under way are shared.
+    fetch_share_window: float = 5.0
     max_response_bytes: int = 8 * 1024 * 1024   # one answer from an MCP server, on the wire and inflated
     max_catalog_bytes: int = 32 * 1024 * 1024   # every page of one catalog, inflated
     kube_qps: float = 100.0                     # client-side rate limit of our own API requests

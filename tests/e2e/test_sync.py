@@ -177,7 +177,9 @@ async def test_ttl_expiry_resyncs_on_schedule(api, operator, waiter):
     assert "1 new (tool_002)" in changed[0]["message"]
 
 
-async def test_a_resync_that_finds_the_catalog_unchanged_writes_no_configmap(api, operator, waiter):
+async def test_a_resync_that_finds_the_catalog_unchanged_writes_no_configmap(api, start_operator, waiter):
+    # Verifications are recorded in status every 2 s here (the default is every 5 minutes: see below).
+    operator = start_operator(args=["--status-report-interval", "2"])
     with McpTestServer(tools=make_tools(2)) as server:
         await api.create(toolserver("same", server.url, sync={"ttlSeconds": 1}))
         first = await waiter.status(TS, "same", synced, "first sync", operator=operator)
@@ -202,6 +204,29 @@ async def test_a_resync_that_finds_the_catalog_unchanged_writes_no_configmap(api
     assert changed["status"]["cache"]["cachedAt"] > first["status"]["cache"]["cachedAt"]
     assert rewritten["metadata"]["annotations"]["toolcatalog.dev/cached-at"] == changed["status"]["cache"]["cachedAt"]
     assert [t["name"] for t in tools_json(rewritten)["tools"]] == ["tool_000", "tool_001", "tool_002"]
+
+
+async def test_unchanged_resyncs_leave_status_alone_between_reports(api, operator, waiter):
+    """With the default --status-report-interval (5 minutes), a resync that finds the catalog unchanged
+    writes nothing at all: no ConfigMap, no status, so no watch event for anyone."""
+    with McpTestServer(tools=make_tools(2)) as server:
+        await api.create(toolserver("quiet", server.url, sync={"ttlSeconds": 1}))
+        recorded = await waiter.status(TS, "quiet", lambda o: (o["status"].get("lastSync") or {}).get("trigger")
+                                       == "schedule", "the first resync (a new trigger: written)",
+                                       operator=operator)
+        cm = await api.get(CM, api.ns, "toolserver-quiet")
+        calls = server.list_calls
+        await server.wait_until_async(lambda s: s.list_calls >= calls + 3, timeout=20)     # three more resyncs
+        now = await api.get(TS, api.ns, "quiet")
+        assert now["metadata"]["resourceVersion"] == recorded["metadata"]["resourceVersion"]
+        assert now["status"] == recorded["status"]
+        assert (await api.get(CM, api.ns, "toolserver-quiet"))["metadata"]["resourceVersion"] == \
+            cm["metadata"]["resourceVersion"]
+        # A change is written by the next resync, report interval or not.
+        server.tools = make_tools(3)
+        changed = await waiter.status(TS, "quiet", lambda o: o["status"].get("toolCount") == 3, "the change",
+                                      timeout=20, operator=operator)
+    assert changed["status"]["cache"]["cachedAt"] > recorded["status"]["cache"]["cachedAt"]
 
 
 async def test_invalid_spec_is_reported_then_fixed(api, operator, waiter):

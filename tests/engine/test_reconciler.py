@@ -134,6 +134,55 @@ async def test_an_unchanged_resync_writes_only_status_and_puts_back_a_deleted_co
     assert world.condition("demo", "Ready")["status"] == "True"
 
 
+async def test_unchanged_resyncs_write_status_only_once_the_recorded_verification_is_older_than_the_interval():
+    """The kubelet's node-status rule: only the times of a verification moved, so it is written every
+    `status_report_interval` seconds, not every minute; anything else that moves is written at once."""
+    world = World()
+    world.reconciler.status_report_interval = 300
+    world.apply("demo", {"url": URL, "sync": {"ttlSeconds": 60}})
+    await world.reconcile("demo")
+    world.watch(c.KIND_TOOLSERVER, "demo")
+    world.clock.advance(61)
+    await world.reconcile("demo")           # the first resync: its trigger (schedule) is news, written
+    world.watch(c.KIND_TOOLSERVER, "demo")
+    patches, recorded = world.status_patches(), copy.deepcopy(world.status("demo"))
+    assert recorded["lastSync"]["trigger"] == "schedule"
+    for _ in range(3):                      # 61, 122, 183 s after the recorded verification
+        world.clock.advance(61)
+        assert await world.reconcile("demo") == pytest.approx(60)      # verified, due again in 60 s
+        world.watch(c.KIND_TOOLSERVER, "demo")
+    assert world.status_patches() == patches and world.status("demo") == recorded and world.fetch.calls == 5
+    # Woken before it is due, it keeps the schedule it holds in memory (status says it is overdue).
+    world.clock.advance(30)
+    assert await world.reconcile("demo") == pytest.approx(30) and world.fetch.calls == 5
+    world.clock.advance(31 + 61)            # 305 s after the recorded verification: written
+    await world.reconcile("demo")
+    world.watch(c.KIND_TOOLSERVER, "demo")
+    assert world.status_patches() == patches + 1
+    assert world.status("demo")["cache"]["verifiedAt"] > recorded["cache"]["verifiedAt"]
+    assert world.status("demo")["cache"]["cachedAt"] == recorded["cache"]["cachedAt"]
+    # A change of the catalog is written by the very next resync.
+    world.fetch.tools = [tool("a")]
+    world.clock.advance(61)
+    await world.reconcile("demo")
+    assert world.status_patches() == patches + 2 and world.status("demo")["toolCount"] == 1
+    assert world.kube.count("patch_configmap") == 1
+
+
+async def test_a_failing_resync_is_written_at_once_whatever_the_report_interval():
+    world = World()
+    world.reconciler.status_report_interval = 300
+    world.apply("demo", {"url": URL, "sync": {"ttlSeconds": 60}})
+    await world.reconcile("demo")
+    world.watch(c.KIND_TOOLSERVER, "demo")
+    world.clock.advance(61)
+    world.fetch.error = SyncError(c.REASON_SERVER_UNAVAILABLE, "connection refused")
+    await world.reconcile("demo")
+    assert world.condition("demo", "Synced")["reason"] == c.REASON_SERVER_UNAVAILABLE
+    assert world.condition("demo", "Ready")["status"] == "True"       # the previous cache is served
+    assert cached_names(world) == ["a", "b"]
+
+
 async def test_a_configmap_changed_by_someone_else_is_read_afresh_and_never_overwritten_blindly():
     world = World()
     world.apply("demo", {"url": URL, "sync": {"ttlSeconds": 60}})

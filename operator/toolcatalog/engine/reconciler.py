@@ -65,9 +65,11 @@ from ..reconcile.plan import (
     plan_sync,
     plan_verified,
 )
+from ..reconcile.report import verification_unreported
 from ..reconcile.scrub import scrub_catalog, scrub_error
 from ..reconcile.status import merge_patch
 from .objects import ObjectCache, pack_json, unpack_json
+from .sharedfetch import SharedFetches
 
 logger = logging.getLogger(__name__)
 
@@ -141,7 +143,13 @@ class _Memory:
     completed_before_token: datetime | None = None
     last_completed: datetime | None = None
     list_changed: bool = False
+    list_changed_at: float | None = None    # the event loop's time of the latest notification
+    answer_began: float | None = None       # when the fetch of the last sync's answer began (event-loop time)
     reconciled: bool = False
+    # A verification left unwritten (reconcile/report.py): when the next sync is due, for the status at
+    # this resourceVersion (a newer status brings its own nextSyncAt).
+    verified_due: datetime | None = None
+    verified_for: str | None = None
 
 
 @dataclass
@@ -243,6 +251,7 @@ class _Sync:
     answer: str | None = None           # the key of the server's answer (`Reconciler._answer_key`)
     tools_available: int = 0
     tools_listed: int = 0
+    verified: bool = False              # the server answered as when the catalog was written (`plan_verified`)
 
 
 @dataclass
@@ -259,6 +268,10 @@ class Reconciler:
     max_sync_timeout: float = 60.0      # the operator's cap on spec.sync.timeoutSeconds
     redactor: Redactor = field(default_factory=Redactor)    # every credential read, to mask it everywhere
     catalogs: CatalogSink | None = None     # the allowlists' view of catalogs: narrowed before writes, then committed
+    # A verification that moves only times is written when the recorded one is this old (0: always).
+    status_report_interval: float = 0.0
+    # A scheduled resync may take an answer of the same endpoint and credentials this many seconds old.
+    fetch_share_window: float = 0.0
     _memory: dict[ObjectKey, _Memory] = field(default_factory=dict)
     # The catalog each resource's last sync wrote, by uid: no read of a ConfigMap we wrote ourselves.
     _catalogs: dict[str, _Written] = field(default_factory=dict)
@@ -266,12 +279,22 @@ class Reconciler:
     _must_read: set[str] = field(default_factory=set)
     # Syncs whose server answered exactly as when the catalog was written, and wrote no ConfigMap.
     verified_syncs: int = 0
+    # ... of which left status as it was (reconcile/report.py).
+    unreported_syncs: int = 0
+    fetches: SharedFetches = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.fetches = SharedFetches(self._fetch, window=self.fetch_share_window, clock=_loop_time)
+
+    async def _fetch(self, endpoint: Endpoint, *, timeout: float, fresh: bool) -> FetchedCatalog:
+        return await self.fetch(endpoint, timeout=timeout, fresh=fresh)     # the fetcher set now (tests swap it)
 
     # -- hints from triggers ------------------------------------------------------------------
 
     def list_changed(self, key: ObjectKey) -> None:
         """The server told a listener its tool list changed (memory only: a restart re-listens and resyncs)."""
-        self._memory.setdefault(key, _Memory()).list_changed = True
+        memory = self._memory.setdefault(key, _Memory())
+        memory.list_changed, memory.list_changed_at = True, _loop_time()
 
     def forget(self, key: ObjectKey, uid: str | None = None) -> None:
         self._memory.pop(key, None)
@@ -344,6 +367,18 @@ class Reconciler:
             run = await self._sync(resource, decision, memory)
             plan = run.plan
         conflicts, refused = 0, False
+        memory.verified_due = memory.verified_for = None
+        if run is not None and run.verified and not plan.events and verification_unreported(
+                resource.status, plan.status, now=self.clock(), interval=self.status_report_interval):
+            # Nothing but the verification's times moved, and the recorded one is recent: no write, no
+            # watch event for anyone. The schedule is kept in memory until the next write.
+            memory.verified_due, memory.verified_for = plan.requeue_at, resource.resource_version
+            self.unreported_syncs += 1
+            self._remember_answer(resource, run)
+            if self.catalogs is not None:
+                self.catalogs.commit(resource, plan, run.began, self._document_loader(resource))
+            self._tell(Outcome(resource.key, decision, plan, False, False, time.monotonic() - began, 0))
+            return _seconds_until(plan.requeue_at, self.clock())
         while True:
             try:
                 wrote = await self._write(resource, plan)
@@ -435,8 +470,10 @@ class Reconciler:
             if ref.kind == "ToolServer":
                 server = self.objects.get((c.KIND_TOOLSERVER, resource.namespace, ref.name))
                 toolserver = (server.uid, server.generation) if server is not None else None
+        verified_due = memory.verified_due if memory.verified_for == resource.resource_version else None
         return Observed(now=now, secrets=secrets, configmaps=configmaps, toolserver=toolserver,
                         list_changed=memory.list_changed, first_since_start=not memory.reconciled,
+                        verified_due=verified_due,
                         token_seen_at=memory.token_seen_at, completed_before_token=memory.completed_before_token)
 
     # -- a sync ---------------------------------------------------------------------------------
@@ -449,6 +486,7 @@ class Reconciler:
         assert decision.trigger is not None
         began = time.monotonic()
         started = self.clock()
+        not_before = self._answers_since(decision, memory)
         memory.list_changed = False
         fields: dict[str, Any] = {"trigger": decision.trigger, "refresh": decision.refresh, "started_at": started}
         endpoint: Endpoint | None = None
@@ -475,7 +513,9 @@ class Reconciler:
                 state = await self._previous_catalog(resource, cm_name)
             step = "fetching the tool list"
             timeout = min(float(settings.sync.timeout_seconds), self.max_sync_timeout)
-            fetched = await self.fetch(endpoint, timeout=timeout, fresh=decision.refresh is not None)
+            fetched, memory.answer_began = await self.fetches(endpoint, timeout=timeout,
+                                                              fresh=decision.refresh is not None,
+                                                              not_before=not_before)
             answer = self._answer_key(resource, cm_name, endpoint, fetched)
             step = "reading the previous cache"
             if state is None:
@@ -529,7 +569,7 @@ class Reconciler:
             # Read from the API and unchanged: remembered, so that the next sync neither reads nor parses it.
             self._catalogs[resource.uid] = _Written.of(state.name, state.resource_version, state.content)
         self._update_listener(resource, plan, endpoint)
-        run = _Sync(plan, outcome, state, wrote_cache, began, answer=answer)
+        run = _Sync(plan, outcome, state, wrote_cache, began, answer=answer, verified=verified is not None)
         if plan.succeeded:
             document = plan.cache.document if plan.cache is not None else plan.kept.document if plan.kept else None
             if document is not None:
@@ -538,6 +578,22 @@ class Reconciler:
             elif verified is not None:
                 run.tools_available, run.tools_listed = verified.tools_available, verified.tools_listed
         return run
+
+    def _answers_since(self, decision: Decision, memory: _Memory) -> float | None:
+        """The earliest moment (event-loop time) a fetch may have begun for its answer to serve this sync: a
+        refresh wants one of its own (None); a notification, one begun after it; anything else, one begun
+        within the fetch share window (engine/sharedfetch.py). Always one newer than the last sync's."""
+        if decision.refresh is not None:
+            return None
+        if decision.trigger == c.TRIGGER_LIST_CHANGED and memory.list_changed_at is not None:
+            since = memory.list_changed_at
+        elif self.fetch_share_window > 0:
+            since = _loop_time() - self.fetch_share_window
+        else:
+            return None
+        if memory.answer_began is not None:
+            since = max(since, memory.answer_began + 1e-6)
+        return since
 
     def _answer_key(self, resource: Resource, cm_name: str, endpoint: Endpoint, fetched: FetchedCatalog) -> str | None:
         """What decides the catalog besides the catalog it merges into: the server's answer (its digest), this
@@ -561,16 +617,20 @@ class Reconciler:
 
     async def _verified(self, resource: Resource, cm_name: str, answer: str | None) -> VerifiedCache | None:
         """The cache, if this answer is the one it holds, status records it, and its ConfigMap is still exactly
-        as the operator left it (its resourceVersion, read as metadata only: deleted or edited, it is rebuilt)."""
+        as the operator left it (its resourceVersion, from the ConfigMap informer, else read as metadata only:
+        deleted or edited, it is rebuilt)."""
         written = self._catalogs.get(resource.uid)
         cache = resource.status.cache
         if answer is None or written is None or written.answer != answer or not self._remembers(resource, cm_name) \
                 or cache is None or cache.cached_at is None or written.content_hash is None:
             return None
-        try:
-            version = await self.kube.read_configmap_version(resource.namespace, cm_name)
-        except ApiError as error:
-            raise api_error(error, kind="ConfigMap") from None
+        # The informer's version when it is the one we wrote (no request); else the API's, to be sure.
+        version = self.versions.configmap(resource.namespace, cm_name)
+        if version != written.resource_version:
+            try:
+                version = await self.kube.read_configmap_version(resource.namespace, cm_name)
+            except ApiError as error:
+                raise api_error(error, kind="ConfigMap") from None
         if version is None or version != written.resource_version:
             self._catalogs.pop(resource.uid, None)
             self._must_read.add(resource.uid)
@@ -626,7 +686,7 @@ class Reconciler:
             return remembered.state()
         if resource.status.cache is None and resource.uid not in self._must_read \
                 and self.versions.configmap(resource.namespace, cm_name) is None:
-            # No cache recorded in status and none the watch knows of (it skips ours by label): create it
+            # No cache recorded in status and none the ConfigMap informer knows of: create it
             # without reading first, one request less for every new resource. Should one exist after all
             # (an earlier incarnation's, someone else's), the create's 409 makes the next try read it.
             return _CacheState(cm_name, None, None, exists=False)
@@ -797,6 +857,11 @@ def _previous_incarnation(configmap: Mapping[str, Any], resource: Resource) -> b
     references = (configmap.get("metadata") or {}).get("ownerReferences") or []
     return any(ref.get("kind") == resource.kind and ref.get("name") == resource.name and ref.get("controller")
                for ref in references if isinstance(ref, Mapping))
+
+
+def _loop_time() -> float:
+    """The event loop's clock (monotonic; looptime's in the engine tests)."""
+    return asyncio.get_running_loop().time()
 
 
 def _seconds_until(moment: datetime | None, now: datetime) -> float | None:

@@ -37,8 +37,6 @@ from .watch import ALLOWLISTS, KEYS
 
 logger = logging.getLogger(__name__)
 KINDS = (c.KIND_TOOLSERVER, c.KIND_CONNECTORCONFIG)     # in the order of watch.KEYS
-# Our own cache ConfigMaps are never anybody's reference: leave their writes out of the watch.
-CONFIGMAP_SELECTOR = "app.kubernetes.io/managed-by!=toolcatalog"
 # Helm keeps every release in a Secret; none of them is a credential for an MCP server.
 SECRET_SELECTOR = "type!=helm.sh/release.v1"
 
@@ -50,7 +48,9 @@ def reference_informers(config: OperatorConfig, client: KubeClient) -> Reference
     return ReferenceInformers(
         client, namespaces=config.namespaces,
         matching=functools.partial(health.namespace_matches, patterns=patterns) if patterns else None,
-        selectors={"Secret": ("", SECRET_SELECTOR), "ConfigMap": (CONFIGMAP_SELECTOR, "")},
+        # Every ConfigMap, our cache ConfigMaps too: a resync that finds the catalog unchanged checks that its
+        # ConfigMap is still the one it wrote against the version this informer holds, with no request.
+        selectors={"Secret": ("", SECRET_SELECTOR)},
         # A quiet informer hears from the server at least this often: well within the stall timeout.
         watch_timeout=min(WATCH_TIMEOUT, config.watch_stall_timeout / 3), stall_after=config.watch_stall_timeout)
 
@@ -98,7 +98,8 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig, redactor: 
                                                                                     config.max_catalog_bytes))),
                                 versions=references,
                                 server_ttl_floor=config.min_server_ttl, max_sync_timeout=config.max_sync_timeout,
-                                redactor=redactor)
+                                redactor=redactor, status_report_interval=config.status_report_interval,
+                                fetch_share_window=config.fetch_share_window)
         controller_metrics = ControllerMetrics()
         engine = Engine(reconciler, workers=config.max_concurrent_syncs, slow_after=config.slow_after,
                         slow_capacity=config.max_slow_syncs, on_forget=metrics.forget, observer=controller_metrics)

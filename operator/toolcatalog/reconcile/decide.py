@@ -40,6 +40,9 @@ class Observed:
     first_since_start: bool = False     # the first reconcile of this resource since the operator started
     token_seen_at: datetime | None = None           # when the current refresh token was first seen
     completed_before_token: datetime | None = None  # when the last sync before that had ended
+    # When the next sync is due after a verification status does not record (report.py): it supersedes
+    # the recorded nextSyncAt, which it followed.
+    verified_due: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -70,8 +73,11 @@ def changed_reference(resource: Resource, observed: Observed) -> Trigger | None:
     return None
 
 
-def next_due(resource: Resource) -> datetime | None:
-    """When the schedule wants the next sync: nextSyncAt, else the cache's expiry."""
+def next_due(resource: Resource, verified_due: datetime | None = None) -> datetime | None:
+    """When the schedule wants the next sync: after an unrecorded verification, the one it planned; else
+    nextSyncAt, else the cache's expiry."""
+    if verified_due is not None:
+        return verified_due
     status = resource.status
     due = parse_time(status.next_sync_at)
     if due is None and status.last_sync is not None and status.last_sync.result == "Succeeded" \
@@ -106,7 +112,7 @@ def sync_trigger(resource: Resource, observed: Observed) -> Trigger | None:
     if observed.first_since_start and status.server is not None and status.server.list_changed \
             and status.last_sync.result == "Succeeded":
         return c.TRIGGER_RESUME     # its change notifications went unheard while the operator was down
-    due = next_due(resource)
+    due = next_due(resource, observed.verified_due)
     if due is not None and observed.now >= due:
         return c.TRIGGER_SCHEDULE
     return None
@@ -137,4 +143,4 @@ def decide(resource: Resource, observed: Observed) -> Decision:
             if message is not None:
                 return Decision("rate-limited", refresh=request, message=message)
         return Decision("sync", trigger=c.TRIGGER_REFRESH, refresh=request)
-    return Decision("wait", due=next_due(resource) if spec is not None else None)
+    return Decision("wait", due=next_due(resource, observed.verified_due) if spec is not None else None)
