@@ -58,3 +58,27 @@ def scrape_when(port: int, name: str):
     except OSError:
         return None
     return samples if any(key[0] == name for key in samples) else None
+
+
+async def test_the_verified_timestamp_moves_with_every_verification_status_does_not_record(api, start_operator,
+                                                                                         waiter):
+    """Between status reports (--status-report-interval, 5 minutes by default) an unchanged resync writes
+    nothing to the API server; the metric still says when the catalog was last verified."""
+    from datetime import datetime
+
+    port = free_port()
+    operator = start_operator(args=["--metrics-port", str(port), "--metrics-address", "127.0.0.1"])
+    with McpTestServer(tools=make_tools(2)) as server:
+        await api.create(toolserver("fresh", server.url, sync={"ttlSeconds": 1}))
+        recorded = await waiter.status(TS, "fresh", lambda o: (o["status"].get("lastSync") or {}).get("trigger")
+                                       == "schedule", "the first resync", operator=operator)
+        verified_at = datetime.fromisoformat(recorded["status"]["cache"]["verifiedAt"]).timestamp()
+
+        def later_verification():
+            samples = scrape_when(port, "toolcatalog_catalog_verified_timestamp_seconds")
+            seen = samples and value(samples, "toolcatalog_catalog_verified_timestamp_seconds", kind="ToolServer",
+                                     namespace=api.ns, name="fresh")
+            return seen if seen and seen >= verified_at + 2 else None
+        await wait_until(later_verification, what="a verification two seconds after the recorded one",
+                         operator=operator)
+        assert (await api.get(TS, api.ns, "fresh"))["status"] == recorded["status"]

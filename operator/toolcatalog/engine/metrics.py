@@ -13,7 +13,7 @@ from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 from ..api import constants as c
 from ..api.resource import ObjectKey
-from ..reconcile.conditions import get_condition
+from ..reconcile.conditions import get_condition, parse_time
 from .reconciler import Outcome
 
 logger = logging.getLogger(__name__)
@@ -30,6 +30,11 @@ TOOLS = Gauge("toolcatalog_tools", "Usable tools (available, enabled, selected a
               ["kind", "namespace", "name"])
 READY = Gauge("toolcatalog_ready", "1 when the resource has a usable cache (Ready=True), else 0",
               ["kind", "namespace", "name"])
+# Every verification sets it, also those status does not record (--status-report-interval): what to alert on
+# when a catalog must never go unverified for long.
+VERIFIED = Gauge("toolcatalog_catalog_verified_timestamp_seconds", "When a sync last found the server listing "
+                 "exactly the cached catalog, or wrote it (Unix time), recorded in status or not",
+                 ["kind", "namespace", "name"])
 FAILURES = Gauge("toolcatalog_consecutive_sync_failures", "Syncs of the resource that failed in a row since its "
                  "last success (status.consecutiveFailures): 0 while it syncs", ["kind", "namespace", "name"])
 
@@ -77,16 +82,19 @@ def observe(outcome: Outcome) -> None:
     ready = get_condition(status.conditions, c.COND_READY)
     READY.labels(kind, namespace, name).set(1 if ready and ready.status == "True" else 0)
     FAILURES.labels(kind, namespace, name).set(status.consecutive_failures)
+    verified = parse_time(status.cache.verified_at) if plan.succeeded and status.cache is not None else None
+    if verified is not None:
+        VERIFIED.labels(kind, namespace, name).set(verified.timestamp())
 
 
 def forget_all() -> None:
     """Drop every per-resource series (the engine that reported them stopped)."""
-    for gauge in (TOOLS, READY):
+    for gauge in (TOOLS, READY, FAILURES, VERIFIED):
         gauge.clear()
 
 
 def forget(key: ObjectKey) -> None:
-    for gauge in (TOOLS, READY, FAILURES):
+    for gauge in (TOOLS, READY, FAILURES, VERIFIED):
         try:
             gauge.remove(*key)
         except KeyError:
