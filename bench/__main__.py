@@ -395,9 +395,11 @@ def table(results: dict[str, Any]) -> str:
         if not s:
             continue
         out(f"steady N={s['resources']} × {s.get('tools_each', 20)} tools ({s.get('server_behaviour', 'tuned')}), "
-            f"resync every {s['ttl_seconds']} s, for {s['seconds']} s: {s['syncs']} syncs, "
-            f"{s['syncs_per_second_mean']}/s mean (N/TTL {s['expected_syncs_per_second']}), peak "
+            f"resync every {s['ttl_seconds']} s, for {s['seconds']} s: {s['syncs']} syncs "
+            f"({s.get('syncs_recorded_in_status', s['syncs'])} recorded in status), "
+            f"{s['syncs_per_second_mean']}/s mean (N/TTL {s['expected_syncs_per_second']}), recorded peak "
             f"{s['syncs_per_second_peak_1s']}/s in 1 s, {s['syncs_per_second_peak_10s_window']}/s over 10 s; "
+            f"MCP fetches/sync {s.get('mcp_fetches_per_sync', 1.0)}; "
             f"CPU {s['operator_cpu_ms_per_sync']} ms/sync ({s['operator_cpu_percent_of_a_core']}% of a core); RSS "
             f"{s['rss_mib']}; API requests/sync {s['operator_api_requests_per_sync']}")
         if "api_writes_per_second" in s:

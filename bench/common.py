@@ -439,8 +439,21 @@ class Operator(OperatorProcess):
     session; a context manager."""
 
     def __init__(self, backend: Backend, workdir: Path, *args: str, env: dict[str, str] | None = None) -> None:
+        from toolcatalog_dev.mcpserver import free_port
+
+        self.metrics_port = free_port()
         super().__init__(backend.operator_kubeconfig, workdir / f"operator-{time.monotonic_ns()}.log", env=env,
-                         args=["--quiet", *args], command=[operator_python(), "-m", "toolcatalog.cli"])
+                         args=["--quiet", "--metrics-port", str(self.metrics_port), "--metrics-address", "127.0.0.1",
+                               *args], command=[operator_python(), "-m", "toolcatalog.cli"])
+
+    def metric_total(self, name: str) -> float:
+        """The sum of a metric's samples over every label, as Prometheus would scrape it from the operator."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as response:
+            text = response.read().decode()
+        return sum(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
+                   if sample.name == name)
 
     @property
     def stats(self) -> ProcStats:
