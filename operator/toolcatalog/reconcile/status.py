@@ -73,11 +73,12 @@ def _last_sync(outcome: SyncSuccess | SyncFailure) -> LastSync:
 
 
 def _copy(status: Status) -> Status:
-    """A deep copy, but for the entries of status.tools, which nothing changes in place: they are shared.
-    (A deep copy of 500 tool entries costs ~10 ms, and a refresh made two.)"""
-    tools = status.tools
-    copied = status.model_copy(update={"tools": []}).model_copy(deep=True)
-    copied.tools = list(tools)
+    """A copy to assign fields of. Nothing in this package changes a status's parts in place (every
+    function here builds new conditions, lists and records), so they are shared, and only the lists are
+    copied: a deep copy cost ~0.3 ms a sync at 20 tools, ~10 ms at 500."""
+    copied = status.model_copy()
+    copied.tools, copied.conditions, copied.references = list(status.tools), list(status.conditions), \
+        list(status.references)
     return copied
 
 
