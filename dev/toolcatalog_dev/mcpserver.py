@@ -498,6 +498,10 @@ class McpTestServer:
             listen_handler = ListenHandler(bus)
 
             async def listen(ctx: Any, params: types.SubscriptionsListenRequestParams) -> Any:
+                request = getattr(ctx, "request", None)
+                if self.mode == "leaky-error":  # quotes the caller's credentials back, refusing to listen
+                    auth = request.headers.get("authorization", "") if request is not None else ""
+                    raise MCPError(code=-32603, message=f"credentials {auth!r} may not listen")
                 self._traffic.listen_opened()
                 try:
                     return await listen_handler(ctx, params)
