@@ -129,7 +129,7 @@ async def test_a_handshake_era_server_falls_back_to_a_session_once_and_is_rememb
         assert server.protocol_headers.count(MODERN) == probes
 
 
-@pytest.mark.parametrize("mode", ["huge", "gzip-bomb"])
+@pytest.mark.parametrize("mode", ["huge", "gzip-bomb", "huge-sse"])
 async def test_an_answer_past_the_byte_cap_is_not_read(pool: HttpPool, mode: str) -> None:
     with McpTestServer(list_changed=True) as server:
         server.mode = mode
