@@ -5,7 +5,8 @@ a header and in `params._meta`. One POST per page on a pooled connection is the 
 and the answer is read as raw JSON, so a tool's definition is hashed exactly as the server sent it
 (the SDK's models drop fields they do not know). Bodies are read with a byte cap, compressed and
 inflated, before anything is buffered. A server of an older era refuses the request in a way
-`LegacyEra` recognises; fetch.py then falls back to an SDK session.
+`LegacyEra` recognises; fetch.py then falls back to an SDK session. The change listener's
+`subscriptions/listen` goes out the same way (`StatelessCall.post`, listenmodern.py).
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ class StatelessCall:
         try:
             async with self.client.stream("POST", self.endpoint.url, content=body, headers=headers,
                                           **options) as response:
-                if first and refused_as_legacy_http(response):
+                if first and _refused_as_legacy_http(response):
                     raise LegacyEra(response.headers.get("mcp-session-id"))
                 yield response, (check_response(response, self.endpoint, self.url, sse_ok=True) if check
                                  else content_type_of(response))
@@ -125,7 +126,7 @@ def rpc_error(url: str, method: str, error: Any, secrets: list[str]) -> SyncErro
                                               f"{short(str(error.get('message')), secrets)}")
 
 
-def refused_as_legacy_http(response: httpx2.Response) -> bool:
+def _refused_as_legacy_http(response: httpx2.Response) -> bool:
     """A handshake-era server's answer to a stateless request: a session id, or a 4xx it sends (not 401,
     403, 404, 429: those mean the same in every era)."""
     if response.headers.get("mcp-session-id"):
