@@ -8,7 +8,7 @@ modes, answers in the MCP app's place. "repeat-cursor" and "leaky-error" are MCP
 tools/list handler plays those (mcpservers.py). "wrong-id" answers tools/list with the JSON-RPC id of
 another request (one less than asked: the handshake's, or a stateless client's discover), as JSON, and
 "wrong-id-sse" as an event stream; "null-schema" lists tools whose inputSchema is null or missing
-beside a valid one.
+beside a valid one; "huge-sse" answers every POST with an event stream whose first event never seems to end.
 """
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 Mode = Literal["ok", "garbage", "http500", "http429", "redirect", "repeat-cursor", "bad-tools", "duplicate-tools",
                "leaky-error", "echo-token", "echo-token-name", "huge", "gzip-bomb", "wrong-id", "wrong-id-sse",
-               "null-schema"]
+               "null-schema", "huge-sse"]
 MODES: tuple[str, ...] = ("ok", "garbage", "http500", "http429", "redirect", "repeat-cursor", "bad-tools",
                           "duplicate-tools", "leaky-error", "echo-token", "echo-token-name", "huge", "gzip-bomb",
-                          "wrong-id", "wrong-id-sse", "null-schema")
+                          "wrong-id", "wrong-id-sse", "null-schema", "huge-sse")
 # The modes that answer tools/list in the MCP app's place (streamable HTTP only).
 TOOLS_LIST_MODES = ("bad-tools", "duplicate-tools", "wrong-id", "wrong-id-sse", "null-schema")
 HUGE_BYTES = 200 * 1024 * 1024       # what "huge" and "gzip-bomb" answers hold (inflated)
@@ -189,6 +189,8 @@ class FaultLayer:
             await respond(send, 429, b"slow down", "text/plain", {"retry-after": "3600"})
         elif mode in ("huge", "gzip-bomb") and scope["method"] == "POST":
             await self._answer_huge(send, bomb=mode == "gzip-bomb")
+        elif mode == "huge-sse" and scope["method"] == "POST":
+            await self._answer_huge_event(send)
         elif mode in ("echo-token", "echo-token-name") and scope["method"] == "POST":
             await self._answer_echo(receive, send, bearer_token(headers) or "",
                                     in_name=mode == "echo-token-name")
@@ -222,6 +224,16 @@ class FaultLayer:
         for _ in range(HUGE_BYTES // len(chunk)):
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b'"result":{}}'})
+
+    async def _answer_huge_event(self, send: Send) -> None:
+        """An event stream whose first event grows to HUGE_BYTES before a blank line ends it."""
+        chunk = b" " * (1024 * 1024)
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/event-stream")]})
+        await send({"type": "http.response.body", "body": b"event: message\ndata: ", "more_body": True})
+        for _ in range(HUGE_BYTES // len(chunk)):
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"\n\n"})
 
     async def _answer_echo(self, receive: Receive, send: Send, token: str, *, in_name: bool) -> None:
         """A hostile server quoting back the credential it was sent, everywhere it can."""

@@ -175,7 +175,8 @@ class McpTestServer:
     `tokens` (token -> its own tool list; requests without a known
     `Authorization: Bearer` get 401), `delay` (seconds before answering
     tools/list), `mode` (see MODES: "ok", "garbage", "http500", "redirect",
-    "repeat-cursor", "bad-tools", "duplicate-tools", "wrong-id", "null-schema" [streamable only], "leaky-error"),
+    "repeat-cursor", "bad-tools", "duplicate-tools", "wrong-id", "null-schema" [streamable only], "leaky-error":
+    tools/list and subscriptions/listen refuse, quoting the caller's Authorization header back),
     `server_name`/`server_version`. Counters: `list_calls`, `listens`, `open_listens`, `requests`,
     `last_headers`, `paths`, `connections`, `tool_calls` (the names of the tools called, in order:
     a call answers with its name and arguments, or an error for a tool it does not list);
@@ -498,6 +499,10 @@ class McpTestServer:
             listen_handler = ListenHandler(bus)
 
             async def listen(ctx: Any, params: types.SubscriptionsListenRequestParams) -> Any:
+                request = getattr(ctx, "request", None)
+                if self.mode == "leaky-error":  # quotes the caller's credentials back, refusing to listen
+                    auth = request.headers.get("authorization", "") if request is not None else ""
+                    raise MCPError(code=-32603, message=f"credentials {auth!r} may not listen")
                 self._traffic.listen_opened()
                 try:
                     return await listen_handler(ctx, params)

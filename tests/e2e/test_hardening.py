@@ -150,7 +150,7 @@ async def test_a_password_in_the_url_is_invalid_and_never_logged(api, operator, 
 # ------------------------------------------------------------------ memory bounded
 
 
-@pytest.mark.parametrize("mode", ["huge", "gzip-bomb"])
+@pytest.mark.parametrize("mode", ["huge", "gzip-bomb", "huge-sse"])
 async def test_a_huge_answer_or_a_gzip_bomb_fails_before_it_is_buffered(api, start_operator, waiter, mode):
     operator = start_operator()
     with McpTestServer(mode=mode) as server:

@@ -28,6 +28,7 @@ from ..kube.login import login
 from ..kube.references import ReferenceInformers
 from ..mcp.egress import EgressPolicy
 from ..mcp.fetch import EraMemory, fetch_catalog
+from ..mcp.listen import listen_for_tool_changes
 from ..mcp.pool import HttpPool
 from ..mcp.wire import Limits
 from . import health, logs, toolhive_webhook, watch
@@ -92,10 +93,10 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig, redactor: 
                                   burst=config.kube_burst, connections=0)
         references = reference_informers(config, watch_client)
         drain = Drain()     # on shutdown, syncs are cut only before they write anything
+        eras, limits = EraMemory(), Limits(config.max_response_bytes, config.max_catalog_bytes)   # fetch and listen
         reconciler = Reconciler(objects=ObjectCache(), kube=drain.store(kube),
-                                fetch=drain.fetcher(functools.partial(fetch_catalog, pool=pool, eras=EraMemory(),
-                                                                      limits=Limits(config.max_response_bytes,
-                                                                                    config.max_catalog_bytes))),
+                                fetch=drain.fetcher(functools.partial(fetch_catalog, pool=pool, eras=eras,
+                                                                      limits=limits)),
                                 versions=references,
                                 server_ttl_floor=config.min_server_ttl, max_sync_timeout=config.max_sync_timeout,
                                 redactor=redactor, status_report_interval=config.status_report_interval,
@@ -105,7 +106,8 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig, redactor: 
                         slow_capacity=config.max_slow_syncs, on_forget=metrics.forget, observer=controller_metrics)
         controller_metrics.watch(engine)
         reconciler.listeners = ToolChangeListeners(engine.list_changed, max_listeners=config.max_listeners,
-                                                   pool=listener_pool)
+                                                   pool=listener_pool, listen=functools.partial(
+                                                       listen_for_tool_changes, eras=eras, limits=limits))
         reconciler.observers.append(metrics.observe)
         reconciler.observers.append(logs.log_sync)
         references.on_change = watch.waker(engine, indexes)

@@ -142,7 +142,7 @@ async def fetch_catalog(endpoint: Endpoint, *, pool: HttpPool, timeout: float, e
                                            known.list_changed if known is not None else None)
             except LegacyEra as legacy:
                 if legacy.session_id:
-                    await _forget_session(pool, endpoint, legacy.session_id)
+                    await forget_session(pool, endpoint, legacy.session_id)
                 if eras is not None:
                     eras.learn(endpoint, modern=False, list_changed=None)
                 logger.debug("%s speaks a handshake era of MCP: using a session", url)
@@ -196,7 +196,7 @@ async def _list_changed(call: StatelessCall) -> bool | None:
     return bool(tools.get("listChanged")) if isinstance(tools, Mapping) else False
 
 
-async def _forget_session(pool: HttpPool, endpoint: Endpoint, session_id: str) -> None:
+async def forget_session(pool: HttpPool, endpoint: Endpoint, session_id: str) -> None:
     """A handshake-era server opened a session for our stateless probe: close it, best effort."""
     with contextlib.suppress(httpx2.HTTPError, SyncError):
         await pool.client_for(endpoint.tls).delete(endpoint.url, headers={**endpoint.headers,

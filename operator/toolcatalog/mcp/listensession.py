@@ -1,4 +1,4 @@
-"""The SDK side of listen.py (imported only when a server advertises tools.listChanged).
+"""The SDK side of listen.py: imported only for a handshake-era or SSE server that advertises tools.listChanged.
 
 fetch.py's sibling: the same SDK Client, built by `mcp_client` on an `HttpPool`, the
 same per-session watch over the wire (`WireWatch`, `WatchedTransport`) and the same
@@ -10,6 +10,9 @@ secret-free error mapping. Two eras of the protocol deliver the notification:
   session's own stream (streamable HTTP's GET stream, or the SSE stream). Nothing marks
   that stream's end (the SDK retries its GET quietly), so a ping every `ping_interval`
   proves the session is still there.
+
+listen.py sends 2026-07-28 servers' `subscriptions/listen` itself (listenmodern.py, no SDK); it comes here
+for handshake-era servers (mode "legacy": no 2026-07-28 probe) and SSE endpoints.
 
 Either way the notification reaches the Client's `message_handler`, the one path to
 `on_change`. Header values are never logged nor put into an error.
@@ -35,6 +38,7 @@ from ..api.errors import SyncError
 from .changes import OnChange
 from .pool import HttpPool
 from .session import (
+    Mode,
     WatchedTransport,
     WireWatch,
     describe_failure,
@@ -88,8 +92,8 @@ class _RecordedStream(httpx2.AsyncByteStream):
 
 async def listen_in_session(endpoint: Endpoint, *, pool: HttpPool, on_change: OnChange,
                             ready: asyncio.Event | None, connect_timeout: float, idle_timeout: float,
-                            ping_interval: float) -> None:
-    """listen.py's `listen_for_tool_changes`, once the endpoint is known to be usable."""
+                            ping_interval: float, mode: Mode = "auto") -> None:
+    """listen.py's `listen_for_tool_changes` in an SDK session (`mode` "legacy": the handshake era is known)."""
     watch = WireWatch(endpoint)
     transport = _ListenTransport(pool.transport_for(endpoint.tls), watch)
 
@@ -105,7 +109,7 @@ async def listen_in_session(endpoint: Endpoint, *, pool: HttpPool, on_change: On
     try:
         with scope:
             async with mcp_client(endpoint, transport, timeout=connect_timeout, read_timeout=idle_timeout,
-                                  message_handler=on_message) as client:
+                                  mode=mode, message_handler=on_message) as client:
                 async with client:
                     watch.phase = "subscriptions/listen"
                     try:

@@ -5,13 +5,15 @@ a header and in `params._meta`. One POST per page on a pooled connection is the 
 and the answer is read as raw JSON, so a tool's definition is hashed exactly as the server sent it
 (the SDK's models drop fields they do not know). Bodies are read with a byte cap, compressed and
 inflated, before anything is buffered. A server of an older era refuses the request in a way
-`LegacyEra` recognises; fetch.py then falls back to an SDK session.
+`LegacyEra` recognises; fetch.py then falls back to an SDK session. The change listener's
+`subscriptions/listen` goes out the same way (`StatelessCall.post`, listenmodern.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +23,17 @@ from .. import __version__
 from ..api import constants as c
 from ..api.endpoint import Endpoint, display_url
 from ..api.errors import SyncError
-from .wire import Limits, answers, check_response, is_response, read_capped, short, transport_error, wrong_answer
+from .wire import (
+    Limits,
+    answers,
+    check_response,
+    content_type_of,
+    is_response,
+    read_capped,
+    short,
+    transport_error,
+    wrong_answer,
+)
 
 MODERN_VERSION = "2026-07-28"
 HANDSHAKE_VERSIONS = ("2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25")
@@ -63,39 +75,55 @@ class StatelessCall:
     def url(self) -> str:
         return display_url(self.endpoint.url)
 
-    async def call(self, method: str, request_id: int, params: Mapping[str, Any], *, first: bool) -> Page:
+    @contextlib.asynccontextmanager
+    async def post(self, method: str, request_id: int | str, params: Mapping[str, Any], *, first: bool,
+                   timeout: httpx2.Timeout | None = None, check: bool = True
+                   ) -> AsyncIterator[tuple[httpx2.Response, str]]:
+        """POST one request; its answer and content type, once the status and type are checked (unless not
+        `check`). LegacyEra when the `first` request to an endpoint is refused as a handshake-era server does;
+        a transport failure (also one inside the block) becomes a secret-free SyncError."""
         body = json.dumps({"jsonrpc": "2.0", "id": request_id, "method": method,
                            "params": {**params, "_meta": META}}, separators=(",", ":")).encode()
         headers = {**self.endpoint.headers, **HEADERS, "mcp-method": method}
+        options: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
         try:
-            async with self.client.stream("POST", self.endpoint.url, content=body, headers=headers) as response:
+            async with self.client.stream("POST", self.endpoint.url, content=body, headers=headers,
+                                          **options) as response:
                 if first and _refused_as_legacy_http(response):
                     raise LegacyEra(response.headers.get("mcp-session-id"))
-                content_type = check_response(response, self.endpoint, self.url, sse_ok=True)
-                if content_type == "text/event-stream":
-                    message, wire, size, raw = await _first_sse_response(response, request_id, self.limits,
-                                                                         self.url, method)
-                else:
-                    raw, wire = await read_capped(response, self.limits, self.url)
-                    size = len(raw)
-                    message = _json_object(raw, self.url)
+                yield response, (check_response(response, self.endpoint, self.url, sse_ok=True) if check
+                                 else content_type_of(response))
         except httpx2.TransportError as exc:
             raise transport_error(exc, self.url, self.secrets) from None
+
+    async def call(self, method: str, request_id: int, params: Mapping[str, Any], *, first: bool) -> Page:
+        async with self.post(method, request_id, params, first=first) as (response, content_type):
+            if content_type == "text/event-stream":
+                message, wire, size, raw = await _first_sse_response(response, request_id, self.limits,
+                                                                     self.url, method)
+            else:
+                raw, wire = await read_capped(response, self.limits, self.url)
+                size = len(raw)
+                message = json_object(raw, self.url)
         if "error" in message:
-            if first and _refused_as_legacy_rpc(message["error"]):
+            if first and refused_as_legacy_rpc(message["error"]):
                 raise LegacyEra()
             if message.get("id") is not None and not answers(request_id, message.get("id")):
                 raise wrong_answer(self.url, method, message.get("id"))
-            error = message["error"] if isinstance(message["error"], Mapping) else {}
-            raise SyncError(c.REASON_PROTOCOL_ERROR,
-                            f"{self.url} answered {method} with JSON-RPC error {error.get('code')}: "
-                            f"{short(str(error.get('message')), self.secrets)}")
+            raise rpc_error(self.url, method, message["error"], self.secrets)
         if not answers(request_id, message.get("id")):       # a result meant for another request, or for none
             raise wrong_answer(self.url, method, message.get("id"))
         result = message.get("result")
         if not isinstance(result, Mapping):
             raise SyncError(c.REASON_PROTOCOL_ERROR, f"{self.url} answered {method} without a result object")
         return Page(result, wire, size, raw)
+
+
+def rpc_error(url: str, method: str, error: Any, secrets: list[str]) -> SyncError:
+    """A JSON-RPC error answer, its message shortened and scrubbed (a careless server may quote credentials)."""
+    error = error if isinstance(error, Mapping) else {}
+    return SyncError(c.REASON_PROTOCOL_ERROR, f"{url} answered {method} with JSON-RPC error {error.get('code')}: "
+                                              f"{short(str(error.get('message')), secrets)}")
 
 
 def _refused_as_legacy_http(response: httpx2.Response) -> bool:
@@ -106,7 +134,7 @@ def _refused_as_legacy_http(response: httpx2.Response) -> bool:
     return response.status_code in (400, 405, 406, 415)
 
 
-def _refused_as_legacy_rpc(error: Any) -> bool:
+def refused_as_legacy_rpc(error: Any) -> bool:
     """A JSON-RPC refusal that means "not this era" (the SDK's own rule: everything but a modern server's
     header errors, or an unsupported version whose alternatives are all modern ones we do not speak)."""
     if not isinstance(error, Mapping):
@@ -120,7 +148,7 @@ def _refused_as_legacy_rpc(error: Any) -> bool:
     return True
 
 
-def _json_object(raw: bytes, url: str) -> dict[str, Any]:
+def json_object(raw: bytes, url: str) -> dict[str, Any]:
     try:
         message = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
@@ -167,7 +195,7 @@ async def _first_sse_response(response: httpx2.Response, request_id: int, limits
             if event != "message":
                 continue
             raw = data.encode()
-            message = _json_object(raw, url)
+            message = json_object(raw, url)
             if not is_response(message):
                 continue
             if answers(request_id, message.get("id")) or (message.get("id") is None and "error" in message):
