@@ -27,6 +27,7 @@ import json
 import logging
 import random
 import time
+import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -50,6 +51,7 @@ from ..reconcile.cachedoc import (
     is_owned_by,
     metadata_current,
     parse_cache,
+    parse_document,
     restore_patch,
 )
 from ..reconcile.conditions import parse_time
@@ -182,8 +184,12 @@ class _CacheState:
 
 @dataclass(frozen=True, slots=True)
 class _Written:
-    """The cache ConfigMap as the last sync left it, kept as compressed JSON until a sync parses it again:
-    about 2 KiB a resource instead of some 55 KiB for the parsed document and the manifest (20 tools).
+    """The cache ConfigMap as the last sync left it, kept compressed until a sync parses it again: about 2 KiB a
+    resource instead of some 55 KiB for the parsed document and the manifest (20 tools).
+
+    `packed` is the compressed JSON of its metadata and content; when the content is one plain tools.json (what
+    the operator writes below the gzip size), that text is kept apart in `document`, compressed as it is: not
+    escaped into a JSON string to be kept, nor read back out of one to be parsed.
 
     `answer` is the key of the server's answer that this catalog holds (`_answer_key`), once status
     records the catalog: a sync whose answer has the same key finds the catalog unchanged without
@@ -196,16 +202,28 @@ class _Written:
     answer: str | None = None
     tools_available: int = 0
     tools_listed: int = 0
+    document: bytes | None = None
 
     @classmethod
     def of(cls, name: str, resource_version: str | None, manifest: Mapping[str, Any]) -> _Written:
         annotations = (manifest.get("metadata") or {}).get("annotations") or {}
-        return cls(name, resource_version, pack_json(_slim(manifest)), annotations.get(c.ANN_CONTENT_HASH))
+        slim = _slim(manifest)
+        data, document = slim.get("data"), None
+        if isinstance(data, Mapping) and "binaryData" not in slim and len(data) == 1 \
+                and isinstance(text := data.get(c.CM_KEY_JSON), str):
+            document = zlib.compress(text.encode("utf-8", "surrogatepass"), 1)
+            del slim["data"]
+        return cls(name, resource_version, pack_json(slim), annotations.get(c.ANN_CONTENT_HASH), document=document)
 
     def state(self) -> _CacheState:
         content = unpack_json(self.packed)
         try:
-            document: CacheDocument | None = parse_cache(content)
+            if self.document is not None:
+                text = zlib.decompress(self.document).decode("utf-8", "surrogatepass")
+                content["data"] = {c.CM_KEY_JSON: text}
+                document: CacheDocument | None = parse_document(text)
+            else:
+                document = parse_cache(content)
         except CacheParseError:        # cannot happen for what we wrote; rebuild rather than fail
             document = None
         return _CacheState(self.name, self.resource_version, document, exists=True, content=content)

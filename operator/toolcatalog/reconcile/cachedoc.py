@@ -296,7 +296,17 @@ def _document_text(configmap: Mapping[str, Any]) -> str:
 
 def parse_cache(configmap: Mapping[str, Any]) -> CacheDocument:
     """Read the tools.json document back from a ConfigMap (plain or gzip form)."""
-    text = _document_text(configmap)
+    return parse_document(_document_text(configmap))
+
+
+def parse_document(text: str | bytes) -> CacheDocument:
+    """A tools.json document from its text. pydantic reads the JSON itself (about a third less work than
+    `json.loads` and validating the objects it makes, for the same document); a text it refuses is read the
+    slow way again, for the error's message."""
+    try:
+        return CacheDocument.model_validate_json(text)
+    except pydantic.ValidationError:
+        pass
     try:
         parsed = json.loads(text)
     except json.JSONDecodeError as error:
