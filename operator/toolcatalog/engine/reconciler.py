@@ -746,7 +746,7 @@ class Reconciler:
 
     async def _write(self, resource: Resource, plan: Plan) -> bool:
         """Patch /status when it changed (the answer goes into the cache), then post the Events."""
-        patch = merge_patch(resource.status.dump(), plan.status.dump())
+        patch = merge_patch(resource.status.dump(), plan.status_body)
         wrote = False
         if patch:
             try:
@@ -785,7 +785,7 @@ class Reconciler:
 
 def _check_status_size(plan: Plan) -> None:
     """The status a sync is about to record fits in one request: checked before the cache is written."""
-    size = len(json.dumps(plan.status.dump(), separators=(",", ":")))
+    size = len(json.dumps(plan.status_body, separators=(",", ":")))
     if size > c.STATUS_MAX_BYTES:
         raise SyncError(c.REASON_CACHE_TOO_LARGE,
                         f"the status would be {size} bytes, more than the {c.STATUS_MAX_BYTES} the operator "
