@@ -69,6 +69,7 @@ from ..reconcile.plan import (
 )
 from ..reconcile.scrub import scrub_catalog, scrub_error
 from ..reconcile.status import merge_patch
+from .documents import RecentDocuments
 from .objects import ObjectCache, pack_json, unpack_json
 
 logger = logging.getLogger(__name__)
@@ -215,14 +216,16 @@ class _Written:
             del slim["data"]
         return cls(name, resource_version, pack_json(slim), annotations.get(c.ANN_CONTENT_HASH), document=document)
 
-    def state(self) -> _CacheState:
+    def state(self, parsed: CacheDocument | None = None) -> _CacheState:
+        """Its content and document; `parsed`: the document of this very write, held parsed already."""
         content = unpack_json(self.packed)
+        document: CacheDocument | None = parsed
         try:
             if self.document is not None:
                 text = zlib.decompress(self.document).decode("utf-8", "surrogatepass")
                 content["data"] = {c.CM_KEY_JSON: text}
-                document: CacheDocument | None = parse_document(text)
-            else:
+                document = document or parse_document(text)
+            elif document is None:
                 document = parse_cache(content)
         except CacheParseError:        # cannot happen for what we wrote; rebuild rather than fail
             document = None
@@ -280,6 +283,8 @@ class Reconciler:
     _memory: dict[ObjectKey, _Memory] = field(default_factory=dict)
     # The catalog each resource's last sync wrote, by uid: no read of a ConfigMap we wrote ourselves.
     _catalogs: dict[str, _Written] = field(default_factory=dict)
+    # The documents of the latest writes of large catalogs, parsed: the next merge of each needs it.
+    _documents: RecentDocuments = field(default_factory=RecentDocuments)
     # Resources (by uid) whose ConfigMap create met one that exists: read it before the next write.
     _must_read: set[str] = field(default_factory=set)
     # Syncs whose server answered exactly as when the catalog was written, and wrote no ConfigMap.
@@ -295,6 +300,7 @@ class Reconciler:
         self._memory.pop(key, None)
         if uid is not None:
             self._catalogs.pop(uid, None)
+            self._documents.forget(uid)
             self._must_read.discard(uid)
         if self.listeners is not None:
             self.listeners.stop(key)
@@ -413,7 +419,7 @@ class Reconciler:
         when they do not hold it already)."""
         def load() -> CacheDocument | None:
             written = self._catalogs.get(resource.uid)
-            return written.state().document if written is not None else None
+            return written.state(self._parsed(resource.uid, written)).document if written is not None else None
         return load
 
     async def _read_fresh(self, resource: Resource, run: _Sync | None) -> Resource | None:
@@ -641,7 +647,7 @@ class Reconciler:
         """The catalog the last sync wrote: remembered from our own write, else read from the ConfigMap."""
         remembered = self._catalogs.get(resource.uid)
         if remembered is not None and remembered.name == cm_name:
-            return remembered.state()
+            return remembered.state(self._parsed(resource.uid, remembered))
         if resource.status.cache is None and resource.uid not in self._must_read \
                 and self.versions.configmap(resource.namespace, cm_name) is None:
             # No cache recorded in status and none the watch knows of (it skips ours by label): create it
@@ -712,7 +718,11 @@ class Reconciler:
             raise api_error(error, kind="ConfigMap") from None
         rv = (written.get("metadata") or {}).get("resourceVersion")
         self._catalogs[resource.uid] = _Written.of(cache.name, rv, cache.manifest)
+        self._documents.remember(resource.uid, cache.name, rv, cache.rendered.size_bytes, cache.document)
         self._must_read.discard(resource.uid)
+
+    def _parsed(self, uid: str, written: _Written) -> CacheDocument | None:
+        return self._documents.get(uid, written.name, written.resource_version)
 
     async def _undo_cache(self, resource: Resource, run: _Sync | None, why: str, level: int) -> None:
         if run is not None and run.wrote_cache:
