@@ -79,7 +79,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                              "(default 1000; --quick: 200)")
     parser.add_argument("--only", default=",".join(SECTIONS), help=f"sections to run, of {','.join(SECTIONS)}")
     parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
-                        help="record py-spy profiles of the operator (converge, steady) into DIR")
+                        help="record py-spy profiles of the operator (refresh, converge, steady) into DIR")
     parser.add_argument("--output", type=Path, default=None, help="the JSON file (default bench/results/...)")
     args = parser.parse_args(argv)
     quick = args.quick
@@ -160,7 +160,8 @@ async def _latency(args: argparse.Namespace, results: dict[str, Any], directory:
         for name, backend_cm in (("emulator", emulator), ("real", real_cluster)):
             log(f"refresh latency on the {name} API server")
             async with backend_cm(directory) as backend:
-                results["refresh"][name] = await refresh.measure(backend, fleet, CATALOGS, args.rounds, directory)
+                results["refresh"][name] = await refresh.measure(backend, fleet, CATALOGS, args.rounds, directory,
+                                                                 args.profile, f"refresh-{name}")
     for backend_name in results["refresh"]:
         for count in CATALOGS:
             figures = results["refresh"][backend_name][str(count)]

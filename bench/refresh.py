@@ -6,6 +6,7 @@ real control plane) the API requests per refresh.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from bench.common import (
     McpFleet,
     Operator,
     create_all,
+    profiled,
     request_delta,
     requests_by_verb,
     summary,
@@ -46,7 +48,10 @@ async def api_write_floor(backend: Backend, rounds: int) -> dict[str, float]:
     return summary(samples)
 
 
-async def measure(backend: Backend, fleet: McpFleet, catalogs: list[int], rounds: int, workdir: Path) -> dict[str, Any]:
+async def measure(backend: Backend, fleet: McpFleet, catalogs: list[int], rounds: int, workdir: Path,
+                  profile_dir: Path | None = None, label: str = "refresh") -> dict[str, Any]:
+    """`profile_dir`: a py-spy profile of the operator over each catalog size's measured rounds
+    (`<label>-<tools>.txt`)."""
     results: dict[str, Any] = {"api_patch_ms": await api_write_floor(backend, rounds)}
     with Operator(backend, workdir) as operator:
         names = [f"refresh-{count}" for count in catalogs]
@@ -59,27 +64,33 @@ async def measure(backend: Backend, fleet: McpFleet, catalogs: list[int], rounds
             for index, (count, name) in enumerate(zip(catalogs, names, strict=True)):
                 samples: list[float] = []
                 cpu = requests = None
-                for round_ in range(-WARMUP, rounds):
-                    if round_ == 0:
-                        cpu, requests = operator.stats.cpu_seconds(), _counts(backend)
-                    serial += 1
-                    listed = count + serial % 2             # the catalog changes before every refresh
-                    fleet.set_tools(index, listed)
-                    token = f"bench-{serial}"
-                    started = time.perf_counter()
-                    await backend.client.annotate(TS, NAMESPACE, name, {"toolcatalog.dev/refresh": token})
-                    last = await stream.until(lambda name=name, token=token: _answered(stream, name, token), 60,
-                                              f"refresh {token} of {name} answered")
-                    if round_ >= 0:
-                        samples.append((time.perf_counter() - started) * 1000)
-                    if last.get("result") != "Succeeded" or last.get("toolsDiscovered") != listed:
-                        raise RuntimeError(f"refresh {token} of {name}: {last} (expected {listed} tools)\n"
-                                           f"{operator.log_tail()}")
+                profile: dict[str, Any] = {}
+                with contextlib.ExitStack() as profiling:       # py-spy stops however the rounds end
+                    for round_ in range(-WARMUP, rounds):
+                        if round_ == 0:
+                            assert operator.pid is not None
+                            profile = profiling.enter_context(profiled(operator.pid, profile_dir, f"{label}-{count}"))
+                            cpu, requests = operator.stats.cpu_seconds(), _counts(backend)
+                        serial += 1
+                        listed = count + serial % 2             # the catalog changes before every refresh
+                        fleet.set_tools(index, listed)
+                        token = f"bench-{serial}"
+                        started = time.perf_counter()
+                        await backend.client.annotate(TS, NAMESPACE, name, {"toolcatalog.dev/refresh": token})
+                        last = await stream.until(lambda name=name, token=token: _answered(stream, name, token), 60,
+                                                  f"refresh {token} of {name} answered")
+                        if round_ >= 0:
+                            samples.append((time.perf_counter() - started) * 1000)
+                        if last.get("result") != "Succeeded" or last.get("toolsDiscovered") != listed:
+                            raise RuntimeError(f"refresh {token} of {name}: {last} (expected {listed} tools)\n"
+                                               f"{operator.log_tail()}")
                 assert cpu is not None
                 figures: dict[str, Any] = {
                     "latency_ms": summary(samples),
                     "operator_cpu_ms_per_refresh": round((operator.stats.cpu_seconds() - cpu) * 1000 / rounds, 2),
                 }
+                if profile:
+                    figures["profile"] = profile
                 if requests is not None:
                     delta = request_delta(requests, backend.request_counts())
                     delta[("PATCH", "toolservers")] = delta.get(("PATCH", "toolservers"), 0) - rounds  # the bench's

@@ -27,6 +27,7 @@ import json
 import logging
 import random
 import time
+import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -50,6 +51,7 @@ from ..reconcile.cachedoc import (
     is_owned_by,
     metadata_current,
     parse_cache,
+    parse_document,
     restore_patch,
 )
 from ..reconcile.conditions import parse_time
@@ -68,6 +70,7 @@ from ..reconcile.plan import (
 from ..reconcile.report import verification_unreported
 from ..reconcile.scrub import scrub_catalog, scrub_error
 from ..reconcile.status import merge_patch
+from .documents import RecentDocuments
 from .objects import ObjectCache, pack_json, unpack_json
 from .sharedfetch import SharedFetches
 
@@ -190,8 +193,12 @@ class _CacheState:
 
 @dataclass(frozen=True, slots=True)
 class _Written:
-    """The cache ConfigMap as the last sync left it, kept as compressed JSON until a sync parses it again:
-    about 2 KiB a resource instead of some 55 KiB for the parsed document and the manifest (20 tools).
+    """The cache ConfigMap as the last sync left it, kept compressed until a sync parses it again: about 2 KiB a
+    resource instead of some 55 KiB for the parsed document and the manifest (20 tools).
+
+    `packed` is the compressed JSON of its metadata and content; when the content is one plain tools.json (what
+    the operator writes below the gzip size), that text is kept apart in `document`, compressed as it is: not
+    escaped into a JSON string to be kept, nor read back out of one to be parsed.
 
     `answer` is the key of the server's answer that this catalog holds (`_answer_key`), once status
     records the catalog: a sync whose answer has the same key finds the catalog unchanged without
@@ -204,16 +211,30 @@ class _Written:
     answer: str | None = None
     tools_available: int = 0
     tools_listed: int = 0
+    document: bytes | None = None
 
     @classmethod
     def of(cls, name: str, resource_version: str | None, manifest: Mapping[str, Any]) -> _Written:
         annotations = (manifest.get("metadata") or {}).get("annotations") or {}
-        return cls(name, resource_version, pack_json(_slim(manifest)), annotations.get(c.ANN_CONTENT_HASH))
+        slim = _slim(manifest)
+        data, document = slim.get("data"), None
+        if isinstance(data, Mapping) and "binaryData" not in slim and len(data) == 1 \
+                and isinstance(text := data.get(c.CM_KEY_JSON), str):
+            document = zlib.compress(text.encode("utf-8", "surrogatepass"), 1)
+            del slim["data"]
+        return cls(name, resource_version, pack_json(slim), annotations.get(c.ANN_CONTENT_HASH), document=document)
 
-    def state(self) -> _CacheState:
+    def state(self, parsed: CacheDocument | None = None) -> _CacheState:
+        """Its content and document; `parsed`: the document of this very write, held parsed already."""
         content = unpack_json(self.packed)
+        document: CacheDocument | None = parsed
         try:
-            document: CacheDocument | None = parse_cache(content)
+            if self.document is not None:
+                text = zlib.decompress(self.document).decode("utf-8", "surrogatepass")
+                content["data"] = {c.CM_KEY_JSON: text}
+                document = document or parse_document(text)
+            elif document is None:
+                document = parse_cache(content)
         except CacheParseError:        # cannot happen for what we wrote; rebuild rather than fail
             document = None
         return _CacheState(self.name, self.resource_version, document, exists=True, content=content)
@@ -275,6 +296,8 @@ class Reconciler:
     _memory: dict[ObjectKey, _Memory] = field(default_factory=dict)
     # The catalog each resource's last sync wrote, by uid: no read of a ConfigMap we wrote ourselves.
     _catalogs: dict[str, _Written] = field(default_factory=dict)
+    # The documents of the latest writes of large catalogs, parsed: the next merge of each needs it.
+    _documents: RecentDocuments = field(default_factory=RecentDocuments)
     # Resources (by uid) whose ConfigMap create met one that exists: read it before the next write.
     _must_read: set[str] = field(default_factory=set)
     # Syncs whose server answered exactly as when the catalog was written, and wrote no ConfigMap.
@@ -300,6 +323,7 @@ class Reconciler:
         self._memory.pop(key, None)
         if uid is not None:
             self._catalogs.pop(uid, None)
+            self._documents.forget(uid)
             self._must_read.discard(uid)
         if self.listeners is not None:
             self.listeners.stop(key)
@@ -430,7 +454,7 @@ class Reconciler:
         when they do not hold it already)."""
         def load() -> CacheDocument | None:
             written = self._catalogs.get(resource.uid)
-            return written.state().document if written is not None else None
+            return written.state(self._parsed(resource.uid, written)).document if written is not None else None
         return load
 
     async def _read_fresh(self, resource: Resource, run: _Sync | None) -> Resource | None:
@@ -683,7 +707,7 @@ class Reconciler:
         """The catalog the last sync wrote: remembered from our own write, else read from the ConfigMap."""
         remembered = self._catalogs.get(resource.uid)
         if remembered is not None and remembered.name == cm_name:
-            return remembered.state()
+            return remembered.state(self._parsed(resource.uid, remembered))
         if resource.status.cache is None and resource.uid not in self._must_read \
                 and self.versions.configmap(resource.namespace, cm_name) is None:
             # No cache recorded in status and none the ConfigMap informer knows of: create it
@@ -754,7 +778,11 @@ class Reconciler:
             raise api_error(error, kind="ConfigMap") from None
         rv = (written.get("metadata") or {}).get("resourceVersion")
         self._catalogs[resource.uid] = _Written.of(cache.name, rv, cache.manifest)
+        self._documents.remember(resource.uid, cache.name, rv, cache.rendered.size_bytes, cache.document)
         self._must_read.discard(resource.uid)
+
+    def _parsed(self, uid: str, written: _Written) -> CacheDocument | None:
+        return self._documents.get(uid, written.name, written.resource_version)
 
     async def _undo_cache(self, resource: Resource, run: _Sync | None, why: str, level: int) -> None:
         if run is not None and run.wrote_cache:
@@ -788,7 +816,7 @@ class Reconciler:
 
     async def _write(self, resource: Resource, plan: Plan) -> bool:
         """Patch /status when it changed (the answer goes into the cache), then post the Events."""
-        patch = merge_patch(resource.status.dump(), plan.status.dump())
+        patch = merge_patch(resource.status.dump(), plan.status_body)
         wrote = False
         if patch:
             try:
@@ -827,7 +855,7 @@ class Reconciler:
 
 def _check_status_size(plan: Plan) -> None:
     """The status a sync is about to record fits in one request: checked before the cache is written."""
-    size = len(json.dumps(plan.status.dump(), separators=(",", ":")))
+    size = len(json.dumps(plan.status_body, separators=(",", ":")))
     if size > c.STATUS_MAX_BYTES:
         raise SyncError(c.REASON_CACHE_TOO_LARGE,
                         f"the status would be {size} bytes, more than the {c.STATUS_MAX_BYTES} the operator "

@@ -15,7 +15,7 @@ import kopf
 from ..api.redact import Redactor
 from ..config import OperatorConfig
 from ..engine import metrics
-from . import admission, autoshard, health, lifecycle, watch
+from . import admission, autoshard, diffbase, health, lifecycle, watch
 from .sharding import Shard
 
 
@@ -47,6 +47,7 @@ def build_registry(config: OperatorConfig, redactor: Redactor, shard: Shard | No
     if shard.sharded:
         logging.getLogger(__name__).info("sharding: this operator takes the resources of %s", shard.describe())
     watch.register(registry, shard)
+    diffbase.register(registry)
     lifecycle.register(registry, config, redactor, shard)
     admission.register(registry, config)
     health.register(registry)

