@@ -134,15 +134,21 @@ async def test_an_unchanged_resync_writes_only_status_and_puts_back_a_deleted_co
     assert world.condition("demo", "Ready")["status"] == "True"
 
 
-async def test_unchanged_resyncs_write_status_only_once_the_recorded_verification_is_older_than_the_interval():
-    """The kubelet's node-status rule: only the times of a verification moved, so it is written every
-    `status_report_interval` seconds, not every minute; anything else that moves is written at once."""
+async def synced_once(*, report_interval: float) -> World:
+    """A resource with a 60 s lifetime, synced once, 61 s later: due again."""
     world = World()
-    world.reconciler.status_report_interval = 300
+    world.reconciler.status_report_interval = report_interval
     world.apply("demo", {"url": URL, "sync": {"ttlSeconds": 60}})
     await world.reconcile("demo")
     world.watch(c.KIND_TOOLSERVER, "demo")
     world.clock.advance(61)
+    return world
+
+
+async def test_unchanged_resyncs_write_status_only_once_the_recorded_verification_is_older_than_the_interval():
+    """The kubelet's node-status rule: only the times of a verification moved, so it is written every
+    `status_report_interval` seconds, not every minute; anything else that moves is written at once."""
+    world = await synced_once(report_interval=300)
     await world.reconcile("demo")           # the first resync: its trigger (schedule) is news, written
     world.watch(c.KIND_TOOLSERVER, "demo")
     patches, recorded = world.status_patches(), copy.deepcopy(world.status("demo"))
@@ -170,12 +176,7 @@ async def test_unchanged_resyncs_write_status_only_once_the_recorded_verificatio
 
 
 async def test_a_failing_resync_is_written_at_once_whatever_the_report_interval():
-    world = World()
-    world.reconciler.status_report_interval = 300
-    world.apply("demo", {"url": URL, "sync": {"ttlSeconds": 60}})
-    await world.reconcile("demo")
-    world.watch(c.KIND_TOOLSERVER, "demo")
-    world.clock.advance(61)
+    world = await synced_once(report_interval=300)
     world.fetch.error = SyncError(c.REASON_SERVER_UNAVAILABLE, "connection refused")
     await world.reconcile("demo")
     assert world.condition("demo", "Synced")["reason"] == c.REASON_SERVER_UNAVAILABLE
