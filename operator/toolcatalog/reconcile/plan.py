@@ -28,6 +28,7 @@ from ..api.models import (
     Reference,
     ServerInfo,
     Status,
+    ToolStatus,
     Trigger,
 )
 from ..api.resource import Resource
@@ -240,32 +241,53 @@ def plan_sync(resource: Resource, outcome: SyncOutcome, jitter: float, *,
                                    owner_uid=resource.uid, configmap_name=cm_name, rendered=rendered, cached_at=now)
         cache = CacheWrite(cm_name, manifest, rendered, document)
         digest = rendered.content_hash
-    expires = expiry(completed, settings.sync.ttl_seconds, outcome.server, server_ttl_floor)
     entries, truncated = status_tools(tools, with_approval=policy != "None")
-    next_at = ttl_due(completed, max(1, round((expires - completed).total_seconds())), jitter)
     tools_listed = len(outcome.tools)
-    success = SyncSuccess(
-        trigger=outcome.trigger, started_at=outcome.started_at, completed_at=completed, url=outcome.url,
-        server=outcome.server, tool_count=tool_count, tools=entries, tools_truncated=truncated,
-        cache=CacheStatus(config_map=cm_name, cached_at=document.cached_at, verified_at=now,
-                          expires_at=rfc3339(expires), content_hash=digest),
-        next_sync_at=next_at, tools_listed=tools_listed, references=outcome.references or (),
-        fetched_with=outcome.fetched_with)
     prev = resource.status
-    status = after_success(prev, success, generation=resource.generation, owner=settings.owner)
+    status, next_at = _recorded_success(
+        resource, outcome, jitter, server_ttl_floor, tool_count=tool_count, tools=entries, truncated=truncated,
+        cache=(cm_name, document.cached_at, digest), tools_listed=tools_listed)
     status = with_approval(status, approval.pending, policy=policy, kind=resource.kind, name=resource.name,
                            generation=resource.generation, now=now)
     events = success_events(prev, merge.diff, trigger=outcome.trigger, tool_count=tool_count,
                             tools_listed=tools_listed, configmap=cm_name, url=outcome.url)
     events += approval_events(prev, approval.pending, status)
-    if outcome.refresh is not None:
-        status = with_refresh(status, outcome.refresh, completed_at=completed, result="Succeeded",
-                              generation=resource.generation, diff=merge.diff,
-                              previous_tool_count=sum(1 for tool in previous_tools if tool.available),
-                              tools_discovered=tools_listed)
-        events.append(refreshed_event(outcome.refresh.token, merge.diff, tools_listed))
+    status = _answer_refresh(status, events, resource, outcome, merge.diff, tools_listed=tools_listed,
+                             previous_tool_count=sum(1 for tool in previous_tools if tool.available))
     return Plan(status=status, events=events, cache=cache, kept=kept, requeue_at=next_at, diff=merge.diff,
                 synced=True, refreshed=outcome.refresh is not None)
+
+
+def _recorded_success(resource: Resource, outcome: SyncOutcome, jitter: float, server_ttl_floor: float, *,
+                      tool_count: int, tools: list[ToolStatus], truncated: bool, cache: tuple[str, str, str],
+                      tools_listed: int) -> tuple[Status, datetime]:
+    """The status of a successful sync whose catalog the cache holds (`cache`: its ConfigMap, cachedAt and
+    content hash), verified now, and when the next sync is due."""
+    assert resource.spec is not None and outcome.server is not None and outcome.url is not None
+    settings = settings_of(resource.spec)
+    completed = outcome.completed_at
+    expires = expiry(completed, settings.sync.ttl_seconds, outcome.server, server_ttl_floor)
+    next_at = ttl_due(completed, max(1, round((expires - completed).total_seconds())), jitter)
+    config_map, cached_at, digest = cache
+    success = SyncSuccess(
+        trigger=outcome.trigger, started_at=outcome.started_at, completed_at=completed, url=outcome.url,
+        server=outcome.server, tool_count=tool_count, tools=tools, tools_truncated=truncated,
+        cache=CacheStatus(config_map=config_map, cached_at=cached_at, verified_at=rfc3339(completed),
+                          expires_at=rfc3339(expires), content_hash=digest),
+        next_sync_at=next_at, tools_listed=tools_listed, references=outcome.references or (),
+        fetched_with=outcome.fetched_with)
+    return after_success(resource.status, success, generation=resource.generation, owner=settings.owner), next_at
+
+
+def _answer_refresh(status: Status, events: list[Event], resource: Resource, outcome: SyncOutcome,
+                    diff: CatalogDiff, *, tools_listed: int, previous_tool_count: int) -> Status:
+    """A successful sync that a refresh asked for: lastRefresh, the Refreshed condition and its Event."""
+    if outcome.refresh is None:
+        return status
+    events.append(refreshed_event(outcome.refresh.token, diff, tools_listed))
+    return with_refresh(status, outcome.refresh, completed_at=outcome.completed_at, result="Succeeded",
+                        generation=resource.generation, diff=diff, previous_tool_count=previous_tool_count,
+                        tools_discovered=tools_listed)
 
 
 def plan_verified(resource: Resource, outcome: SyncOutcome, verified: VerifiedCache, jitter: float, *,
@@ -274,30 +296,17 @@ def plan_verified(resource: Resource, outcome: SyncOutcome, verified: VerifiedCa
     resource generation, same credentials, same URL): merging that answer into the catalog it wrote gives that
     catalog again, so none of it is merged, rendered or written. Status records the verification: lastSync,
     nextSyncAt, cache.verifiedAt and expiresAt, and the conditions (after failures: Ready again)."""
-    assert resource.spec is not None and outcome.server is not None and outcome.url is not None
-    settings = settings_of(resource.spec)
-    completed = outcome.completed_at
-    now = rfc3339(completed)
+    assert outcome.url is not None
     prev = resource.status
-    expires = expiry(completed, settings.sync.ttl_seconds, outcome.server, server_ttl_floor)
-    next_at = ttl_due(completed, max(1, round((expires - completed).total_seconds())), jitter)
-    success = SyncSuccess(
-        trigger=outcome.trigger, started_at=outcome.started_at, completed_at=completed, url=outcome.url,
-        server=outcome.server, tool_count=prev.tool_count, tools=list(prev.tools),
-        tools_truncated=prev.tools_truncated,
-        cache=CacheStatus(config_map=verified.config_map, cached_at=verified.cached_at, verified_at=now,
-                          expires_at=rfc3339(expires), content_hash=verified.content_hash),
-        next_sync_at=next_at, tools_listed=verified.tools_listed, references=outcome.references or (),
-        fetched_with=outcome.fetched_with)
-    status = after_success(prev, success, generation=resource.generation, owner=settings.owner)
+    status, next_at = _recorded_success(
+        resource, outcome, jitter, server_ttl_floor, tool_count=prev.tool_count, tools=list(prev.tools),
+        truncated=prev.tools_truncated, cache=(verified.config_map, verified.cached_at, verified.content_hash),
+        tools_listed=verified.tools_listed)
     unchanged = CatalogDiff(new=[], removed=[], changed=[])
     events = success_events(prev, unchanged, trigger=outcome.trigger, tool_count=prev.tool_count,
                             tools_listed=verified.tools_listed, configmap=verified.config_map, url=outcome.url)
-    if outcome.refresh is not None:
-        status = with_refresh(status, outcome.refresh, completed_at=completed, result="Succeeded",
-                              generation=resource.generation, diff=unchanged,
-                              previous_tool_count=verified.tools_available, tools_discovered=verified.tools_listed)
-        events.append(refreshed_event(outcome.refresh.token, unchanged, verified.tools_listed))
+    status = _answer_refresh(status, events, resource, outcome, unchanged, tools_listed=verified.tools_listed,
+                             previous_tool_count=verified.tools_available)
     return Plan(status=status, events=events, kept=Kept(verified.config_map, verified.content_hash),
                 requeue_at=next_at, diff=unchanged, synced=True, refreshed=outcome.refresh is not None)
 
