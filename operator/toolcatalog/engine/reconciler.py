@@ -390,7 +390,7 @@ class Reconciler:
         else:
             run = await self._sync(resource, decision, memory)
             plan = run.plan
-        conflicts, refused = 0, False
+        conflicts, refused, wrote = 0, False, False
         memory.verified_due = memory.verified_for = None
         if run is not None and run.verified and not plan.events and verification_unreported(
                 resource.status, plan.status, now=self.clock(), interval=self.status_report_interval):
@@ -398,41 +398,37 @@ class Reconciler:
             # watch event for anyone. The schedule is kept in memory until the next write.
             memory.verified_due, memory.verified_for = plan.requeue_at, resource.resource_version
             self.unreported_syncs += 1
-            self._remember_answer(resource, run)
-            if self.catalogs is not None:
-                self.catalogs.commit(resource, plan, run.began, self._document_loader(resource))
-            self._tell(Outcome(resource.key, decision, plan, False, False, time.monotonic() - began, 0))
-            return _seconds_until(plan.requeue_at, self.clock())
-        while True:
-            try:
-                wrote = await self._write(resource, plan)
-                break
-            except TransientError:
-                raise
-            except StatusConflict:
-                conflicts += 1
-                fresh = await self._read_fresh(resource, run)
-                if fresh is not None and conflicts <= MAX_RETRIED_CONFLICTS and _same_status(fresh, resource):
-                    resource = fresh        # nobody else wrote status: the same write, on the fresh object
-                    continue
-                await self._discard(resource, run, decision, memory)
-                self._tell(Outcome(resource.key, decision, None, False, False, time.monotonic() - began, conflicts))
-                if fresh is not None and conflicts > MAX_RETRIED_CONFLICTS:
-                    raise TransientError(f"{resource.describe()}: the object keeps changing under the status "
-                                         "write") from None
-                return 0.0 if fresh is not None else None     # at once, from the fresh object
-            except Exception as exc:        # refused for good (StatusRejected), or a failure nothing expected
-                if run is None or refused:
-                    if isinstance(exc, StatusRejected):
-                        raise TransientError(f"{resource.describe()}: writing status failed: {exc.error.message}",
-                                             reason=exc.error.api_reason or "Unknown") from None
+        else:
+            while True:
+                try:
+                    wrote = await self._write(resource, plan)
+                    break
+                except TransientError:
                     raise
-                error = exc.error if isinstance(exc, StatusRejected) else \
-                    self._internal_error(resource, exc, "writing status")
-                # Cache and status must describe one catalog: put the previous cache back, record the failure.
-                await self._undo_cache(resource, run, "status write refused", logging.WARNING)
-                plan = plan_failure(resource, run.outcome, scrub_error(error, self.redactor), self.jitter())
-                refused = True
+                except StatusConflict:
+                    conflicts += 1
+                    fresh = await self._read_fresh(resource, run)
+                    if fresh is not None and conflicts <= MAX_RETRIED_CONFLICTS and _same_status(fresh, resource):
+                        resource = fresh        # nobody else wrote status: the same write, on the fresh object
+                        continue
+                    await self._discard(resource, run, decision, memory)
+                    self._tell(Outcome(resource.key, decision, None, False, False, time.monotonic() - began, conflicts))
+                    if fresh is not None and conflicts > MAX_RETRIED_CONFLICTS:
+                        raise TransientError(f"{resource.describe()}: the object keeps changing under the status "
+                                             "write") from None
+                    return 0.0 if fresh is not None else None     # at once, from the fresh object
+                except Exception as exc:        # refused for good (StatusRejected), or a failure nothing expected
+                    if run is None or refused:
+                        if isinstance(exc, StatusRejected):
+                            raise TransientError(f"{resource.describe()}: writing status failed: {exc.error.message}",
+                                                 reason=exc.error.api_reason or "Unknown") from None
+                        raise
+                    error = exc.error if isinstance(exc, StatusRejected) else \
+                        self._internal_error(resource, exc, "writing status")
+                    # Cache and status must describe one catalog: put the previous cache back, record the failure.
+                    await self._undo_cache(resource, run, "status write refused", logging.WARNING)
+                    plan = plan_failure(resource, run.outcome, scrub_error(error, self.redactor), self.jitter())
+                    refused = True
         wrote_cache = run is not None and run.wrote_cache
         if run is not None and plan.succeeded and not refused:
             self._remember_answer(resource, run)
