@@ -22,12 +22,10 @@ the per-answer byte cap (--max-response-bytes) before it is parsed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import logging
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx2
 
@@ -48,10 +46,10 @@ from .wire import (
     Limits,
     answers,
     check_response,
-    header_secrets,
     is_response,
     read_capped,
     scrub,
+    session_secrets,
     status_error,
     transport_error,
     wrong_answer,
@@ -71,7 +69,7 @@ async def listen_modern(endpoint: Endpoint, *, pool: HttpPool, on_change: OnChan
                         limits: Limits, connect_timeout: float, idle_timeout: float) -> None:
     """listen.py's `listen_for_tool_changes` for a 2026-07-28 endpoint; LegacyEra when the server turns out to
     speak a handshake era (listen.py then falls back to an SDK session)."""
-    secrets = _secrets(endpoint)
+    secrets = session_secrets(endpoint)
     call = StatelessCall(pool.client_for(endpoint.tls), endpoint, limits, secrets)
     stream = _Stream(call.url, on_change, ready, secrets)
     try:
@@ -206,10 +204,3 @@ def _version_refused(error: Any) -> bool:
     included) is a 2026-07-28 server that does not listen: an SDK session would be refused the same."""
     return isinstance(error, Mapping) and error.get("code") == -32022 and refused_as_legacy_rpc(error)
 
-
-def _secrets(endpoint: Endpoint) -> list[str]:
-    """Header values, and a password written into the URL: never in a message."""
-    secrets = header_secrets(endpoint)
-    with contextlib.suppress(ValueError):
-        secrets += [secret for secret in (urlsplit(endpoint.url).password,) if secret]
-    return secrets

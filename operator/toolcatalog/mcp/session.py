@@ -17,7 +17,6 @@ import json
 import zlib
 from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 import anyio
 import httpx2
@@ -38,9 +37,9 @@ from .wire import (
     Limits,
     RequestLedger,
     content_type_of,
-    header_secrets,
     http_status_error,
     scrub,
+    session_secrets,
     short,
     status_error,
     transport_error,
@@ -63,9 +62,7 @@ class WireWatch:
         self.phase = "the MCP handshake"  # what the server was asked last, for messages
         self.requests = RequestLedger()
         self.endpoint = endpoint
-        self.secrets = header_secrets(endpoint)
-        with contextlib.suppress(ValueError):
-            self.secrets += [secret for secret in (urlsplit(endpoint.url).password,) if secret]
+        self.secrets = session_secrets(endpoint)
 
     def fail_with(self, error: SyncError) -> SyncError:
         self.fail(error)

@@ -6,12 +6,14 @@ SDK session and the listener.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx2
 
@@ -247,3 +249,11 @@ def header_secrets(endpoint: Endpoint) -> list[str]:
     """Header values to keep out of messages; one the user also wrote into the URL is no secret (static
     headers like X-Tenant: team-a often are), and sparing it keeps the URL readable."""
     return [value for value in endpoint.headers.values() if value and value not in endpoint.url]
+
+
+def session_secrets(endpoint: Endpoint) -> list[str]:
+    """`header_secrets`, and a password written into the URL: what a session's messages must never hold."""
+    secrets = header_secrets(endpoint)
+    with contextlib.suppress(ValueError):
+        secrets += [secret for secret in (urlsplit(endpoint.url).password,) if secret]
+    return secrets
