@@ -302,8 +302,6 @@ class Reconciler:
     _must_read: set[str] = field(default_factory=set)
     # Syncs whose server answered exactly as when the catalog was written, and wrote no ConfigMap.
     verified_syncs: int = 0
-    # ... of which left status as it was (reconcile/report.py).
-    unreported_syncs: int = 0
     fetches: SharedFetches = field(init=False)
 
     def __post_init__(self) -> None:
@@ -397,7 +395,6 @@ class Reconciler:
             # Nothing but the verification's times moved, and the recorded one is recent: no write, no
             # watch event for anyone. The schedule is kept in memory until the next write.
             memory.verified_due, memory.verified_for = plan.requeue_at, resource.resource_version
-            self.unreported_syncs += 1
         else:
             while True:
                 try:

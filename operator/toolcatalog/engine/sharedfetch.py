@@ -55,8 +55,7 @@ class SharedFetches:
     fetch: Fetcher
     window: float = 5.0                 # how old an answer a scheduled resync may take, in seconds (0: none)
     clock: Callable[[], float] = time.monotonic
-    fetches: int = 0                    # fetches made (for the bench and the tests)
-    shared: int = 0                     # syncs that took another's answer
+    shared: int = 0                     # syncs that took another's answer (the tests count them)
     _flights: dict[str, _Flight] = field(default_factory=dict)
     _landed: dict[str, _Landed] = field(default_factory=dict)
 
@@ -85,7 +84,6 @@ class SharedFetches:
         task = asyncio.ensure_future(self.fetch(endpoint, timeout=timeout, fresh=fresh))
         flight = _Flight(began, task)
         self._flights[key] = flight
-        self.fetches += 1
 
         def landed(done: asyncio.Task[FetchedCatalog]) -> None:
             if self._flights.get(key) is flight:
